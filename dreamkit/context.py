@@ -1,0 +1,101 @@
+"""The run context every pipeline step receives: device, seeded randomness, progress, results."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from .errors import DreamkitError
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    text = str(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(text)
+    except RuntimeError:
+        raise DreamkitError(f"device {text!r} is not allowed; expected auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise DreamkitError(f"device {text!r} is not allowed; expected auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DreamkitError(f"device {text!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return resolved
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed for one step of one frame, independent of the other inputs in a batch."""
+    text = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+class Progress:
+    """Progress bars on stderr (tqdm), off when stderr is not a terminal or when quiet."""
+
+    def __init__(self, enabled: bool | None = None, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.enabled = enabled
+
+    @contextmanager
+    def bar(self, total: int, desc: str) -> Iterator[Any]:
+        """``with context.progress(total, "octave 1") as bar: ... bar.update(1)``."""
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=desc, file=self.stream, disable=not self.enabled,
+                  leave=False, dynamic_ncols=True) as bar:
+            yield bar
+
+
+@dataclass
+class RunContext:
+    """What a step sees besides the image.
+
+    * ``device``: where the image lives and where the effect should compute.
+    * ``generator``: a CPU ``torch.Generator`` seeded from (run seed, step index, frame index), so
+      the same recipe and seed give the same image whatever else is in the batch. Draw random
+      numbers with it (on the CPU) and move them to ``device``.
+    * ``results``: analysis records for the current frame; add with :meth:`add_result`.
+    * ``source``: the input's file name (or ``None`` for in-memory images).
+    """
+
+    device: torch.device
+    seed: int
+    progress_bars: Progress = field(default_factory=lambda: Progress(False))
+    source: str | None = None
+    step_index: int = 0
+    frame_index: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator("cpu")
+        self.reseed()
+
+    def reseed(self) -> None:
+        """Reset ``generator`` for the current step and frame."""
+        self.generator.manual_seed(derive_seed(self.seed, self.step_index, self.frame_index))
+
+    def progress(self, total: int, desc: str) -> Any:
+        """A progress bar context manager (a no-op unless progress is shown)."""
+        return self.progress_bars.bar(total, desc)
+
+    def add_result(self, record: dict[str, Any]) -> None:
+        """Record an analysis result (plain JSON-serialisable dict) for the current frame.
+
+        The record is tagged with the effect that produced it (``"effect"`` key) by the pipeline.
+        """
+        import json
+
+        try:
+            json.dumps(record)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"analysis results must be JSON-serialisable: {exc}") from None
+        self.results.append(dict(record))

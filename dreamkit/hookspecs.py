@@ -1,0 +1,53 @@
+"""The hooks a dreamkit plugin can implement.
+
+Implement them with ``@dreamkit.hookimpl`` in a module or object named by an entry point in the
+``dreamkit`` group. Every hook is documented in the README under its own heading.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .context import RunContext
+    from .effect import Effect
+
+PROJECT = "dreamkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def dreamkit_register_effects(register: Callable[[type["Effect"]], None]) -> None:
+    """Register effect classes by calling ``register(EffectSubclass)`` once per effect.
+
+    Fires once per plugin when the plugin manager loads it. An effect name that another plugin
+    registered already is a load failure of the later plugin.
+    """
+
+
+@hookspec
+def dreamkit_register_weights(register: Callable[[Any], None]) -> None:
+    """Register model weights and weight sources.
+
+    ``register(entry)`` with a :class:`dreamkit.weights.WeightsEntry` adds a named weights file
+    (backbone, name, file name, sha256, categories, sources). ``register(source)`` with a
+    :class:`dreamkit.weights.WeightSource` adds a place to look for *every* entry's file (a mirror,
+    a shared network folder), tried after the user's file and the cache and before the entry's own
+    sources. Fires once per plugin when the plugin manager loads it.
+    """
+
+
+@hookspec(firstresult=True)
+def dreamkit_run_step(effect: "Effect", image: Any, context: "RunContext") -> Any:
+    """Run one pipeline step: apply ``effect`` to ``image`` (1×C×H×W float tensor, 0..1).
+
+    dreamkit itself implements this hook last and calls ``effect.apply(image, context)``; plugins
+    wrap it with ``@hookimpl(wrapper=True)``: code before ``result = yield`` runs before the step,
+    code after it sees the result (a tensor, or a list of tensors for a frame sequence) and must
+    return it (or a replacement). Use it for timing, logging or caching. Fires once per step and
+    frame.
+    """

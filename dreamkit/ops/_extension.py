@@ -1,0 +1,66 @@
+"""Loading the compiled extension ``dreamkit._C``, never silently failing.
+
+If the extension is missing or fails to load, ops fall back to their pure-PyTorch references and
+one warning says so (with the reason); ``dreamkit doctor`` shows which backend is active.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import warnings
+from types import ModuleType
+from typing import Any
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def _try_load() -> tuple[ModuleType | None, str | None]:
+    import torch  # noqa: F401  (the extension links against torch's libraries: load them first)
+
+    try:
+        return importlib.import_module("dreamkit._C"), None
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def extension(warn: bool = True) -> ModuleType | None:
+    """The loaded ``dreamkit._C`` module, or ``None`` (with one warning) when it cannot load."""
+    with _lock:
+        if "module" not in _state:
+            _state["module"], _state["error"] = _try_load()
+        if _state["module"] is None and warn and not _state.get("warned"):
+            _state["warned"] = True
+            warnings.warn(
+                "the compiled extension dreamkit._C could not be loaded "
+                f"({_state['error']}); ops use the slower pure-PyTorch reference. "
+                "Rebuild with `pip install -e . --no-build-isolation` (see `dreamkit doctor`).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return _state["module"]
+
+
+def load_error() -> str | None:
+    """Why the extension did not load, or ``None`` if it did."""
+    extension(warn=False)
+    return _state.get("error")
+
+
+def backend() -> str:
+    """``"compiled"`` when ``dreamkit._C`` is loaded, else ``"reference"`` (pure PyTorch)."""
+    return "compiled" if extension(warn=False) is not None else "reference"
+
+
+def build_info() -> dict[str, Any] | None:
+    """The extension's build settings (torch version, compiler, CUDA), or ``None`` if not loaded."""
+    module = extension(warn=False)
+    if module is None:
+        return None
+    info = dict(module.build_info())
+    info["file"] = getattr(module, "__file__", None)
+    if info.get("compiled_with_cuda"):
+        info["cuda_runtime_version"] = module.cuda_runtime_version()
+        info["cuda_driver_version"] = module.cuda_driver_version()
+    return info

@@ -1,0 +1,250 @@
+"""Pipelines: an ordered list of effects, run image by image, frame by frame.
+
+A step receives a 1×C×H×W float image (0..1, on the run's device) and returns a new image, or a
+list of images when it produces a frame sequence (a zoom). Later steps then run on every frame of
+the sequence. Analysis effects leave the image as it is and add JSON records to the context; the
+records are collected per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from .context import Progress, RunContext, resolve_device
+from .effect import Effect
+from .errors import ConfigError, DreamkitError
+from .plugins import PluginHost, get_host
+
+_STEP_KEYS = {"effect", "params"}
+_CONFIG_KEYS = {"steps"}
+
+
+@dataclass
+class Frame:
+    """One output image and the analysis records made for it."""
+
+    image: torch.Tensor
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Pipeline.run` returns: one frame, or several for a sequence."""
+
+    frames: list[Frame]
+
+    @property
+    def image(self) -> torch.Tensor:
+        """The single output image (1×C×H×W); raises for a sequence."""
+        if len(self.frames) != 1:
+            raise ValueError(f"this run produced {len(self.frames)} frames; use .frames")
+        return self.frames[0].image
+
+    @property
+    def results(self) -> list[list[dict[str, Any]]]:
+        """Analysis records, one list per frame."""
+        return [frame.results for frame in self.frames]
+
+
+def split_effect_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"name:key=value,key=[a,b]"`` → ``("name", {"key": "value", "key2": "[a,b]"})``.
+
+    Commas inside square brackets belong to a list value.
+    """
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"effect spec {spec!r} has no effect name; expected NAME[:key=value,...]")
+    values: dict[str, str] = {}
+    for item in _split_top_level(rest):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"effect spec {spec!r}: {item!r} is not key=value")
+        if key.strip() in values:
+            raise ConfigError(f"effect spec {spec!r}: parameter '{key.strip()}' is given twice")
+        values[key.strip()] = value.strip()
+    return name, values
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(0, depth - 1)
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _as_batch(image: Any) -> torch.Tensor:
+    """Accept a C×H×W or 1×C×H×W float tensor in 0..1, or a PIL image."""
+    if not isinstance(image, torch.Tensor):
+        from .io import pil_to_tensor
+
+        image = pil_to_tensor(image)
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[0] != 1 or not image.is_floating_point():
+        raise ValueError(
+            f"a pipeline takes one image: a float tensor C×H×W or 1×C×H×W in 0..1; got {tuple(image.shape)} {image.dtype}"
+        )
+    return image
+
+
+class Pipeline:
+    """An ordered list of effects.
+
+    >>> pipeline = Pipeline([host.effect("resize")(scale=0.5)])
+    >>> result = pipeline.run(image, seed=1)
+    """
+
+    def __init__(self, steps: Iterable[Effect]) -> None:
+        self.steps = list(steps)
+        for index, step in enumerate(self.steps):
+            if not isinstance(step, Effect):
+                raise TypeError(f"pipeline step {index} is {type(step).__name__}, not a dreamkit Effect")
+
+    # -- building ----------------------------------------------------------------------------
+    @classmethod
+    def from_specs(cls, specs: Sequence[str], host: PluginHost | None = None) -> "Pipeline":
+        """Build from command-line specs such as ``["resize:scale=0.5", "posterize:levels=3"]``."""
+        host = host or get_host()
+        steps = []
+        for spec in specs:
+            name, values = split_effect_spec(spec)
+            steps.append(host.effect(name).from_strings(values))
+        return cls(steps)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | str | Path, host: PluginHost | None = None) -> "Pipeline":
+        """Build from a dict, or from a ``.json``/``.toml`` recipe file or a dreamkit PNG."""
+        if isinstance(config, (str, Path)):
+            config = load_config_file(Path(config))
+        host = host or get_host()
+        if not isinstance(config, dict):
+            raise ConfigError(f"a pipeline config is a mapping with a 'steps' list, not {type(config).__name__}")
+        unknown = set(config) - _CONFIG_KEYS
+        if unknown:
+            raise ConfigError(f"pipeline config: unknown key {sorted(unknown)[0]!r}; allowed keys: steps")
+        steps = config.get("steps")
+        if not isinstance(steps, list) or not steps:
+            raise ConfigError("pipeline config: 'steps' must be a non-empty list of {effect = NAME, params = {...}}")
+        built = []
+        for index, step in enumerate(steps):
+            if not isinstance(step, dict) or not isinstance(step.get("effect"), str):
+                raise ConfigError(f"pipeline config: step {index} must be a mapping with an 'effect' name")
+            extra = set(step) - _STEP_KEYS
+            if extra:
+                raise ConfigError(f"pipeline config: step {index}: unknown key {sorted(extra)[0]!r}; allowed keys: effect, params")
+            params = step.get("params", {})
+            if not isinstance(params, dict):
+                raise ConfigError(f"pipeline config: step {index}: 'params' must be a mapping")
+            built.append(host.effect(step["effect"])(**params))
+        return cls(built)
+
+    def to_config(self) -> dict[str, Any]:
+        """``{"steps": [{"effect": name, "params": {...}}, ...]}``, plain JSON/TOML-able data."""
+        return {"steps": [step.to_config() for step in self.steps]}
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON or TOML, chosen by the file extension."""
+        from .io import atomic_write_bytes
+
+        path = Path(path)
+        if path.suffix == ".json":
+            data = json.dumps(self.to_config(), indent=2).encode() + b"\n"
+        elif path.suffix == ".toml":
+            import tomli_w
+
+            data = tomli_w.dumps(self.to_config()).encode()
+        else:
+            raise ConfigError(f"recipe file {path}: unknown extension {path.suffix!r}; use .json or .toml")
+        atomic_write_bytes(path, data)
+
+    # -- running -----------------------------------------------------------------------------
+    def run(
+        self,
+        image: Any,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool | None = False,
+        source: str | None = None,
+        host: PluginHost | None = None,
+    ) -> RunResult:
+        """Run every step on ``image`` and return the frames with their analysis records."""
+        host = host or get_host()
+        target = resolve_device(device)
+        bars = Progress(progress)
+        frames = [Frame(_as_batch(image).to(target))]
+        for step_index, effect in enumerate(self.steps):
+            produced: list[Frame] = []
+            for frame_index, frame in enumerate(frames):
+                context = RunContext(target, seed, bars, source, step_index, frame_index)
+                output = host.hook.dreamkit_run_step(effect=effect, image=frame.image, context=context)
+                records = [{"effect": effect.name, "step": step_index, **record} for record in context.results]
+                for image_out in _check_output(effect, output, frame.image):
+                    produced.append(Frame(image_out, [*frame.results, *records]))
+            frames = produced
+        return RunResult(frames)
+
+    # -- container protocol ------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pipeline) and other.steps == self.steps
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.steps!r})"
+
+
+def _check_output(effect: Effect, output: Any, given: torch.Tensor) -> list[torch.Tensor]:
+    images = list(output) if isinstance(output, (list, tuple)) else [output]
+    if not images:
+        raise TypeError(f"effect '{effect.name}' returned an empty frame sequence")
+    for image in images:
+        if not (isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] == 1 and image.is_floating_point()):
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise TypeError(f"effect '{effect.name}' returned {shape}; an effect must return a 1×C×H×W float tensor or a list of them")
+        if image.device != given.device:
+            raise TypeError(f"effect '{effect.name}' returned an image on {image.device}, expected {given.device}")
+    return images
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a recipe: ``.json``, ``.toml``, or the recipe embedded in a PNG written by dreamkit."""
+    if not path.exists():
+        raise ConfigError(f"recipe file {path} does not exist")
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text())
+        if path.suffix == ".png":
+            from .io import read_recipe
+
+            return read_recipe(path)["pipeline"]
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"recipe file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    raise ConfigError(f"recipe file {path}: unknown extension {path.suffix!r}; use .json, .toml or a dreamkit .png")
+
+
+__all__ = ["Frame", "Pipeline", "RunResult", "split_effect_spec", "load_config_file", "DreamkitError"]

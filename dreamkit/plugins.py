@@ -1,0 +1,300 @@
+"""Plugin discovery: a tolerant loader around pluggy, and the registries of effects and weights.
+
+pluggy's own ``load_setuptools_entrypoints`` stops at the first broken plugin, lets same-named
+entry points shadow each other silently and accepts misspelled hooks until ``check_pending()``.
+:class:`PluginHost` loads one entry point at a time instead; a plugin that fails to import, raises
+in a registration hook, implements an unknown hook or registers a name already taken is recorded
+in :attr:`PluginHost.failures` (name, distribution, version, error) and skipped, and the others
+keep working. In strict mode (``DREAMKIT_STRICT_PLUGINS=1``, used by our test suite) the first
+failure raises :class:`~dreamkit.errors.PluginError` instead.
+
+``DREAMKIT_DISABLE_PLUGINS=name,...`` skips plugins by entry-point name, built-ins included.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as metadata
+import inspect
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .effect import Effect, check_effect_class
+from .errors import PluginError, UnknownEffectError
+
+ENTRY_POINT_GROUP = "dreamkit"
+BUILTIN_DISTRIBUTION = "dreamkit"
+_CORE_PLUGINS = ("dreamkit.core_hooks",)
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin, as ``dreamkit plugins`` lists it."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+    effects: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that could not be loaded, and why."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        origin = f"{self.distribution} {self.version}" if self.distribution else "no distribution"
+        return f"plugin '{self.name}' ({origin}): {self.error}"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str) -> set[str]:
+    return {part.strip() for part in os.environ.get(name, "").split(",") if part.strip()}
+
+
+class PluginHost:
+    """A pluggy plugin manager plus the effects and weights its plugins registered.
+
+    ``PluginHost()`` loads every entry point of the ``dreamkit`` group. Pass
+    ``load_entry_points=False`` for an empty host (tests), ``entry_points=`` to load a given list,
+    ``strict=`` and ``disabled=`` to override the environment variables.
+    """
+
+    def __init__(
+        self,
+        *,
+        load_entry_points: bool = True,
+        entry_points: Iterable[metadata.EntryPoint] | None = None,
+        strict: bool | None = None,
+        disabled: Iterable[str] | None = None,
+    ) -> None:
+        self.strict = _env_flag("DREAMKIT_STRICT_PLUGINS") if strict is None else strict
+        self.disabled = _env_list("DREAMKIT_DISABLE_PLUGINS") if disabled is None else set(disabled)
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.effects: dict[str, type[Effect]] = {}
+        self.failures: list[PluginFailure] = []
+        self.skipped: list[str] = []  # disabled by name
+        self._info: dict[str, PluginInfo] = {}
+        self._owners: dict[str, Any] = {}  # effect name -> plugin object
+        from .weights import WeightsRegistry  # local: weights imports torch lazily too
+
+        self.weights = WeightsRegistry()
+        for module_name in _CORE_PLUGINS:
+            module = importlib.import_module(module_name)
+            self.register(module, name=module_name, distribution=BUILTIN_DISTRIBUTION, version=_own_version())
+        if entry_points is None and load_entry_points:
+            entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if entry_points is not None:
+            self.load_entry_points(entry_points)
+
+    # -- loading ---------------------------------------------------------------------------
+    def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint]) -> None:
+        """Load entry points one at a time; built-ins first so no plugin can take their names."""
+
+        def order(ep: metadata.EntryPoint) -> tuple[int, str]:
+            return (0 if _dist_name(ep) == BUILTIN_DISTRIBUTION else 1, ep.name)
+
+        for ep in sorted(entry_points, key=order):
+            dist, version = _dist_name(ep), _dist_version(ep)
+            if ep.name in self.disabled:
+                self.skipped.append(ep.name)
+                continue
+            if self.pm.has_plugin(ep.name) or ep.name in self._failed_names():
+                self._fail(ep.name, dist, version, "another plugin is already registered under this entry-point name")
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any import-time error is the plugin's, not ours
+                self._fail(ep.name, dist, version, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            self.register(plugin, name=ep.name, distribution=dist, version=version)
+
+    def register(
+        self, plugin: Any, name: str | None = None, *, distribution: str | None = None, version: str | None = None
+    ) -> bool:
+        """Register one plugin object or module; return False (or raise, in strict mode) on failure."""
+        name = name or getattr(plugin, "__name__", None) or repr(plugin)
+        misspelled = _unknown_hook_names(plugin)
+        if misspelled:
+            return self._fail(name, distribution, version, f"unknown hook {misspelled[0]!r}; known hooks: {', '.join(_hook_names())}")
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            return self._fail(name, distribution, version, f"invalid plugin: {exc}")
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(plugin)
+            return self._fail(name, distribution, version, f"invalid hook: {exc}")
+        info = PluginInfo(
+            name=name,
+            distribution=distribution,
+            version=version,
+            builtin=distribution == BUILTIN_DISTRIBUTION,
+            hooks=sorted(impl.name for impl in self._hookcallers(plugin)),
+        )
+        try:
+            info.effects = self._collect_effects(plugin)
+            info.weights = self._collect_weights(plugin)
+        except Exception as exc:
+            self.pm.unregister(plugin)
+            for effect in info.effects:
+                self.effects.pop(effect, None)
+            self.weights.forget(plugin)
+            return self._fail(name, distribution, version, str(exc) if isinstance(exc, _Clash) else f"hook raised {type(exc).__name__}: {exc}")
+        self._info[name] = info
+        return True
+
+    def _hookcallers(self, plugin: Any) -> list[Any]:
+        return self.pm.get_hookcallers(plugin) or []
+
+    def _impls(self, plugin: Any, hook_name: str) -> list[pluggy.HookImpl]:
+        caller = getattr(self.pm.hook, hook_name)
+        return [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
+
+    def _collect_effects(self, plugin: Any) -> list[str]:
+        added: list[str] = []
+
+        def register(effect_class: type[Effect]) -> None:
+            check_effect_class(effect_class)
+            name = effect_class.name
+            if name in self.effects:
+                owner = self.effect_owner(name)
+                raise _Clash(f"effect name '{name}' is already registered by plugin '{owner}'")
+            self.effects[name] = effect_class
+            self._owners[name] = plugin
+            added.append(name)
+
+        try:
+            for impl in self._impls(plugin, "dreamkit_register_effects"):
+                impl.function(register=register)
+        except BaseException:
+            for effect in added:
+                self.effects.pop(effect, None)
+            raise
+        return added
+
+    def _collect_weights(self, plugin: Any) -> list[str]:
+        added: list[str] = []
+        for impl in self._impls(plugin, "dreamkit_register_weights"):
+            impl.function(register=lambda item: added.append(self.weights.add(item, owner=plugin)))
+        return added
+
+    def _failed_names(self) -> set[str]:
+        return {failure.name for failure in self.failures}
+
+    def _fail(self, name: str, distribution: str | None, version: str | None, error: str) -> bool:
+        failure = PluginFailure(name, distribution, version, error)
+        if self.strict:
+            raise PluginError(str(failure))
+        self.failures.append(failure)
+        warnings.warn(f"skipped {failure}", RuntimeWarning, stacklevel=3)
+        return False
+
+    # -- queries ---------------------------------------------------------------------------
+    def effect_owner(self, effect_name: str) -> str | None:
+        """Name of the plugin that registered ``effect_name``."""
+        plugin = self._owners.get(effect_name)
+        return self.pm.get_name(plugin) if plugin is not None else None
+
+    def effect(self, name: str) -> type[Effect]:
+        """The effect class registered as ``name``; unknown names list what exists."""
+        try:
+            return self.effects[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self.effects, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            available = ", ".join(sorted(self.effects)) or "(none: no effect plugins are loaded)"
+            raise UnknownEffectError(f"unknown effect '{name}'{hint}; available effects: {available}") from None
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every loaded plugin, core hooks first, then in load order."""
+        return list(self._info.values())
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+
+class _Clash(Exception):
+    """A name already taken (reported as is, without the 'hook raised' prefix)."""
+
+
+def _hook_names() -> list[str]:
+    return sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("dreamkit_"))
+
+
+def _unknown_hook_names(plugin: Any) -> list[str]:
+    """``dreamkit_*`` attributes that are not hooks: almost always a misspelled hook name."""
+    known = set(_hook_names())
+    names = dir(plugin) if not inspect.ismodule(plugin) else list(vars(plugin))
+    return sorted(
+        name for name in names
+        if name.startswith("dreamkit_") and name not in known and callable(getattr(plugin, name, None))
+    )
+
+
+def _own_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _dist_version(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.version if dist is not None else None
+
+
+# -- the process-wide default host ------------------------------------------------------------
+_default_host: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The plugin host used by the CLI and by ``Pipeline.from_config`` when none is given."""
+    global _default_host
+    if _default_host is None:
+        _default_host = PluginHost()
+    return _default_host
+
+
+def set_host(host: PluginHost | None) -> PluginHost | None:
+    """Replace the default host (``None`` resets it); returns the previous one."""
+    global _default_host
+    previous, _default_host = _default_host, host
+    return previous
+
+
+def hook_names() -> list[str]:
+    """Names of every hook a plugin can implement."""
+    return _hook_names()
+
+
+Register = Callable[[Any], None]

