@@ -27,6 +27,7 @@ $(VENV)/.torch-stamp:
 	touch $@
 
 $(VENV)/.dreamkit-stamp: $(VENV)/.torch-stamp pyproject.toml setup.py $(CSRC)
+	$(BUILD_ENV) $(PY) setup.py --print-config
 	$(BUILD_ENV) $(PIP) install --no-build-isolation -e ".[test]"
 	touch $@
 

@@ -111,12 +111,21 @@ def _gpu_visible() -> bool:
         return False
 
 
-def main() -> None:
-    from setuptools import setup
-
+def current_config() -> BuildConfig:
+    """The configuration this environment gives."""
     env = dict(os.environ)
     config = decide_build(env, find_cuda_home(env, shutil.which("nvcc")), _gpu_visible())
     config.sources = collect_sources(config.with_cuda)
+    return config
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--print-config"]:  # pip hides build output: the Makefile prints it this way
+        print(current_config().describe())
+        return
+    from setuptools import setup
+
+    config = current_config()
     if config.cuda_home:
         # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
         os.environ["CUDA_HOME"] = config.cuda_home

@@ -1,8 +1,9 @@
 """Running a pipeline over files: inputs, output names, recipes, frames and animations.
 
 Everything that can be checked before the first image is processed is checked first (inputs
-exist and are images of an allowed format and size, outputs do not clash or exist already), so a
-bad input never leaves half a batch behind. A frame sequence is written into a hidden temporary
+exist and decode as images of an allowed format and size, outputs do not clash or exist already),
+so a bad input never leaves half a batch behind. Inputs are decoded twice for that (once to check,
+once to process, never all held at once): milliseconds per photo next to effects taking seconds. A frame sequence is written into a hidden temporary
 folder and moved into place only when complete.
 """
 
@@ -21,7 +22,7 @@ import torch
 
 from .context import resolve_device
 from .errors import ImageLoadError, OutputError
-from .io import (INPUT_SUFFIXES, OUTPUT_FORMATS, check_output_path, load_image, open_image, parse_color,
+from .io import (INPUT_SUFFIXES, OUTPUT_FORMATS, check_output_path, load_image, parse_color,
                  save_animation, save_image)
 from .pipeline import Pipeline, RunResult
 from .plugins import PluginHost
@@ -136,8 +137,8 @@ def run_files(
     color = parse_color(background)
     paths = expand_inputs(inputs)
     plans = plan_outputs(paths, outdir, fmt, overwrite)
-    for path in paths:  # header check of every input before any work
-        open_image(path, max_pixels=max_pixels).close()
+    for path in paths:  # decode every input once before any work: truncation shows only when decoding
+        load_image(path, background=color, max_pixels=max_pixels)
     for plan in plans:
         image = load_image(plan.input, background=color, max_pixels=max_pixels)
         source = describe_input(plan.input, color)

@@ -105,3 +105,13 @@ def test_a_missing_extension_falls_back_with_one_warning(monkeypatch):
         assert _extension.extension() is None  # no second warning
     assert _extension.backend() == "reference" and _extension.build_info() is None
     assert "dreamkit._C" in _extension.load_error()
+
+
+def test_setup_py_prints_its_configuration():
+    import os
+    import subprocess
+
+    done = subprocess.run([sys.executable, "setup.py", "--print-config"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "USE_CUDA": "0"})
+    assert done.returncode == 0, done.stderr
+    assert "dreamkit build configuration:" in done.stdout and "CUDA sources : no (USE_CUDA=0)" in done.stdout

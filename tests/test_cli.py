@@ -273,3 +273,58 @@ def test_doctor(cli):
 def test_version(cli):
     code, stdout, _ = cli("--version")
     assert code == 0 and stdout.startswith("dreamkit ")
+
+
+def _truncated(folder):
+    path = folder / "cut.png"
+    array = __import__("numpy").random.default_rng(2).integers(0, 256, (64, 64, 3), dtype="uint8")
+    Image.fromarray(array).save(path)
+    path.write_bytes(path.read_bytes()[:1500])
+    return path, "cut.png: cannot decode the image"
+
+
+def _bomb(folder):
+    path = folder / "bomb.png"
+    Image.new("1", (10000, 9000)).save(path)
+    return path, "bomb.png: 10000×9000 = 90,000,000 pixels is over the limit"
+
+
+def _tga(folder):
+    path = folder / "pic.tga"
+    Image.new("RGB", (4, 4)).save(path)
+    return path, "pic.tga: not an image in an allowed format"
+
+
+def _text(folder):
+    path = folder / "notes.jpg"
+    path.write_text("just text")
+    return path, "notes.jpg: not an image in an allowed format"
+
+
+@pytest.mark.parametrize("make_bad", [_truncated, _bomb, _tga, _text])
+def test_each_bad_image_is_a_clear_error_and_nothing_is_written(cli, photos, tmp_path, make_bad):
+    bad, message = make_bad(tmp_path)
+    out = tmp_path / "out"
+    code, _, stderr = cli("run", photos / "chelsea.png", bad, "-e", "adjust", "-o", out)
+    assert code == 2 and message in stderr and "Traceback" not in stderr
+    assert files_in(out) == []  # chelsea.png came first and was valid, but nothing was written
+
+
+def test_progress_bars_only_on_a_terminal_and_never_when_quiet(capsys):
+    import io
+
+    from dreamkit.context import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown, hidden = Terminal(), io.StringIO()
+    for stream in (shown, hidden):
+        with Progress(stream=stream).bar(3, "octave 1") as bar:
+            bar.update(3)
+    assert "octave 1" in shown.getvalue() and hidden.getvalue() == ""
+    quiet = Terminal()
+    with Progress(False, stream=quiet).bar(3, "octave 1") as bar:
+        bar.update(3)
+    assert quiet.getvalue() == ""
