@@ -204,6 +204,15 @@ def check_output_path(path: str | Path, *, overwrite: bool = False, inputs: Iter
     return path
 
 
+def _checked_target(path: Path, formats: dict[str, str], what: str, overwrite: bool, inputs: Iterable[str | Path]) -> str:
+    """The Pillow format for ``path``'s extension, after the overwrite checks."""
+    fmt = formats.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"{path}: unknown {what} extension {path.suffix!r}; use {', '.join(formats)}")
+    check_output_path(path, overwrite=overwrite, inputs=inputs)
+    return fmt
+
+
 def save_image(
     image: torch.Tensor | Image.Image,
     path: str | Path,
@@ -215,10 +224,7 @@ def save_image(
 ) -> Path:
     """Save as PNG, JPEG or WebP (by extension), atomically; PNGs embed ``recipe`` as iTXt."""
     path = Path(path)
-    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise OutputError(f"{path}: unknown output extension {path.suffix!r}; use {', '.join(OUTPUT_FORMATS)}")
-    check_output_path(path, overwrite=overwrite, inputs=inputs)
+    fmt = _checked_target(path, OUTPUT_FORMATS, "output", overwrite, inputs)
     pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
     options: dict[str, Any] = {}
     if fmt == "PNG" and recipe is not None:
@@ -243,10 +249,7 @@ def save_animation(
 ) -> Path:
     """Save frames as an animated GIF or WebP (by extension), looping, atomically."""
     path = Path(path)
-    fmt = ANIMATION_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise OutputError(f"{path}: unknown animation extension {path.suffix!r}; use .gif or .webp")
-    check_output_path(path, overwrite=overwrite, inputs=inputs)
+    fmt = _checked_target(path, ANIMATION_FORMATS, "animation", overwrite, inputs)
     images = [tensor_to_pil(frame).convert("RGB") for frame in frames]
     options: dict[str, Any] = {"save_all": True, "append_images": images[1:], "duration": duration_ms, "loop": 0}
     if fmt == "WEBP":

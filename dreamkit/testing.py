@@ -25,26 +25,24 @@ def _strict() -> bool:
     return os.environ.get("DREAMKIT_STRICT_PLUGINS", "1").strip() != "0"
 
 
-@pytest.fixture
-def dreamkit_host() -> Iterator[PluginHost]:
-    """A fresh host with all installed plugins, used as the default host during the test."""
-    host = PluginHost(strict=_strict())
+def _as_default(host: PluginHost) -> Iterator[PluginHost]:
     previous = set_host(host)
     try:
         yield host
     finally:
         set_host(previous)
+
+
+@pytest.fixture
+def dreamkit_host() -> Iterator[PluginHost]:
+    """A fresh host with all installed plugins, used as the default host during the test."""
+    yield from _as_default(PluginHost(strict=_strict()))
 
 
 @pytest.fixture
 def dreamkit_bare_host() -> Iterator[PluginHost]:
     """A fresh host with no plugins but dreamkit's core hooks, used as the default host."""
-    host = PluginHost(load_entry_points=False, strict=_strict())
-    previous = set_host(host)
-    try:
-        yield host
-    finally:
-        set_host(previous)
+    yield from _as_default(PluginHost(load_entry_points=False, strict=_strict()))
 
 
 @pytest.fixture

@@ -221,7 +221,7 @@ def test_animation(tmp_path, dreamkit_image):
     path = save_animation(frames, tmp_path / "anim.gif")
     with Image.open(path) as image:
         assert image.n_frames == 3
-    with pytest.raises(OutputError, match="use .gif or .webp"):
+    with pytest.raises(OutputError, match="unknown animation extension .*use .gif, .webp"):
         save_animation(frames, tmp_path / "anim.png")
 
 

@@ -206,3 +206,9 @@ def test_default_host_can_be_replaced_and_reset():
 
 def test_hook_names():
     assert hook_names() == ["dreamkit_register_effects", "dreamkit_register_weights", "dreamkit_run_step"]
+
+
+def test_bare_host_fixture_has_only_the_core(dreamkit_bare_host):
+    assert get_host() is dreamkit_bare_host
+    assert dreamkit_bare_host.effects == {} and [p.name for p in dreamkit_bare_host.plugins()] == ["dreamkit.core_hooks"]
+    assert "mobilenet_v2.IMAGENET1K_V1" in dreamkit_bare_host.weights.entries
