@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-recipe", type=Path, metavar="FILE", help="also write the pipeline as a .json or .toml recipe")
     run.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never overwritten)")
+    run.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: torch's choice)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
 
     effects = sub.add_parser("effects", help="list effects and their parameters")
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--device", default=None, help="device (default: the recorded one if available, else cpu)")
     replay.add_argument("--overwrite", action="store_true")
     replay.add_argument("--check", action="store_true", help="exit 1 if the pixels differ")
+
+    layers = sub.add_parser("layers", help="list a backbone's layer names (for effects' layer parameters)")
+    layers.add_argument("backbone", nargs="?", help="e.g. mobilenet_v2, vgg19, resnet50")
+    layers.add_argument("--list", action="store_true", help="list the backbone names instead")
+    layers.add_argument("--json", action="store_true")
 
     weights = sub.add_parser("weights", help="list, fetch, verify and locate model weights")
     wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION", parser_class=_Parser)
@@ -93,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DreamkitError as exc:
         print(f"dreamkit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `dreamkit layers vgg19 | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("dreamkit: interrupted", file=sys.stderr)
         return 130
@@ -130,6 +140,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     from .runner import run_files
 
+    from .runtime import configure
+
+    if args.threads is not None and args.threads < 1:
+        from .errors import DreamkitError
+
+        raise DreamkitError(f"--threads {args.threads} is not allowed; expected a positive integer")
+    settings = configure(args.threads)
+    log.debug("runtime: %s", settings)
     pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects)
     if args.max_pixels is not None and args.max_pixels <= 0:
         from .errors import DreamkitError
@@ -246,6 +264,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_INTERNAL if (args.check and not report.identical) else EXIT_OK
 
 
+def cmd_layers(args: argparse.Namespace) -> int:
+    from .errors import DreamkitError
+    from .models import backbone_names, list_layers
+
+    if args.list:
+        names = backbone_names()
+        _print_json(names) if args.json else print("\n".join(names))
+        return EXIT_OK
+    if not args.backbone:
+        raise DreamkitError("name a backbone (dreamkit layers mobilenet_v2), or --list them")
+    layers = list_layers(args.backbone)
+    if args.json:
+        _print_json([{"path": info.path, "alias": info.alias, "type": info.kind} for info in layers])
+        return EXIT_OK
+    for info in layers:
+        depth = info.path.count(".")
+        alias = f"  ({info.alias})" if info.alias else ""
+        print(f"{'  ' * depth}{info.path}  {info.kind}{alias}")
+    return EXIT_OK
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     from .errors import WeightsError
     from .plugins import get_host
@@ -258,13 +297,15 @@ def cmd_weights(args: argparse.Namespace) -> int:
         for entry in registry.entries.values():
             cached = registry.cached_path(entry)
             rows.append({"name": entry.key, "file": entry.filename, "size": entry.size, "sha256": entry.sha256,
-                         "cached": cached.exists(), "path": str(cached), "description": entry.description})
+                         "fully_pinned": entry.fully_pinned, "cached": cached.exists(), "path": str(cached),
+                         "description": entry.description})
         if args.json:
             _print_json(rows)
         else:
             for row in rows:
                 size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
-                print(f"{row['name']:<32} {size:>9}  {'cached' if row['cached'] else 'absent':<7} {row['sha256'][:16]}…  {row['description']}")
+                digest = f"{row['sha256'][:16]}…" if row["fully_pinned"] else f"{row['sha256']} (prefix)"
+                print(f"{row['name']:<28} {size:>9}  {'cached' if row['cached'] else 'absent':<7} {digest:<18} {row['description']}")
         return EXIT_OK
     if action == "fetch":
         names = list(args.names)
@@ -288,7 +329,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
             bad += 1
             continue
         actual = sha256_of(path)
-        ok = actual == entry.sha256
+        ok = actual.startswith(entry.sha256)
         bad += not ok
         print(f"{name}: {'ok' if ok else f'MISMATCH sha256 {actual}, expected {entry.sha256}'} ({path})")
     if bad:
@@ -302,5 +343,6 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "doctor": cmd_doctor,
     "replay": cmd_replay,
+    "layers": cmd_layers,
     "weights": cmd_weights,
 }

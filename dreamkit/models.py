@@ -1,0 +1,266 @@
+"""Backbones by name, their layer names, and frozen feature extractors with gradients to the input.
+
+A backbone is any torchvision classification model, by its builder name (``mobilenet_v2``,
+``vgg19``, ``resnet50``, ``googlenet``, ``inception_v3``, ...). Layers are named by torchvision
+module path (``features.7``, ``layer3``, ``inception4c``); VGG also has the usual aliases
+(``relu4_2``, ``conv1_1``, ``pool3``). Weights come from :mod:`dreamkit.weights` (verified), or
+``"random"`` for tests and timing.
+
+:class:`FeatureExtractor` returns the activations at the requested layers and computes nothing
+after the deepest one (the FX graph is cut there); it is frozen (eval mode, no weight gradients),
+folds BatchNorm into the preceding convolution, normalises 0..1 input with the ImageNet mean and
+std itself, and can run channels_last and under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .errors import DreamkitError, WeightsError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Auxiliary heads are for training only. transform_input=True is how torchvision runs these two
+# with their ImageNet weights (trained on Google's own input scaling): it rescales our normalised input.
+_BUILD_KWARGS = {
+    "googlenet": {"aux_logits": False, "init_weights": False, "transform_input": True},
+    "inception_v3": {"aux_logits": False, "init_weights": False, "transform_input": True},
+}
+_AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
+_VGG_BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+
+
+def _vgg_aliases(blocks: Sequence[int]) -> dict[str, str]:
+    """conv1_1, relu1_1, ..., pool1, ... → features.N, in the order VGG's ``features`` has them."""
+    aliases, index = {}, 0
+    for block, convs in enumerate(blocks, start=1):
+        for conv in range(1, convs + 1):
+            aliases[f"conv{block}_{conv}"] = f"features.{index}"
+            aliases[f"relu{block}_{conv}"] = f"features.{index + 1}"
+            index += 2
+        aliases[f"pool{block}"] = f"features.{index}"
+        index += 1
+    return aliases
+
+
+def backbone_names() -> list[str]:
+    """Every classification backbone torchvision can build."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def layer_aliases(backbone: str) -> dict[str, str]:
+    """Friendly layer names → module paths (VGG's conv/relu/pool names; empty for others)."""
+    blocks = _VGG_BLOCKS.get(backbone)  # the _bn variants interleave BatchNorm: other indices
+    return _vgg_aliases(blocks) if blocks else {}
+
+
+def _check_backbone(name: str) -> None:
+    names = backbone_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise DreamkitError(f"unknown backbone '{name}'{hint}; see `dreamkit layers --list` for all {len(names)}")
+
+
+def build_backbone(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The torchvision architecture with uninitialised-but-valid random weights, in eval mode."""
+    import torchvision
+
+    _check_backbone(name)
+    with torch.device(device):
+        return torchvision.models.get_model(name, weights=None, **_BUILD_KWARGS.get(name, {})).eval()
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One named layer of a backbone."""
+
+    path: str
+    alias: str | None
+    kind: str
+
+
+def list_layers(backbone: str) -> list[LayerInfo]:
+    """Every module of ``backbone`` by path, with its alias and type (built on the meta device)."""
+    model = build_backbone(backbone, device="meta")
+    alias_of = {path: alias for alias, path in layer_aliases(backbone).items()}
+    return [LayerInfo(path, alias_of.get(path), type(module).__name__)
+            for path, module in model.named_modules() if path]
+
+
+def resolve_layer(backbone: str, layer: str) -> str:
+    """A layer name or alias → module path; unknown names list close matches."""
+    aliases = layer_aliases(backbone)
+    if layer in aliases:
+        return aliases[layer]
+    paths = [info.path for info in list_layers(backbone)]
+    if layer in paths:
+        return layer
+    close = difflib.get_close_matches(layer, list(aliases) + paths, n=4)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise DreamkitError(f"backbone '{backbone}' has no layer '{layer}'{hint}; list them with `dreamkit layers {backbone}`")
+
+
+def default_weights(backbone: str, host: Any = None) -> str:
+    """The key of the first weights registered for ``backbone``."""
+    from .plugins import get_host
+
+    entries = (host or get_host()).weights.for_backbone(backbone)
+    if not entries:
+        raise WeightsError(
+            f"no weights are registered for backbone '{backbone}'; pass a file (weights=PATH with "
+            "weights_key=backbone.NAME), or weights='random' for tests and timing"
+        )
+    return entries[0].key
+
+
+def load_backbone(name: str, weights: str | Path = "default", *, host: Any = None) -> nn.Module:
+    """Build ``name`` and load weights: ``"default"``, ``"random"``, a key (``vgg19.IMAGENET1K_V1``)
+    or a file path verified against the default key's sha256. Frozen, eval mode, on the CPU."""
+    from .plugins import get_host
+
+    model = build_backbone(name)
+    if weights != "random":
+        registry = (host or get_host()).weights
+        text = str(weights)
+        if text == "default":
+            state = registry.load_state_dict(default_weights(name, host))
+        elif text in registry.entries:
+            state = registry.load_state_dict(text)
+        else:
+            state = registry.load_state_dict(default_weights(name, host), path=Path(text))
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(_AUX_PREFIXES)})
+    return freeze(model)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode, and no parameter takes a gradient (only the input will)."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def fold_batchnorm_in_sequentials(model: nn.Module) -> int:
+    """Fold BatchNorm into the Conv2d just before it inside every ``nn.Sequential`` (the BN
+    becomes an Identity); return how many. torchvision's tracer keeps blocks such as
+    ``Conv2dNormActivation`` whole, so their insides never appear in the FX graph."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = module._modules[first], module._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module._modules[first] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                module._modules[second] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def fold_batchnorm(graph_module: torch.fx.GraphModule) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a convolution into it; return how many.
+
+    A folded conv computes ``bn(conv(x))`` with one op, so a frozen extractor skips a full pass
+    over every activation it normalises.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    modules = dict(graph_module.named_modules())
+    folded = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if not (isinstance(source, torch.fx.Node) and source.op == "call_module"
+                and isinstance(modules.get(source.target), nn.Conv2d) and len(source.users) == 1):
+            continue
+        conv, bn = modules[source.target], modules[node.target]
+        fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
+        _set_submodule(graph_module, source.target, fused)
+        modules[source.target] = fused
+        node.replace_all_uses_with(source)
+        graph_module.graph.erase_node(node)
+        folded += 1
+    graph_module.graph.lint()
+    graph_module.recompile()
+    graph_module.delete_all_unused_submodules()
+    return folded
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+class FeatureExtractor(nn.Module):
+    """Activations of a frozen backbone at named layers, from a 0..1 image.
+
+    ``FeatureExtractor("mobilenet_v2", ["features.7", "features.11"])(image)`` returns
+    ``{"features.7": ..., "features.11": ...}`` (keys as requested, aliases included).
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module,
+        layers: Sequence[str],
+        weights: str | Path = "default",
+        *,
+        fold_bn: bool = True,
+        channels_last: bool = False,
+        bf16: bool = False,
+        normalize: bool = True,
+        host: Any = None,
+    ) -> None:
+        super().__init__()
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        if not layers:
+            raise DreamkitError("a feature extractor needs at least one layer")
+        if isinstance(backbone, str):
+            self.backbone_name = backbone
+            paths = [resolve_layer(backbone, layer) for layer in layers]
+            model = load_backbone(backbone, weights, host=host)
+        else:
+            self.backbone_name = type(backbone).__name__
+            paths = list(layers)
+            model = freeze(backbone)
+        self.layers = list(layers)
+        self.paths = dict(zip(self.layers, paths))
+        # FX drops every node the requested outputs do not depend on: no work past the deepest layer.
+        traced = create_feature_extractor(model, return_nodes={p: p for p in dict.fromkeys(paths)}).eval()
+        # A plain GraphModule of the eval graph: torchvision's keeps a second (train) graph that
+        # would still call the BatchNorms folded away below, and all modules of the backbone.
+        self.body = freeze(torch.fx.GraphModule(traced, traced.graph))
+        self.folded = (fold_batchnorm_in_sequentials(self.body) + fold_batchnorm(self.body)) if fold_bn else 0
+        self.channels_last = channels_last
+        self.bf16 = bf16
+        self.normalize = normalize
+        if channels_last:
+            self.body.to(memory_format=torch.channels_last)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (image - self.mean) / self.std if self.normalize else image
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.body(x)
+        return {layer: out[path].float() if self.bf16 else out[path] for layer, path in self.paths.items()}
+
+    def executed_modules(self) -> list[str]:
+        """Paths of the modules this extractor runs (for checking truncation)."""
+        return [node.target for node in self.body.graph.nodes if node.op == "call_module"]
