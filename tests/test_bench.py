@@ -1,0 +1,18 @@
+"""The benchmark scripts run (tiny sizes; the figures themselves are read from full runs, not tested)."""
+
+import subprocess
+import sys
+
+import pytest
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_models_benchmark_runs_and_prints_every_mode():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "models.py"), "--sizes", "64", "--repeats", "1", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")]
+    assert [row[1] for row in rows] == ["reference", "ours-fp32", "ours-bf16"]
+    assert float(rows[1][5]) < 1e-3  # fp32 output matches the reference
