@@ -11,6 +11,7 @@ from dreamkit.models import (FeatureExtractor, backbone_names, fold_batchnorm, l
 from dreamkit.runtime import configure, is_glibc_linux, keep_freed_memory
 
 MOBILENET = "mobilenet_v2.IMAGENET1K_V1"
+REAL_CACHE = __import__("dreamkit.weights", fromlist=["cache_dir"]).cache_dir()  # before any test hides it
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +121,10 @@ def test_weights_from_a_named_file_are_verified(tmp_path, weights_home):
     from dreamkit import PluginHost
 
     cached = PluginHost().weights  # the real cache is hidden by weights_home; copy the real file in
-    import os
     import shutil
 
-    real = os.path.expanduser("~/.cache/dreamkit/weights/mobilenet_v2-b0353104.pth")
-    if not os.path.exists(real):
+    real = REAL_CACHE / "mobilenet_v2-b0353104.pth"
+    if not real.exists():
         pytest.skip("the offline MobileNetV2 weights are fetched by `make test`")
     mine = tmp_path / "mine.pth"
     shutil.copy(real, mine)
