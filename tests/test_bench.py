@@ -16,3 +16,11 @@ def test_models_benchmark_runs_and_prints_every_mode():
     rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")]
     assert [row[1] for row in rows] == ["reference", "ours-fp32", "ours-bf16"]
     assert float(rows[1][5]) < 1e-3  # fp32 output matches the reference
+
+
+@pytest.mark.slow
+def test_ops_benchmark_runs():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "ops.py"), "--threads", "1", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert sum(line.startswith("jitter ") for line in done.stdout.splitlines()) == 4

@@ -1,0 +1,52 @@
+// jitter on the CPU: one pass, two memcpy per output row (the row wraps once).
+// Works for any dtype (it only moves bytes) and keeps channels_last inputs channels_last: in NHWC
+// a row of W pixels is W*C contiguous elements, so the same two copies per row apply.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <cstring>
+
+namespace {
+
+int64_t wrap(int64_t shift, int64_t size) { return ((shift % size) + size) % size; }
+
+at::Tensor jitter_cpu(const at::Tensor& x, int64_t shift_y, int64_t shift_x) {
+  TORCH_CHECK(x.dim() >= 2, "dreamkit::jitter: x must have at least 2 dims (..., H, W); got ", x.dim(), " dims");
+  TORCH_CHECK(x.device().is_cpu(), "dreamkit::jitter (CPU kernel): x is on ", x.device());
+  const bool channels_last =
+      x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor in = x.contiguous(format);
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(format));
+  if (x.numel() == 0) return out;
+
+  const int64_t H = x.size(-2), W = x.size(-1);
+  const int64_t sy = wrap(shift_y, H), sx = wrap(shift_x, W);
+  // A "pixel" is the unit that moves together: one element (NCHW) or C elements (NHWC).
+  const int64_t pixel = channels_last ? x.size(1) : 1;
+  const int64_t rows = x.numel() / (W * pixel);  // planes * H, or N * H for NHWC
+  const int64_t item = static_cast<int64_t>(x.element_size());
+  const int64_t row_bytes = W * pixel * item;
+  const int64_t tail_bytes = sx * pixel * item;      // the last sx pixels of the source row...
+  const int64_t head_bytes = row_bytes - tail_bytes;  // ...wrap to the front
+  const char* src = static_cast<const char*>(in.const_data_ptr());
+  char* dst = static_cast<char*>(out.mutable_data_ptr());
+  const int64_t grain = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(row_bytes, 1));
+
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t plane = r / H, y = r % H;
+      const int64_t source_row = plane * H + (y - sy + H) % H;
+      const char* s = src + source_row * row_bytes;
+      char* d = dst + r * row_bytes;
+      std::memcpy(d + tail_bytes, s, static_cast<size_t>(head_bytes));
+      if (tail_bytes) std::memcpy(d, s + head_bytes, static_cast<size_t>(tail_bytes));
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dreamkit, CPU, m) { m.impl("jitter", &jitter_cpu); }
