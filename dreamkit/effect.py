@@ -205,10 +205,7 @@ class Effect:
     def __init__(self, **values: Any) -> None:
         unknown = sorted(set(values) - set(self.params))
         if unknown:
-            raise ParameterError(
-                f"effect '{self.name}': unknown parameter {unknown[0]!r}; "
-                f"its parameters are: {', '.join(self.params) or '(none)'}"
-            )
+            raise self._unknown_parameter(unknown[0])
         self._values = {
             key: param.validate(values[key], self.name) if key in values else _copy(param.default)
             for key, param in self.params.items()
@@ -221,9 +218,15 @@ class Effect:
         parsed = {}
         for key, text in values.items():
             if key not in cls.params:
-                cls(**{key: None})  # raises the unknown-parameter error with the list of names
+                raise cls._unknown_parameter(key)
             parsed[key] = cls.params[key].parse(text, cls.name)
         return cls(**parsed)
+
+    @classmethod
+    def _unknown_parameter(cls, key: str) -> ParameterError:
+        return ParameterError(
+            f"effect '{cls.name}': unknown parameter {key!r}; its parameters are: {', '.join(cls.params) or '(none)'}"
+        )
 
     def check(self) -> None:
         """Override to validate combinations of parameters; raise with :meth:`invalid`."""

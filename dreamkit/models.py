@@ -97,17 +97,30 @@ def list_layers(backbone: str) -> list[LayerInfo]:
             for path, module in model.named_modules() if path]
 
 
+def resolve_layers(backbone: str, layers: Sequence[str]) -> list[str]:
+    """Layer names or aliases → module paths (the backbone is listed once); unknown names list
+    close matches."""
+    aliases = layer_aliases(backbone)
+    paths = [info.path for info in list_layers(backbone)]
+    known = set(paths)
+    resolved = []
+    for layer in layers:
+        if layer in aliases:
+            resolved.append(aliases[layer])
+        elif layer in known:
+            resolved.append(layer)
+        else:
+            close = difflib.get_close_matches(layer, list(aliases) + paths, n=4)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            raise DreamkitError(
+                f"backbone '{backbone}' has no layer '{layer}'{hint}; list them with `dreamkit layers {backbone}`"
+            )
+    return resolved
+
+
 def resolve_layer(backbone: str, layer: str) -> str:
     """A layer name or alias → module path; unknown names list close matches."""
-    aliases = layer_aliases(backbone)
-    if layer in aliases:
-        return aliases[layer]
-    paths = [info.path for info in list_layers(backbone)]
-    if layer in paths:
-        return layer
-    close = difflib.get_close_matches(layer, list(aliases) + paths, n=4)
-    hint = f"; close matches: {', '.join(close)}" if close else ""
-    raise DreamkitError(f"backbone '{backbone}' has no layer '{layer}'{hint}; list them with `dreamkit layers {backbone}`")
+    return resolve_layers(backbone, [layer])[0]
 
 
 def default_weights(backbone: str, host: Any = None) -> str:
@@ -117,8 +130,8 @@ def default_weights(backbone: str, host: Any = None) -> str:
     entries = (host or get_host()).weights.for_backbone(backbone)
     if not entries:
         raise WeightsError(
-            f"no weights are registered for backbone '{backbone}'; pass a file (weights=PATH with "
-            "weights_key=backbone.NAME), or weights='random' for tests and timing"
+            f"no weights are registered for backbone '{backbone}'; a plugin can register them "
+            "(dreamkit_register_weights), or use weights='random' for tests and timing"
         )
     return entries[0].key
 
@@ -230,11 +243,9 @@ class FeatureExtractor(nn.Module):
         if not layers:
             raise DreamkitError("a feature extractor needs at least one layer")
         if isinstance(backbone, str):
-            self.backbone_name = backbone
-            paths = [resolve_layer(backbone, layer) for layer in layers]
+            paths = resolve_layers(backbone, layers)  # before loading: a typo fails fast
             model = load_backbone(backbone, weights, host=host)
         else:
-            self.backbone_name = type(backbone).__name__
             paths = list(layers)
             model = freeze(backbone)
         self.layers = list(layers)
@@ -260,7 +271,3 @@ class FeatureExtractor(nn.Module):
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.body(x)
         return {layer: out[path].float() if self.bf16 else out[path] for layer, path in self.paths.items()}
-
-    def executed_modules(self) -> list[str]:
-        """Paths of the modules this extractor runs (for checking truncation)."""
-        return [node.target for node in self.body.graph.nodes if node.op == "call_module"]

@@ -18,7 +18,7 @@ import torch
 
 from .context import Progress, RunContext, resolve_device
 from .effect import Effect
-from .errors import ConfigError, DreamkitError
+from .errors import ConfigError
 from .plugins import PluginHost, get_host
 
 _STEP_KEYS = {"effect", "params"}
@@ -247,4 +247,4 @@ def load_config_file(path: Path) -> dict[str, Any]:
     raise ConfigError(f"recipe file {path}: unknown extension {path.suffix!r}; use .json, .toml or a dreamkit .png")
 
 
-__all__ = ["Frame", "Pipeline", "RunResult", "split_effect_spec", "load_config_file", "DreamkitError"]
+__all__ = ["Frame", "Pipeline", "RunResult", "split_effect_spec", "load_config_file"]

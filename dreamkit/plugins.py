@@ -20,7 +20,7 @@ import inspect
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import pluggy
 
@@ -296,5 +296,3 @@ def hook_names() -> list[str]:
     """Names of every hook a plugin can implement."""
     return _hook_names()
 
-
-Register = Callable[[Any], None]

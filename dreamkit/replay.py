@@ -67,9 +67,10 @@ def replay(
         raise DreamkitError(f"{png}: recipe names frame {index} but the replay produced {len(result.frames)} frames")
     replayed = result.frames[index].image
 
-    new = np.asarray(tensor_to_pil(replayed), dtype=np.int16)
+    replayed_pil = tensor_to_pil(replayed)
+    new = np.asarray(replayed_pil, dtype=np.int16)
     with open_image(png) as original_image:
-        original = np.asarray(original_image.convert(tensor_to_pil(replayed).mode), dtype=np.int16)
+        original = np.asarray(original_image.convert(replayed_pil.mode), dtype=np.int16)
     if new.shape != original.shape:
         identical, max_diff, differing = False, 255, int(np.prod(original.shape[:2]))
     else:

@@ -2,9 +2,10 @@
 
 Everything that can be checked before the first image is processed is checked first (inputs
 exist and decode as images of an allowed format and size, outputs do not clash or exist already),
-so a bad input never leaves half a batch behind. Inputs are decoded twice for that (once to check,
-once to process, never all held at once): milliseconds per photo next to effects taking seconds. A frame sequence is written into a hidden temporary
-folder and moved into place only when complete.
+so a bad input never leaves half a batch behind and never costs the work done before it. Inputs
+are decoded twice for that (once to check, once to process; never all held in memory at once):
+milliseconds per photo, next to effects that take seconds. A frame sequence is written into a
+hidden temporary folder and moved into place only when complete.
 """
 
 from __future__ import annotations

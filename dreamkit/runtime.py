@@ -25,7 +25,7 @@ _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
 _SETTINGS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 34), (_M_TOP_PAD, 1 << 30))
 
-_applied: dict[str, object] = {}
+_malloc_tuned = False
 
 
 @dataclass
@@ -47,13 +47,12 @@ def keep_freed_memory() -> tuple[bool, str]:
         return False, "disabled by DREAMKIT_KEEP_FREED_MEMORY=0"
     if not is_glibc_linux():
         return False, "not Linux with glibc"
-    if "malloc" in _applied:
+    global _malloc_tuned
+    if _malloc_tuned:
         return True, "already applied"
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    ok = all(libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1 for param, value in _SETTINGS)
-    if ok:
-        _applied["malloc"] = True
-    return ok, "mallopt applied" if ok else "mallopt refused a setting"
+    _malloc_tuned = all(libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1 for param, value in _SETTINGS)
+    return _malloc_tuned, "mallopt applied" if _malloc_tuned else "mallopt refused a setting"
 
 
 def configure(threads: int | None = None, *, keep_memory: bool = True) -> RuntimeSettings:

@@ -147,6 +147,10 @@ class WeightsEntry:
         its file names); such files are checked against the prefix, the check torchvision makes."""
         return len(self.sha256) == 64
 
+    def matches(self, digest: str) -> bool:
+        """Whether a file's full sha256 ``digest`` is this entry's (or starts with its prefix)."""
+        return digest.startswith(self.sha256)
+
     @property
     def key(self) -> str:
         """``backbone.NAME``, the name used on the command line."""
@@ -217,7 +221,7 @@ class WeightsRegistry:
         except OSError as exc:
             raise WeightsError(f"weights '{entry.key}': cannot read {path}: {exc.strerror or exc}") from None
         actual = sha256_of(data)
-        if not actual.startswith(entry.sha256):
+        if not entry.matches(actual):
             raise WeightsError(
                 f"weights '{entry.key}': {path} does not match: sha256 {actual}, expected {entry.sha256}. "
                 "The file is corrupt or not the file it claims to be; it was not loaded. Delete it and fetch again."
@@ -226,20 +230,22 @@ class WeightsRegistry:
 
     def resolve(self, key: str, path: str | Path | None = None, *, fetch: bool = True) -> Path:
         """Path of a verified file for ``key``: the user's file, the cache, or a fresh fetch."""
+        return self._verified(key, path, fetch)[0]
+
+    def _verified(self, key: str, path: str | Path | None, fetch: bool) -> tuple[Path, bytes]:
+        """The file for ``key`` and its bytes, read and hashed once."""
         entry = self.get(key)
         if path is not None:
-            self.verify(entry, Path(path))
-            return Path(path)
+            return Path(path), self.verify(entry, Path(path))
         cached = self.cached_path(entry)
         if cached.exists():
-            self.verify(entry, cached)
-            return cached
+            return cached, self.verify(entry, cached)
         looked = [f"the dreamkit cache ({cached})"]
         if fetch:
             return self._fetch(entry, looked)
         raise WeightsError(f"weights '{key}' are not available; looked in: {'; '.join(looked)}. {_ways_to_supply(entry)}")
 
-    def _fetch(self, entry: WeightsEntry, looked: list[str]) -> Path:
+    def _fetch(self, entry: WeightsEntry, looked: list[str]) -> tuple[Path, bytes]:
         offline = os.environ.get("DREAMKIT_OFFLINE", "").strip() == "1"
         target = self.cached_path(entry)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -253,13 +259,13 @@ class WeightsRegistry:
             tmp = Path(tmp_name)
             try:
                 source.fetch(entry, tmp)
-                self.verify(entry, tmp)
+                data = self.verify(entry, tmp)
             except Exception as exc:
                 looked.append(f"{where} ({type(exc).__name__}: {exc})")
                 tmp.unlink(missing_ok=True)
                 continue
             os.replace(tmp, target)
-            return target
+            return target, data
         raise WeightsError(
             f"weights '{entry.key}' are not available; looked in: {'; '.join(looked)}. {_ways_to_supply(entry)}"
         )
@@ -268,9 +274,7 @@ class WeightsRegistry:
         """Verify, then ``torch.load(weights_only=True)`` the very bytes that were verified."""
         import torch
 
-        entry = self.get(key)
-        file = self.resolve(key, path, fetch=fetch)
-        data = self.verify(entry, file)  # hash the bytes we load, not a file that could change
+        file, data = self._verified(key, path, fetch)  # load the bytes that were hashed, not the file again
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:

@@ -85,8 +85,8 @@ def test_replay_reproduces_the_pixels(cli, photos, tmp_path, extra):
     assert cli("run", photos / "chelsea.png", "-e", "grain", "-e", "adjust:contrast=1.3", "-o", out, "--seed", "11")[0] == 0
     code, stdout, _ = cli("replay", out / "chelsea.png", "--check", "-o", tmp_path / "again.png")
     assert code == 0 and "reproduces the image exactly" in stdout
-    assert torch.equal(torch.from_numpy(__import__("numpy").asarray(Image.open(tmp_path / "again.png"))),
-                       torch.from_numpy(__import__("numpy").asarray(Image.open(out / "chelsea.png"))))
+    assert torch.equal(torch.from_numpy(__import__("numpy").array(Image.open(tmp_path / "again.png"))),
+                       torch.from_numpy(__import__("numpy").array(Image.open(out / "chelsea.png"))))
 
 
 def test_replay_detects_a_changed_image_and_a_different_input(cli, photos, tmp_path, extra):

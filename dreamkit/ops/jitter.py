@@ -42,11 +42,12 @@ def _register() -> bool:
     return True
 
 
+_COMPILED = _register()
 # Device types with a compiled kernel, looked up once (a plain dict also keeps torch.compile happy).
 _KERNELS = {
-    device: torch._C._dispatch_has_kernel_for_dispatch_key(_OP, key)
+    device: _COMPILED and torch._C._dispatch_has_kernel_for_dispatch_key(_OP, key)
     for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-} if _register() else {}
+}
 
 
 def _has_kernel(x: torch.Tensor) -> bool:
