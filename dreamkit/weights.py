@@ -159,9 +159,10 @@ class WeightsEntry:
 
 def _ways_to_supply(entry: WeightsEntry) -> str:
     return (
-        "Supply them in one of three ways: (1) pass the file directly (--weights PATH, or weights_path= "
-        f"in Python); (2) copy it to {cache_dir() / entry.filename}; (3) run `dreamkit weights fetch {entry.key}` "
-        "on a machine that can reach the sources above."
+        "Supply them in one of three ways: (1) name the file yourself (weights=PATH in "
+        "dreamkit.models.load_backbone or FeatureExtractor; it is checked against this sha256); "
+        f"(2) copy it to {cache_dir() / entry.filename}; (3) run `dreamkit weights fetch {entry.key}` "
+        f"on a machine that can reach {', '.join(s.describe(entry) for s in entry.sources) or 'a source'}."
     )
 
 

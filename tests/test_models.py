@@ -111,7 +111,7 @@ def test_other_backbones_with_random_weights(backbone, layers):
 
 
 def test_missing_weights_are_a_clear_error(weights_home):
-    with pytest.raises(WeightsError, match=r"weights 'vgg19.IMAGENET1K_V1' are not available.*download.pytorch.org.*--weights PATH"):
+    with pytest.raises(WeightsError, match=r"weights 'vgg19.IMAGENET1K_V1' are not available.*download.pytorch.org.*weights=PATH"):
         load_backbone("vgg19")
     with pytest.raises(WeightsError, match="no weights are registered for backbone 'alexnet'"):
         load_backbone("alexnet")

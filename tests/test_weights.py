@@ -108,7 +108,7 @@ def test_unavailable_weights_say_which_where_and_how(registry, weights_home):
     assert "weights 'toy.V2' are not available" in message
     assert str(cache_dir() / "toy2.pt") in message
     assert "https://example.invalid/toy2.pt (skipped: DREAMKIT_OFFLINE=1)" in message
-    assert "--weights PATH" in message and "dreamkit weights fetch toy.V2" in message
+    assert "weights=PATH" in message and "dreamkit weights fetch toy.V2" in message
 
 
 def test_failed_sources_are_listed_and_leave_no_partial_file(registry, weights_home, tmp_path, monkeypatch):
