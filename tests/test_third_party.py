@@ -7,6 +7,7 @@ dreamkit command then runs in a subprocess exactly as a user's would.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -51,7 +52,9 @@ def site(tmp_path_factory):
     """))
     (broken / "dreamkit_broken" / "__init__.py").write_text("import a_module_that_does_not_exist\n")
     target = root / "site"
-    _pip_install(target, EXAMPLE)
+    example = root / "src" / EXAMPLE.name  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    _pip_install(target, example)
     _pip_install(target, broken)
     return target
 
