@@ -135,7 +135,10 @@ def main() -> None:
 
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    extra = {"cxx": ["-O3", "-std=c++20", "-fvisibility=hidden"]}
+    # ATen's parallel_for is inlined into our code as an OpenMP region: without -fopenmp the pragma
+    # is ignored and every CPU kernel silently runs on one thread.
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    extra = {"cxx": ["-O3", "-std=c++20", "-fvisibility=hidden", *openmp]}
     define_macros = []
     extension_class = CppExtension
     if config.with_cuda:
@@ -148,6 +151,7 @@ def main() -> None:
         include_dirs=[os.path.join(HERE, CSRC)],
         define_macros=define_macros,
         extra_compile_args=extra,
+        extra_link_args=openmp,
     )
     setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
 

@@ -21,10 +21,15 @@ from dreamkit.ops import jitter
 from dreamkit.runtime import configure
 
 
-def interleaved(functions, repeats):
-    """Median seconds of each function, calls interleaved so noise hits all alike."""
-    for function in functions:
-        function()
+def interleaved(functions, repeats, budget_s=0.3):
+    """Median seconds of each function, calls interleaved so noise hits all alike. Small shapes get
+    more repeats (about ``budget_s`` per function) so thread wake-ups do not dominate the median."""
+    for _ in range(3):
+        for function in functions:
+            function()
+    start = time.perf_counter()
+    functions[0]()
+    repeats = max(repeats, min(2000, int(budget_s / max(time.perf_counter() - start, 1e-6))))
     times = [[] for _ in functions]
     for _ in range(repeats):
         for index, function in enumerate(functions):
@@ -49,7 +54,7 @@ def bench_jitter(shape, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=20, help="at least this many timed calls per function")
     args = parser.parse_args()
     settings = configure()
     print(f"torch {torch.__version__}; allocator keeps freed memory: {settings.keep_freed_memory} ({settings.reason})")

@@ -29,6 +29,11 @@ py::dict build_info() {
   info["torch_version"] = TORCH_VERSION;
   info["compiler"] = compiler_version();
   info["cplusplus"] = static_cast<long>(__cplusplus);
+#ifdef _OPENMP
+  info["openmp"] = static_cast<long>(_OPENMP);  // without it at::parallel_for runs on one thread
+#else
+  info["openmp"] = py::none();
+#endif
 #ifdef WITH_CUDA
   info["compiled_with_cuda"] = true;
   info["cuda_version"] = dreamkit::cuda::compiled_runtime_version();
@@ -44,7 +49,7 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "dreamkit compiled extension: build information (ops live in torch.ops.dreamkit)";
   m.def("build_info", &build_info,
-        "Build settings of this extension: torch_version, compiler, cplusplus, compiled_with_cuda, "
+        "Build settings of this extension: torch_version, compiler, cplusplus, openmp, compiled_with_cuda, "
         "cuda_version (CUDART_VERSION as an int, or None).");
 #ifdef WITH_CUDA
   m.def("cuda_runtime_version", &dreamkit::cuda::runtime_version,

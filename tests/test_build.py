@@ -89,6 +89,8 @@ def test_the_extension_is_built_and_loaded():
 
     assert info["torch_version"] == torch.__version__.split("+")[0]
     assert info["cplusplus"] >= 202002
+    if sys.platform.startswith("linux"):
+        assert info["openmp"], "built without -fopenmp: at::parallel_for would run every CPU kernel on one thread"
     if info["compiled_with_cuda"]:
         assert info["cuda_version"] >= 12000 and info["cuda_driver_version"] >= 0
 
