@@ -1,24 +1,31 @@
 """Accelerated ops vs their PyTorch references, measured side by side in one process.
 
-    .venv/bin/python bench/ops.py [--threads 1 2] [--repeats 20]
+    .venv/bin/python bench/ops.py [--threads 1 2] [--repeats 20] [--ops jitter gram ...]
 
 Allocator: ``dreamkit.runtime.configure()`` is applied first (glibc keeps freed memory), for our
 ops and the references alike, so fresh outputs are not page-faulted in on every call. Each pair is
-timed interleaved (ours, reference, ours, ...) and the medians compared. Bandwidth is bytes read
-plus bytes written per second, against ``copy_`` into a preallocated tensor of the same size
-(measured here too): the most a one-pass op can move.
+timed interleaved (ours, reference, ours, ...) and the medians compared.
+
+Rates: memory-bound ops report bytes read plus written per second against ``copy_`` into a
+preallocated tensor of the same size (the most a one-pass op can move); Gram ops report the
+GFLOP/s of the full product (2*B*C*C*N, what the reference computes; ours may do half of it)
+against the GEMM peak measured here with a large ``mm``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
-from dreamkit.ops import jitter
+from dreamkit.ops import _reference, dream_update, gram_matrix, gram_mse_loss, jitter, octave_resample
 from dreamkit.runtime import configure
+
+STYLE_SHAPES = [(1, 64, 512, 512), (1, 128, 256, 256), (1, 256, 128, 128), (1, 512, 64, 64), (1, 512, 32, 32)]
 
 
 def interleaved(functions, repeats, budget_s=0.3):
@@ -39,32 +46,107 @@ def interleaved(functions, repeats, budget_s=0.3):
     return [statistics.median(t) for t in times]
 
 
-def bench_jitter(shape, repeats):
-    x = torch.rand(shape)
-    out = torch.empty_like(x)
-    ours, roll, copy = interleaved([
-        lambda: jitter(x, 37, -101),
-        lambda: torch.roll(x, (37, -101), dims=(-2, -1)),
-        lambda: out.copy_(x),
-    ], repeats)
-    moved = 2 * x.numel() * x.element_size()
-    return ours, roll, copy, moved
+def copy_seconds(numel, repeats):
+    source, target = torch.rand(numel), torch.empty(numel)
+    return interleaved([lambda: target.copy_(source)], repeats)[0]
+
+
+def gemm_peak_flops(repeats):
+    a, b, out = torch.randn(1024, 1024), torch.randn(1024, 1024), torch.empty(1024, 1024)
+    return 2 * 1024**3 / interleaved([lambda: torch.mm(a, b, out=out)], repeats)[0]
+
+
+# Each case: (op, shape, ours, reference, amount, kind) with kind "bytes" or "flops".
+def jitter_cases():
+    for shape in [(1, 3, 2048, 2048), (1, 32, 1024, 1024), (1, 3, 1024, 1024), (1, 3, 517, 731)]:
+        x = torch.rand(shape)
+        yield ("jitter", str(shape), lambda x=x: jitter(x, 37, -101),
+               lambda x=x: torch.roll(x, (37, -101), dims=(-2, -1)), 2 * x.numel() * 4, "bytes")
+
+
+def gram_cases():
+    for shape in STYLE_SHAPES:
+        x = torch.rand(shape)
+        features = x.reshape(shape[0], shape[1], -1)
+        flops = 2 * shape[0] * shape[1] ** 2 * features.shape[2]
+        yield ("gram", str(shape), lambda x=x: gram_matrix(x, normalize=False),
+               lambda f=features: torch.bmm(f, f.transpose(1, 2)), flops, "flops")
+
+
+def gram_loss_cases():
+    for shape in STYLE_SHAPES:
+        x = torch.rand(shape, requires_grad=True)
+        target = _reference.gram_matrix(torch.rand(shape))
+
+        def ours(x=x, target=target):
+            return torch.autograd.grad(gram_mse_loss(x, target), x)
+
+        def reference(x=x, target=target):
+            return torch.autograd.grad(_reference.gram_mse_loss(x, target), x)
+
+        flops = 3 * 2 * shape[1] ** 2 * shape[2] * shape[3]  # reference: forward + 2 backward GEMMs
+        yield ("gram_mse", str(shape), ours, reference, flops, "flops")
+
+
+def resample_cases():
+    for side in (1024, 2048):
+        x = torch.rand(1, 3, side, side)
+        for factor in (1.4, 1 / 1.4):
+            size = (round(side * factor),) * 2
+            moved = (x.numel() + 3 * size[0] * size[1]) * 4
+            label = f"{(1, 3, side, side)}->{size[0]}"
+            yield ("resample", label, lambda x=x, s=size: octave_resample(x, s),
+                   lambda x=x, s=size: F.interpolate(x, size=s, mode="bilinear", align_corners=False), moved, "bytes")
+            yield ("resample+shift", label, lambda x=x, s=size: octave_resample(x, s, (37, -101)),
+                   lambda x=x, s=size: F.interpolate(torch.roll(x, (37, -101), dims=(-2, -1)), size=s,
+                                                     mode="bilinear", align_corners=False), moved, "bytes")
+
+
+def dream_update_cases():
+    for shape in [(1, 3, 1024, 1024), (1, 3, 2048, 2048), (1, 3, 517, 731)]:
+        image, grad = torch.rand(shape), torch.randn(shape)
+        moved = 4 * image.numel() * 4  # grad read twice, image read once, output written
+        yield ("dream_update", str(shape), lambda i=image, g=grad: dream_update(i, g, (37, -101), 0.01, (0.0, 1.0)),
+               lambda i=image, g=grad: _reference.dream_update(i, g, (37, -101), 0.01, (0.0, 1.0)), moved, "bytes")
+        work = image.clone()
+        yield ("dream_update_", str(shape),
+               lambda w=work, g=grad: dream_update(w, g, (37, -101), 0.0, (0.0, 1.0), inplace=True),
+               lambda i=image, g=grad: _reference.dream_update(i, g, (37, -101), 0.01, (0.0, 1.0)), moved, "bytes")
+
+
+CASES = {"jitter": jitter_cases, "gram": gram_cases, "gram_mse": gram_loss_cases,
+         "resample": resample_cases, "dream_update": dream_update_cases}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=20, help="at least this many timed calls per function")
+    parser.add_argument("--ops", nargs="+", choices=sorted(CASES), default=list(CASES))
     args = parser.parse_args()
     settings = configure()
     print(f"torch {torch.__version__}; allocator keeps freed memory: {settings.keep_freed_memory} ({settings.reason})")
-    print(f"{'op':<8} {'shape':<20} {'thr':>3} {'ours ms':>8} {'ref ms':>8} {'speedup':>8} {'GB/s':>6} {'copy_ GB/s':>10} {'of copy_':>8}")
+    print(f"{'op':<15} {'shape':<28} {'thr':>3} {'ours ms':>8} {'ref ms':>8} {'speedup':>8} {'rate':>12} {'of peak':>8}")
+    speedups: dict[tuple[str, int], list[float]] = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for shape in [(1, 3, 2048, 2048), (1, 32, 1024, 1024), (1, 3, 1024, 1024), (1, 3, 517, 731)]:
-            ours, roll, copy, moved = bench_jitter(shape, args.repeats)
-            print(f"{'jitter':<8} {str(shape):<20} {threads:>3} {ours * 1e3:>8.2f} {roll * 1e3:>8.2f} {roll / ours:>7.2f}x "
-                  f"{moved / ours / 1e9:>6.1f} {moved / copy / 1e9:>10.1f} {copy / ours:>7.0%}", flush=True)
+        peak_flops = gemm_peak_flops(args.repeats)
+        print(f"-- {threads} thread(s): GEMM peak {peak_flops / 1e9:.0f} GFLOP/s (1024^3 mm)")
+        for name in args.ops:
+            for op, shape, ours_fn, reference_fn, amount, kind in CASES[name]():
+                ours, reference = interleaved([ours_fn, reference_fn], args.repeats)
+                if kind == "bytes":
+                    peak = amount / copy_seconds(amount // 8, args.repeats)  # copy_ moves numel*4 bytes twice
+                    rate = f"{amount / ours / 1e9:.1f} GB/s"
+                else:
+                    peak = peak_flops
+                    rate = f"{amount / ours / 1e9:.0f} GFLOP/s"
+                speedups.setdefault((op, threads), []).append(reference / ours)
+                print(f"{op:<15} {shape:<28} {threads:>3} {ours * 1e3:>8.2f} {reference * 1e3:>8.2f} "
+                      f"{reference / ours:>7.2f}x {rate:>12} {amount / ours / peak:>7.0%}", flush=True)
+    print("geometric mean speedup per op and thread count:")
+    for (op, threads), values in speedups.items():
+        print(f"  {op:<15} {threads} thr: {math.exp(sum(map(math.log, values)) / len(values)):.2f}x")
 
 
 if __name__ == "__main__":

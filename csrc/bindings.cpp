@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "dreamkit_ops.h"
+
 #ifdef WITH_CUDA
 #include "cuda/runtime_info.h"
 #endif
@@ -29,6 +31,7 @@ py::dict build_info() {
   info["torch_version"] = TORCH_VERSION;
   info["compiler"] = compiler_version();
   info["cplusplus"] = static_cast<long>(__cplusplus);
+  info["gram_cpu"] = dreamkit::gram_cpu_method();
 #ifdef _OPENMP
   info["openmp"] = static_cast<long>(_OPENMP);  // without it at::parallel_for runs on one thread
 #else

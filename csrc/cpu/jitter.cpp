@@ -7,22 +7,21 @@
 
 #include <cstring>
 
-namespace {
+#include "dreamkit_ops.h"
 
-int64_t wrap(int64_t shift, int64_t size) { return ((shift % size) + size) % size; }
+namespace {
 
 at::Tensor jitter_cpu(const at::Tensor& x, int64_t shift_y, int64_t shift_x) {
   TORCH_CHECK(x.dim() >= 2, "dreamkit::jitter: x must have at least 2 dims (..., H, W); got ", x.dim(), " dims");
   TORCH_CHECK(x.device().is_cpu(), "dreamkit::jitter (CPU kernel): x is on ", x.device());
-  const bool channels_last =
-      x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const bool channels_last = dreamkit::is_channels_last(x);
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor in = x.contiguous(format);
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(format));
   if (x.numel() == 0) return out;
 
   const int64_t H = x.size(-2), W = x.size(-1);
-  const int64_t sy = wrap(shift_y, H), sx = wrap(shift_x, W);
+  const int64_t sy = dreamkit::wrap_shift(shift_y, H), sx = dreamkit::wrap_shift(shift_x, W);
   // A "pixel" is the unit that moves together: one element (NCHW) or C elements (NHWC).
   const int64_t pixel = channels_last ? x.size(1) : 1;
   const int64_t rows = x.numel() / (W * pixel);  // planes * H, or N * H for NHWC

@@ -1,6 +1,10 @@
 """Accelerated operations (``torch.ops.dreamkit.*``) and the state of their compiled backend.
 
 * :func:`jitter`: wrap-around roll of the last two dims (one pass; differentiable).
+* :func:`gram_matrix`: Gram matrices F Fᵀ using their symmetry (differentiable, one-GEMM backward).
+* :func:`gram_mse_loss`: the style loss mean((G(x) - T)²) with a one-GEMM backward.
+* :func:`octave_resample`: bilinear resize with the jitter roll fused in (differentiable).
+* :func:`dream_update`: DeepDream's normalised gradient step, un-roll and clamp in one pass.
 
 :func:`backend` says whether the compiled extension is in use; :func:`build_info` gives its build
 settings. Every op also has a pure-PyTorch reference (``dreamkit.ops._reference``), used when the
@@ -8,6 +12,18 @@ extension cannot load (with one warning) and as the oracle in the tests.
 """
 
 from ._extension import backend, build_info, load_error
+from .dream_update import dream_update
+from .gram import gram_matrix, gram_mse_loss
 from .jitter import jitter
+from .octave_resample import octave_resample
 
-__all__ = ["backend", "build_info", "jitter", "load_error"]
+__all__ = [
+    "backend",
+    "build_info",
+    "dream_update",
+    "gram_matrix",
+    "gram_mse_loss",
+    "jitter",
+    "load_error",
+    "octave_resample",
+]

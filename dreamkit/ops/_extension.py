@@ -64,3 +64,18 @@ def build_info() -> dict[str, Any] | None:
         info["cuda_runtime_version"] = module.cuda_runtime_version()
         info["cuda_driver_version"] = module.cuda_driver_version()
     return info
+
+
+def kernel_devices(op: str) -> dict[str, bool]:
+    """Which device types have a compiled kernel for ``op`` (e.g. ``"dreamkit::jitter"``).
+
+    Looked up once per op at import: a plain dict keeps the per-call check cheap and
+    ``torch.compile`` happy. All ``False`` without the extension.
+    """
+    loaded = extension(warn=False) is not None
+    import torch
+
+    return {
+        device: loaded and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+        for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+    }

@@ -1,0 +1,187 @@
+// dream_update on the CPU: the DeepDream step after the backward pass, fused.
+//
+//   g   = jitter(grad, -shift_y, -shift_x)          (un-roll the gradient of the jittered image)
+//   out = clamp(image + step_size * g / (mean|g| + eps), clamp_min, clamp_max)
+//
+// mean|g| is taken per sample (dim 0) of a 4-D image, over the whole tensor otherwise; the roll
+// does not change it, so it is reduced straight from grad. Then one pass reads image and grad
+// and writes out (which may be image itself: the in-place variant).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "dreamkit_ops.h"
+
+namespace {
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DREAMKIT_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DREAMKIT_CPU_CLONES
+#endif
+
+// Sum of |row[i]|; the simd reduction lets the compiler keep several partial sums in vectors.
+template <typename scalar_t, typename acc_t>
+acc_t abs_sum(const scalar_t* row, int64_t n) {
+  acc_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += std::abs(static_cast<acc_t>(row[i]));
+  return sum;
+}
+
+DREAMKIT_CPU_CLONES float abs_sum_f32(const float* __restrict row, int64_t n) { return abs_sum<float, float>(row, n); }
+
+// out[i] = clamp(in[i] + k * g[i]); out may be in (the in-place variant), so no __restrict on them.
+template <typename scalar_t, typename acc_t>
+void step_row(const scalar_t* in, const scalar_t* __restrict g, scalar_t* out, int64_t n, acc_t k, acc_t low, acc_t high) {
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t v = static_cast<acc_t>(in[i]) + k * static_cast<acc_t>(g[i]);
+    out[i] = static_cast<scalar_t>(std::min(std::max(v, low), high));
+  }
+}
+
+DREAMKIT_CPU_CLONES void step_row_f32(const float* in, const float* __restrict g, float* out, int64_t n, float k,
+                                      float low, float high) {
+  step_row<float, float>(in, g, out, n, k, low, high);
+}
+
+struct Geometry {
+  int64_t rows, row_len, H, W, pixel, groups;
+  int64_t group_of(int64_t row) const { return row * row_len / (rows * row_len / groups); }
+};
+
+Geometry geometry_of(const at::Tensor& image, bool channels_last) {
+  const int64_t W = image.size(-1), H = image.size(-2);
+  const int64_t pixel = channels_last ? image.size(1) : 1;
+  const int64_t row_len = W * pixel;
+  const int64_t groups = image.dim() == 4 ? image.size(0) : 1;
+  return {image.numel() / row_len, row_len, H, W, pixel, groups};
+}
+
+template <typename scalar_t>
+std::vector<double> step_per_group(const scalar_t* grad, const Geometry& g, double step_size, double eps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<double> row_sums(g.rows);
+  at::parallel_for(0, g.rows, std::max<int64_t>(1, 16384 / g.row_len), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t* row = grad + r * g.row_len;
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        row_sums[r] = abs_sum_f32(row, g.row_len);
+      } else {
+        row_sums[r] = abs_sum<scalar_t, acc_t>(row, g.row_len);
+      }
+    }
+  });
+  std::vector<double> steps(g.groups, 0.0);
+  for (int64_t r = 0; r < g.rows; ++r) steps[g.group_of(r)] += row_sums[r];
+  const double group_numel = static_cast<double>(g.rows * g.row_len / g.groups);
+  for (double& s : steps) s = step_size / (s / group_numel + eps);
+  return steps;
+}
+
+template <typename scalar_t>
+void update(const scalar_t* image, const scalar_t* grad, scalar_t* out, const Geometry& g, int64_t sy, int64_t sx,
+            double step_size, double lo, double hi, double eps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const std::vector<double> steps = step_per_group(grad, g, step_size, eps);
+  const acc_t low = static_cast<acc_t>(lo), high = static_cast<acc_t>(hi);
+  // Output element x of a row reads gradient element x + sx (wrapping): two straight segments.
+  const int64_t split = (g.W - sx) * g.pixel, offset = sx * g.pixel;
+  at::parallel_for(0, g.rows, std::max<int64_t>(1, 16384 / g.row_len), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t plane = r / g.H, y = r % g.H;
+      const scalar_t* src = grad + (plane * g.H + (y + sy) % g.H) * g.row_len;
+      const scalar_t* in = image + r * g.row_len;
+      scalar_t* o = out + r * g.row_len;
+      const acc_t k = static_cast<acc_t>(steps[g.group_of(r)]);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        step_row_f32(in, src + offset, o, split, k, low, high);
+        step_row_f32(in + split, src, o + split, g.row_len - split, k, low, high);
+      } else {
+        step_row<scalar_t, acc_t>(in, src + offset, o, split, k, low, high);
+        step_row<scalar_t, acc_t>(in + split, src, o + split, g.row_len - split, k, low, high);
+      }
+    }
+  });
+}
+
+// Writes the update of `image` into `out` (both contiguous in image's memory format).
+void run(const at::Tensor& image, const at::Tensor& grad, at::Tensor& out, int64_t shift_y, int64_t shift_x,
+         double step_size, std::optional<double> clamp_min, std::optional<double> clamp_max, double eps) {
+  const bool channels_last = dreamkit::is_channels_last(image);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor g = grad.contiguous(format);
+  if (image.numel() == 0) return;
+  const Geometry geo = geometry_of(image, channels_last);
+  const int64_t sy = dreamkit::wrap_shift(shift_y, geo.H), sx = dreamkit::wrap_shift(shift_x, geo.W);
+  const double inf = std::numeric_limits<double>::infinity();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, image.scalar_type(), "dreamkit::dream_update", [&] {
+    update<scalar_t>(image.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                     geo, sy, sx, step_size, clamp_min.value_or(-inf), clamp_max.value_or(inf), eps);
+  });
+}
+
+at::MemoryFormat format_of(const at::Tensor& image) {
+  return dreamkit::is_channels_last(image) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+at::Tensor dream_update_cpu(const at::Tensor& image, const at::Tensor& grad, int64_t shift_y, int64_t shift_x,
+                            double step_size, std::optional<double> clamp_min, std::optional<double> clamp_max,
+                            double eps) {
+  dreamkit::check_dream_update_args(image, grad, step_size, clamp_min, clamp_max, eps);
+  TORCH_CHECK(image.device().is_cpu(), "dreamkit::dream_update (CPU kernel): image is on ", image.device());
+  const at::Tensor in = image.contiguous(format_of(image));
+  at::Tensor out = at::empty_like(in);
+  run(in, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
+  return out;
+}
+
+void dream_update_inplace_cpu(const at::Tensor& image, const at::Tensor& grad, int64_t shift_y, int64_t shift_x,
+                              double step_size, std::optional<double> clamp_min, std::optional<double> clamp_max,
+                              double eps) {
+  dreamkit::check_dream_update_args(image, grad, step_size, clamp_min, clamp_max, eps);
+  TORCH_CHECK(image.device().is_cpu(), "dreamkit::dream_update_ (CPU kernel): image is on ", image.device());
+  if (image.is_contiguous(format_of(image))) {
+    at::Tensor out = image;  // each element is read before it is written, at the same index
+    run(image, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
+  } else {
+    image.copy_(dream_update_cpu(image, grad, shift_y, shift_x, step_size, clamp_min, clamp_max, eps));
+  }
+}
+
+}  // namespace
+
+namespace dreamkit {
+
+void check_dream_update_args(const at::Tensor& image, const at::Tensor& grad, double step_size,
+                             std::optional<double> clamp_min, std::optional<double> clamp_max, double eps) {
+  TORCH_CHECK(image.dim() >= 2, "dreamkit::dream_update: image must have at least 2 dims (..., H, W); got ",
+              image.sizes());
+  TORCH_CHECK(image.is_floating_point(), "dreamkit::dream_update: image must be floating point; got ",
+              image.scalar_type());
+  TORCH_CHECK(grad.sizes() == image.sizes(), "dreamkit::dream_update: grad has shape ", grad.sizes(),
+              " but image has shape ", image.sizes());
+  TORCH_CHECK(grad.scalar_type() == image.scalar_type(), "dreamkit::dream_update: grad is ", grad.scalar_type(),
+              " but image is ", image.scalar_type());
+  TORCH_CHECK(grad.device() == image.device(), "dreamkit::dream_update: grad is on ", grad.device(),
+              " but image is on ", image.device());
+  TORCH_CHECK(std::isfinite(step_size), "dreamkit::dream_update: step_size must be finite; got ", step_size);
+  TORCH_CHECK(!clamp_min || !clamp_max || *clamp_min <= *clamp_max, "dreamkit::dream_update: clamp_min (",
+              clamp_min.value_or(0), ") is greater than clamp_max (", clamp_max.value_or(0), ")");
+  TORCH_CHECK(eps >= 0 && std::isfinite(eps), "dreamkit::dream_update: eps must be finite and >= 0; got ", eps);
+}
+
+}  // namespace dreamkit
+
+TORCH_LIBRARY_IMPL(dreamkit, CPU, m) {
+  m.impl("dream_update", &dream_update_cpu);
+  m.impl("dream_update_", &dream_update_inplace_cpu);
+}

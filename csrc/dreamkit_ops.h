@@ -1,0 +1,33 @@
+// Declarations shared by the CPU kernels (cpu/) and the CUDA host glue (cuda/).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace dreamkit {
+
+// A shift reduced to [0, size): shifts may be negative or larger than the size.
+inline int64_t wrap_shift(int64_t shift, int64_t size) { return size > 0 ? ((shift % size) + size) % size : 0; }
+
+// True when a 4-D tensor is channels_last and not also plain contiguous (1x1 images are both).
+inline bool is_channels_last(const at::Tensor& x) {
+  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// gram: x (B, C, H, W) or (B, C, N) checked and viewed as contiguous features (B, C, N).
+at::Tensor gram_features(const at::Tensor& x);
+// How the CPU kernel exploits symmetry here (for `dreamkit doctor`).
+std::string gram_cpu_method();
+// (loss, G - T) from a freshly computed Gram matrix (reused as the difference).
+std::tuple<at::Tensor, at::Tensor> gram_mse_loss_from_gram(const at::Tensor& gram, const at::Tensor& target);
+
+// Argument checks shared by the CPU and CUDA kernels of these ops.
+void check_octave_resample_args(const at::Tensor& x, at::IntArrayRef size);
+void check_dream_update_args(const at::Tensor& image, const at::Tensor& grad, double step_size,
+                             std::optional<double> clamp_min, std::optional<double> clamp_max, double eps);
+
+}  // namespace dreamkit
