@@ -1,6 +1,6 @@
 """Accelerated ops vs their PyTorch references, measured side by side in one process.
 
-    .venv/bin/python bench/ops.py [--threads 1 2] [--repeats 20] [--ops jitter gram ...]
+    .venv/bin/python bench/ops.py [--threads 1 2] [--repeats 20] [--ops jitter gram ...] [--device cuda]
 
 Allocator: ``dreamkit.runtime.configure()`` is applied first (glibc keeps freed memory), for our
 ops and the references alike, so fresh outputs are not page-faulted in on every call. Each pair is
@@ -25,6 +25,14 @@ import torch.nn.functional as F
 from dreamkit.ops import _reference, dream_update, gram_matrix, gram_mse_loss, jitter, octave_resample
 from dreamkit.runtime import configure
 
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 STYLE_SHAPES = [(1, 64, 512, 512), (1, 128, 256, 256), (1, 256, 128, 128), (1, 512, 64, 64), (1, 512, 32, 32)]
 
 
@@ -34,39 +42,42 @@ def interleaved(functions, repeats, budget_s=0.3):
     for _ in range(3):
         for function in functions:
             function()
+    sync()
     start = time.perf_counter()
     functions[0]()
+    sync()
     repeats = max(repeats, min(2000, int(budget_s / max(time.perf_counter() - start, 1e-6))))
     times = [[] for _ in functions]
     for _ in range(repeats):
         for index, function in enumerate(functions):
             start = time.perf_counter()
             function()
+            sync()
             times[index].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
 
 
 def copy_seconds(numel, repeats):
-    source, target = torch.rand(numel), torch.empty(numel)
+    source, target = torch.rand(numel, device=DEVICE), torch.empty(numel, device=DEVICE)
     return interleaved([lambda: target.copy_(source)], repeats)[0]
 
 
 def gemm_peak_flops(repeats):
-    a, b, out = torch.randn(1024, 1024), torch.randn(1024, 1024), torch.empty(1024, 1024)
+    a, b, out = (torch.randn(1024, 1024, device=DEVICE) for _ in range(3))
     return 2 * 1024**3 / interleaved([lambda: torch.mm(a, b, out=out)], repeats)[0]
 
 
 # Each case: (op, shape, ours, reference, amount, kind) with kind "bytes" or "flops".
 def jitter_cases():
     for shape in [(1, 3, 2048, 2048), (1, 32, 1024, 1024), (1, 3, 1024, 1024), (1, 3, 517, 731)]:
-        x = torch.rand(shape)
+        x = torch.rand(shape, device=DEVICE)
         yield ("jitter", str(shape), lambda x=x: jitter(x, 37, -101),
                lambda x=x: torch.roll(x, (37, -101), dims=(-2, -1)), 2 * x.numel() * 4, "bytes")
 
 
 def gram_cases():
     for shape in STYLE_SHAPES:
-        x = torch.rand(shape)
+        x = torch.rand(shape, device=DEVICE)
         features = x.reshape(shape[0], shape[1], -1)
         flops = 2 * shape[0] * shape[1] ** 2 * features.shape[2]
         yield ("gram", str(shape), lambda x=x: gram_matrix(x, normalize=False),
@@ -75,8 +86,8 @@ def gram_cases():
 
 def gram_loss_cases():
     for shape in STYLE_SHAPES:
-        x = torch.rand(shape, requires_grad=True)
-        target = _reference.gram_matrix(torch.rand(shape))
+        x = torch.rand(shape, device=DEVICE, requires_grad=True)
+        target = _reference.gram_matrix(torch.rand(shape, device=DEVICE))
 
         def ours(x=x, target=target):
             return torch.autograd.grad(gram_mse_loss(x, target), x)
@@ -90,7 +101,7 @@ def gram_loss_cases():
 
 def resample_cases():
     for side in (1024, 2048):
-        x = torch.rand(1, 3, side, side)
+        x = torch.rand(1, 3, side, side, device=DEVICE)
         for factor in (1.4, 1 / 1.4):
             size = (round(side * factor),) * 2
             moved = (x.numel() + 3 * size[0] * size[1]) * 4
@@ -104,7 +115,7 @@ def resample_cases():
 
 def dream_update_cases():
     for shape in [(1, 3, 1024, 1024), (1, 3, 2048, 2048), (1, 3, 517, 731)]:
-        image, grad = torch.rand(shape), torch.randn(shape)
+        image, grad = torch.rand(shape, device=DEVICE), torch.randn(shape, device=DEVICE)
         moved = 4 * image.numel() * 4  # grad read twice, image read once, output written
         yield ("dream_update", str(shape), lambda i=image, g=grad: dream_update(i, g, (37, -101), 0.01, (0.0, 1.0)),
                lambda i=image, g=grad: _reference.dream_update(i, g, (37, -101), 0.01, (0.0, 1.0)), moved, "bytes")
@@ -123,7 +134,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=20, help="at least this many timed calls per function")
     parser.add_argument("--ops", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (then --threads only sets the CPU side)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     settings = configure()
     print(f"torch {torch.__version__}; allocator keeps freed memory: {settings.keep_freed_memory} ({settings.reason})")
     print(f"{'op':<15} {'shape':<28} {'thr':>3} {'ours ms':>8} {'ref ms':>8} {'speedup':>8} {'rate':>12} {'of peak':>8}")
@@ -131,7 +145,7 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         peak_flops = gemm_peak_flops(args.repeats)
-        print(f"-- {threads} thread(s): GEMM peak {peak_flops / 1e9:.0f} GFLOP/s (1024^3 mm)")
+        print(f"-- {DEVICE.type}, {threads} thread(s): GEMM peak {peak_flops / 1e9:.0f} GFLOP/s (1024^3 mm)")
         for name in args.ops:
             for op, shape, ours_fn, reference_fn, amount, kind in CASES[name]():
                 ours, reference = interleaved([ours_fn, reference_fn], args.repeats)

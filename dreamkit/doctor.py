@@ -26,7 +26,7 @@ def diagnose() -> dict[str, Any]:
     import torchvision
 
     from . import __version__
-    from .ops import backend, build_info, load_error
+    from .ops import backend, build_info, load_error, op_kernels
     from .weights import cache_dir
 
     cuda_devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
@@ -45,6 +45,7 @@ def diagnose() -> dict[str, Any]:
         "extension": build_info(),
         "extension_error": load_error(),
         "op_backend": backend(),
+        "op_kernels": {op: devices or ["reference"] for op, devices in op_kernels().items()},
         "weights_cache": str(cache_dir()),
     }
 
@@ -53,9 +54,9 @@ def format_report(report: dict[str, Any]) -> str:
     """Aligned ``key: value`` lines; the extension's build info indented below it."""
     lines = []
     for key, value in report.items():
-        if key == "extension" and isinstance(value, dict):
-            lines.append("extension:")
-            lines += [f"  {k:<20} {v}" for k, v in value.items()]
+        if key in ("extension", "op_kernels") and isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines += [f"  {k:<20} {', '.join(v) if isinstance(v, list) else v}" for k, v in value.items()]
         else:
             lines.append(f"{key + ':':<22}{value if value not in (None, []) else '-'}")
     return "\n".join(lines)

@@ -267,6 +267,8 @@ def test_doctor(cli):
     code, stdout, _ = cli("doctor", "--json")
     report = json.loads(stdout)
     assert report["op_backend"] == "compiled" and report["extension"]["compiler"]
+    assert report["op_kernels"]["octave_resample"][0] == "cpu" and set(report["op_kernels"]) >= {"jitter", "gram_matrix"}
+    assert "  dream_update         cpu" in cli("doctor")[1]
     assert report["torch"] == torch.__version__
 
 

@@ -6,12 +6,12 @@
 * :func:`octave_resample`: bilinear resize with the jitter roll fused in (differentiable).
 * :func:`dream_update`: DeepDream's normalised gradient step, un-roll and clamp in one pass.
 
-:func:`backend` says whether the compiled extension is in use; :func:`build_info` gives its build
-settings. Every op also has a pure-PyTorch reference (``dreamkit.ops._reference``), used when the
+:func:`backend` says whether the compiled extension is in use, :func:`op_kernels` on which
+devices each op has a kernel; :func:`build_info` gives the build settings. Every op also has a pure-PyTorch reference (``dreamkit.ops._reference``), used when the
 extension cannot load (with one warning) and as the oracle in the tests.
 """
 
-from ._extension import backend, build_info, load_error
+from ._extension import backend, build_info, load_error, op_kernels
 from .dream_update import dream_update
 from .gram import gram_matrix, gram_mse_loss
 from .jitter import jitter
@@ -26,4 +26,5 @@ __all__ = [
     "jitter",
     "load_error",
     "octave_resample",
+    "op_kernels",
 ]

@@ -79,3 +79,12 @@ def kernel_devices(op: str) -> dict[str, bool]:
         device: loaded and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
         for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
     }
+
+
+OPS = ("jitter", "gram_matrix", "gram_mse_loss", "octave_resample", "dream_update", "dream_update_")
+
+
+def op_kernels() -> dict[str, list[str]]:
+    """For each op of ``torch.ops.dreamkit``, the devices with a compiled kernel (empty: the
+    pure-PyTorch reference runs)."""
+    return {op: [d for d, has in kernel_devices(f"dreamkit::{op}").items() if has] for op in OPS}

@@ -109,6 +109,15 @@ def test_the_op_itself_checks_its_input():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_falls_back_to_the_reference_until_a_cuda_kernel_exists():
-    x = torch.randn(1, 3, 9, 9, device="cuda")
-    assert torch.equal(jitter(x, 2, 3), _reference.jitter(x, 2, 3))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cuda_matches_torch_roll_exactly(dtype, shape):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("dreamkit::jitter", "CUDA")
+    x = _sample(shape, dtype).cuda()
+    for shift in SHIFTS:
+        assert torch.equal(jitter(x, *shift), _reference.jitter(x, *shift))
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = jitter(x, 5, -3)
+        assert torch.equal(out, _reference.jitter(x, 5, -3))
+        assert x.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last)
