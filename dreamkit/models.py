@@ -268,6 +268,9 @@ class FeatureExtractor(nn.Module):
         x = (image - self.mean) / self.std if self.normalize else image
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        if self.bf16:
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                out = self.body(x)
+        else:  # no autocast context at all: it rejects some devices (meta, used for shape passes)
             out = self.body(x)
         return {layer: out[path].float() if self.bf16 else out[path] for layer, path in self.paths.items()}

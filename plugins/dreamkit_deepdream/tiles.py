@@ -1,0 +1,160 @@
+"""Exact tiled gradients: any image size with a bounded memory footprint and no seams.
+
+The image is cut into cores (a partition of the image) and each core is extended by a halo of at
+least the receptive-field radius of the deepest objective layer: the crop the network sees. Every
+activation is *owned* by the tile whose core contains it, and each tile back-propagates only the
+objective of its owned activations. Crops start on multiples of the layers' total stride, so a
+crop's activation grid is a sub-grid of the whole image's; with the halo, an owned activation's
+receptive field lies inside the crop (or at the real image border), so it has exactly the value it
+would have in the whole image. The objective is a sum over activations, so the tiles' input
+gradients, added where crops overlap, are the whole image's gradient (up to float rounding):
+tiled and untiled dreams agree, and there is no seam to hide.
+
+Layers without a spatial grid (a classifier's logits) cannot be partitioned: each tile then
+contributes its own value (an approximation, the usual one for tiled class visualisation).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Features = dict[str, torch.Tensor]
+Owned = dict[str, tuple[slice, slice]]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Strides (input pixels per activation; ``None`` for non-spatial layers) and the largest
+    receptive-field radius of an extractor's layers."""
+
+    strides: dict[str, int | None]
+    radius: int
+
+    @property
+    def align(self) -> int:
+        """Crop offsets must be multiples of this: every layer's stride divides it."""
+        return math.lcm(*[s for s in self.strides.values() if s] or [1])
+
+    @property
+    def halo(self) -> int:
+        return -(-(self.radius + self.align) // self.align) * self.align
+
+
+def measure_geometry(extractor: torch.nn.Module, layers: list[str], probe: int = 512) -> Geometry:
+    """Measure each layer's stride and receptive-field radius with one backward pass per layer:
+    the support of the input gradient of the centre activation is its receptive field."""
+    strides: dict[str, int | None] = {}
+    radius = 0
+    generator = torch.Generator().manual_seed(0)
+    while True:
+        image = torch.rand(1, 3, probe, probe, generator=generator).requires_grad_()
+        features = extractor(image)
+        too_small = False
+        for layer in layers:
+            activation = features[layer]
+            if activation.dim() != 4:
+                strides[layer] = None
+                continue
+            height = activation.shape[-1]
+            stride = probe // height
+            strides[layer] = stride
+            centre = height // 2
+            (grad,) = torch.autograd.grad(activation[0, :, centre, centre].sum(), image, retain_graph=True)
+            support = grad[0].abs().sum(0).nonzero()
+            if len(support) == 0:
+                continue
+            lo, hi = int(support.min()), int(support.max())
+            if lo == 0 or hi == probe - 1:
+                too_small = True
+                break
+            position = centre * stride
+            radius = max(radius, position - lo, hi - position)
+        if not too_small or probe >= 4096:
+            return Geometry(strides, radius)
+        probe *= 2
+
+
+@dataclass(frozen=True)
+class Tile:
+    """``crop``: the pixels the network sees; ``core``: the pixels whose activations it owns.
+    Both as ((y0, y1), (x0, x1)), half-open."""
+
+    crop: tuple[tuple[int, int], tuple[int, int]]
+    core: tuple[tuple[int, int], tuple[int, int]]
+
+
+def _spans(size: int, core: int, halo: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Cores [k*core, (k+1)*core) (the last one to the end) with their crops (core ± halo, clipped)."""
+    count = max(1, math.ceil(size / core))
+    spans = []
+    for k in range(count):
+        start, end = k * core, size if k == count - 1 else (k + 1) * core
+        spans.append(((max(0, start - halo), min(size, end + halo)), (start, end)))
+    return spans
+
+
+def plan_tiles(height: int, width: int, tile_size: int, geometry: Geometry) -> list[Tile]:
+    """One tile when the image fits in ``tile_size`` (or ``tile_size`` is 0), else cores of about
+    ``tile_size`` (rounded down to the alignment) with their halos."""
+    if tile_size <= 0 or (height <= tile_size and width <= tile_size):
+        return [Tile(((0, height), (0, width)), ((0, height), (0, width)))]
+    core = max(geometry.align, tile_size // geometry.align * geometry.align)
+    rows, columns = _spans(height, core, geometry.halo), _spans(width, core, geometry.halo)
+    return [Tile((ry[0], cx[0]), (ry[1], cx[1])) for ry in rows for cx in columns]
+
+
+def owned_regions(tile: Tile, features: Features, geometry: Geometry, height: int, width: int) -> Owned:
+    """For each spatial layer, the rows and columns of the crop's activations that the tile owns."""
+    regions: Owned = {}
+    for layer, activation in features.items():
+        stride = geometry.strides.get(layer)
+        if not stride or activation.dim() != 4:
+            continue
+        spans = []
+        for (crop0, _), (core0, core1), full, size in zip(tile.crop, tile.core, (height, width), activation.shape[-2:]):
+            start = (core0 - crop0) // stride
+            end = size if core1 == full else (core1 - crop0) // stride
+            spans.append(slice(start, end))
+        regions[layer] = (spans[0], spans[1])
+    return regions
+
+
+def activation_counts(extractor: torch.nn.Module, height: int, width: int) -> dict[str, int]:
+    """Spatial positions (h*w, or 1 for non-spatial layers) of each layer for the whole image,
+    from a pass on the meta device (no compute, no memory)."""
+    meta = getattr(extractor, "_dreamkit_meta_copy", None)
+    if meta is None:
+        meta = copy.deepcopy(extractor).to("meta")
+        extractor._dreamkit_meta_copy = meta  # a cache on the extractor: deepcopy once
+    features = meta(torch.empty(1, 3, height, width, device="meta"))
+    return {layer: (a.shape[-2] * a.shape[-1] if a.dim() == 4 else 1) for layer, a in features.items()}
+
+
+Objective = Callable[[Features, "Owned | None"], torch.Tensor]
+
+
+def image_gradient(extractor: torch.nn.Module, objective: Objective, image: torch.Tensor, tiles: list[Tile],
+                   geometry: Geometry) -> tuple[torch.Tensor, float]:
+    """The gradient of ``objective`` w.r.t. ``image`` (1, 3, H, W) and its value, tile by tile."""
+    height, width = image.shape[-2:]
+    if len(tiles) == 1:
+        crop = image.detach().requires_grad_()
+        value = objective(extractor(crop), None)
+        (grad,) = torch.autograd.grad(value, crop)
+        return grad, float(value.detach())
+    grad = torch.zeros_like(image)
+    total = 0.0
+    for tile in tiles:
+        (y0, y1), (x0, x1) = tile.crop
+        crop = image[..., y0:y1, x0:x1].detach().requires_grad_()
+        features = extractor(crop)
+        value = objective(features, owned_regions(tile, features, geometry, height, width))
+        (tile_grad,) = torch.autograd.grad(value, crop)
+        grad[..., y0:y1, x0:x1] += tile_grad
+        total += float(value.detach())
+    return grad, total
