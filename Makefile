@@ -40,9 +40,13 @@ test: setup weights
 
 SAMPLES = $(shell $(PY) -c 'import pathlib, skimage.data as d; p = pathlib.Path(d.__file__).parent; print(" ".join(str(p / n) for n in ("chelsea.png", "coffee.png", "astronaut.png")))')
 
+CHELSEA = $(word 1,$(SAMPLES))
+
 demo: setup weights
 	$(DK) run $(SAMPLES) -e resize:max_side=512 -e adjust:contrast=1.15,saturation=1.4 -o demo-out --overwrite
 	$(DK) replay demo-out/chelsea.png --check
+	$(DK) run $(SAMPLES) -e resize:max_side=512 -e deepdream -o demo-out/dream --overwrite
+	$(DK) run $(CHELSEA) -e resize:max_side=256 -e deepdream:frames=16,zoom=1.05,octaves=2,steps=5 -o demo-out/zoom --overwrite
 	@echo "demo images are in demo-out/"
 
 clean:

@@ -24,3 +24,13 @@ def test_ops_benchmark_runs():
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert sum(line.startswith("jitter ") for line in done.stdout.splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_deepdream_benchmark_runs_every_mode():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "deepdream.py"), "--sizes", "64", "--rounds", "1",
+                           "--memory-side", "256"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    row = next(line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 "))
+    assert row[3].endswith("x") and row[5].endswith("x")
+    assert "peak RSS of a 256x256 dream" in done.stdout

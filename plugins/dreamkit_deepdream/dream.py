@@ -23,7 +23,7 @@ import torchvision.transforms.v2.functional as TF
 from dreamkit import ops
 
 from .objective import Objective
-from .tiles import Geometry, activation_counts, image_gradient, plan_tiles
+from .tiles import Geometry, activation_counts, jittered_gradient, plan_tiles
 
 log = logging.getLogger("dreamkit.deepdream")
 
@@ -72,28 +72,31 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
     bases = [image] + [ops.octave_resample(image, size, antialias=True) for size in sizes[1:]]
     history: list[StepRecord] = []
     detail = torch.zeros_like(bases[-1])
-    for octave, (size, base) in enumerate(zip(reversed(sizes), reversed(bases))):
+    for octave, size in enumerate(reversed(sizes)):
+        base = bases.pop()  # a coarser base is not needed again: free it before the finer octaves
         if octave > 0:
             detail = ops.octave_resample(detail, size)
-        current = (base + detail).clamp_(0, 1)
+        current = detail.add_(base).clamp_(0, 1)  # reuses the detail's memory: large images are large
+        del detail
         objective.counts = activation_counts(extractor, *size)
         tiles = plan_tiles(*size, settings.tile_size, geometry)
         bar = progress(settings.steps, f"octave {octave + 1}/{len(sizes)} {size[1]}x{size[0]}") if progress else nullcontext()
         with bar as tick:
             for step in range(settings.steps):
                 shift = _random_shift(settings.jitter, size, generator)
-                rolled = ops.jitter(current, *shift)
-                grad, value = image_gradient(extractor, objective, rolled, tiles, geometry)
+                grad, value = jittered_gradient(extractor, objective, current, shift, tiles, geometry)
                 if settings.blur > 0:
                     grad = _blur(grad, settings.blur)
                 ops.dream_update(current, grad, shift, settings.step_size, clamp=(0.0, 1.0), inplace=True)
+                del grad
                 record = StepRecord(octave, step, value)
                 history.append(record)
                 if tick is not None and hasattr(tick, "update"):
                     tick.update(1)
                 if on_step is not None:
                     on_step(current, record)
-        detail = current - base
+        if octave < len(sizes) - 1:
+            detail = current - base
     return current, history
 
 

@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from dreamkit import ops
+
 Features = dict[str, torch.Tensor]
 Owned = dict[str, tuple[slice, slice]]
 
@@ -45,9 +47,10 @@ class Geometry:
         return -(-(self.radius + self.align) // self.align) * self.align
 
 
-def measure_geometry(extractor: torch.nn.Module, layers: list[str], probe: int = 512) -> Geometry:
+def measure_geometry(extractor: torch.nn.Module, layers: list[str], probe: int = 256) -> Geometry:
     """Measure each layer's stride and receptive-field radius with one backward pass per layer:
-    the support of the input gradient of the centre activation is its receptive field."""
+    the support of the input gradient of the centre activation is its receptive field. The probe
+    image doubles until the receptive field fits inside it."""
     strides: dict[str, int | None] = {}
     radius = 0
     generator = torch.Generator().manual_seed(0)
@@ -130,6 +133,8 @@ def activation_counts(extractor: torch.nn.Module, height: int, width: int) -> di
     meta = getattr(extractor, "_dreamkit_meta_copy", None)
     if meta is None:
         meta = copy.deepcopy(extractor).to("meta")
+        if hasattr(meta, "bf16"):
+            meta.bf16 = False  # autocast does not run on meta; shapes are the same without it
         extractor._dreamkit_meta_copy = meta  # a cache on the extractor: deepcopy once
     features = meta(torch.empty(1, 3, height, width, device="meta"))
     return {layer: (a.shape[-2] * a.shape[-1] if a.dim() == 4 else 1) for layer, a in features.items()}
@@ -138,12 +143,17 @@ def activation_counts(extractor: torch.nn.Module, height: int, width: int) -> di
 Objective = Callable[[Features, "Owned | None"], torch.Tensor]
 
 
-def image_gradient(extractor: torch.nn.Module, objective: Objective, image: torch.Tensor, tiles: list[Tile],
-                   geometry: Geometry) -> tuple[torch.Tensor, float]:
-    """The gradient of ``objective`` w.r.t. ``image`` (1, 3, H, W) and its value, tile by tile."""
+def jittered_gradient(extractor: torch.nn.Module, objective: Objective, image: torch.Tensor,
+                      shift: tuple[int, int], tiles: list[Tile], geometry: Geometry) -> tuple[torch.Tensor, float]:
+    """The gradient of ``objective`` w.r.t. ``jitter(image, *shift)`` (so still rolled: the
+    fused ``dream_update`` un-rolls it) and its value.
+
+    With several tiles the rolled image is never materialised: each crop is gathered from
+    ``image`` through wrapped row and column indices, which saves a full-size copy.
+    """
     height, width = image.shape[-2:]
     if len(tiles) == 1:
-        crop = image.detach().requires_grad_()
+        crop = ops.jitter(image, *shift).requires_grad_()
         value = objective(extractor(crop), None)
         (grad,) = torch.autograd.grad(value, crop)
         return grad, float(value.detach())
@@ -151,7 +161,9 @@ def image_gradient(extractor: torch.nn.Module, objective: Objective, image: torc
     total = 0.0
     for tile in tiles:
         (y0, y1), (x0, x1) = tile.crop
-        crop = image[..., y0:y1, x0:x1].detach().requires_grad_()
+        rows = (torch.arange(y0, y1, device=image.device) - shift[0]) % height
+        columns = (torch.arange(x0, x1, device=image.device) - shift[1]) % width
+        crop = image.index_select(-2, rows).index_select(-1, columns).requires_grad_()
         features = extractor(crop)
         value = objective(features, owned_regions(tile, features, geometry, height, width))
         (tile_grad,) = torch.autograd.grad(value, crop)

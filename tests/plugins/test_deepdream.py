@@ -1,0 +1,216 @@
+"""The built-in deepdream effect, with the real offline MobileNetV2 weights on sample photos."""
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dreamkit import ParameterError, Pipeline, load_image
+from dreamkit_deepdream import DeepDream, Settings, dream, octave_sizes, plan_tiles, zoom
+from dreamkit_deepdream.tiles import activation_counts, jittered_gradient, owned_regions
+
+
+@pytest.fixture(scope="module")
+def photo(samples):
+    """chelsea.png shrunk to 96 x 144: small enough for many dreams in a test run."""
+    image = load_image(samples / "chelsea.png")
+    return F.interpolate(image, size=(96, 144), mode="bilinear", antialias=True)
+
+
+def small(**params):
+    values = {"octaves": 2, "steps": 4, **params}
+    return DeepDream(**values)
+
+
+def dream_with(effect, image, seed=0):
+    return Pipeline([effect]).run(image, device="cpu", seed=seed).image
+
+
+def objective_of(effect, image):
+    objective, extractor, _ = effect.build_objective(torch.device("cpu"))
+    objective.counts = activation_counts(extractor, *image.shape[-2:])
+    with torch.no_grad():
+        return float(objective(extractor(image)))
+
+
+def test_objective_rises_over_steps(photo):
+    effect = DeepDream()
+    objective, extractor, geometry = effect.build_objective(torch.device("cpu"))
+    settings = Settings(octaves=1, steps=8, jitter=0, step_size=0.005)
+    _, history = dream(photo, extractor, objective, geometry, settings, torch.Generator().manual_seed(0))
+    values = [record.objective for record in history]
+    assert len(values) == 8
+    assert values[-1] > 1.5 * values[0]
+    assert sum(b > a for a, b in zip(values, values[1:])) >= 6
+
+
+def test_result_changes_the_image_within_range(photo):
+    out = dream_with(small(), photo)
+    assert out.shape == photo.shape and out.dtype == torch.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    change = (out - photo).abs().mean()
+    assert 0.01 < change < 0.25  # visibly dreamed, yet the photo survives
+    assert objective_of(DeepDream(), out) > 1.3 * objective_of(DeepDream(), photo)  # 8 steps only
+
+
+def test_same_seed_same_dream_other_seed_other_dream(photo):
+    first, again, other = (dream_with(small(), photo, seed) for seed in (1, 1, 2))
+    assert torch.equal(first, again)
+    assert (first - other).abs().max() > 0.01
+
+
+def test_channel_targeting_raises_that_channel_most(photo):
+    effect = small(channels=["7"], steps=6)
+    out = dream_with(effect, photo)
+    objective, extractor, _ = effect.build_objective(torch.device("cpu"))
+    with torch.no_grad():
+        before = extractor(photo)["features.12"][0].square().mean(dim=(1, 2))
+        after = extractor(out)["features.12"][0].square().mean(dim=(1, 2))
+    gain = after / before.clamp_min(1e-6)
+    assert gain[7] > 3 * gain.median() and gain[7] == gain.max()
+
+
+def test_layer_specific_channels_and_weights(photo):
+    effect = small(layers=["features.7", "features.12"], layer_weights=[0.5, 1.0], channels=["features.7:3", "5"])
+    objective, _, _ = effect.build_objective(torch.device("cpu"))
+    assert [(t.layer, t.weight, t.channels) for t in objective.terms] == [("features.7", 0.5, [3, 5]),
+                                                                         ("features.12", 1.0, [5])]
+
+
+def test_guided_dream_raises_the_match_to_the_guide(photo, samples, tmp_path):
+    guide = samples / "coffee.png"
+    effect = small(guide=str(guide), steps=6)
+    before, after = objective_of(effect, photo), objective_of(effect, dream_with(effect, photo))
+    assert after > 1.5 * before
+    unguided = dream_with(small(steps=6), photo)
+    assert objective_of(effect, unguided) < after  # the guide's pull, not just any dream
+
+
+def test_class_targeting_raises_the_class_logit(photo):
+    effect = small(classes=["goldfish"], steps=6, layers=["features.12"])
+    objective, extractor, _ = effect.build_objective(torch.device("cpu"))
+    out = dream_with(effect, photo)
+    with torch.no_grad():
+        logits_before = extractor(photo)[objective.logits_layer][0]
+        logits_after = extractor(out)[objective.logits_layer][0]
+    assert objective.logits_layer == "classifier.1" and objective.classes == [1]
+    assert logits_after[1] - logits_before[1] > 5
+
+
+def test_tiled_gradient_equals_the_whole_image_gradient(photo):
+    effect = DeepDream(layers=["features.7", "features.12"])
+    objective, extractor, geometry = effect.build_objective(torch.device("cpu"))
+    image = F.interpolate(photo, size=(200, 296), mode="bilinear")
+    objective.counts = activation_counts(extractor, 200, 296)
+    whole = plan_tiles(200, 296, 0, geometry)
+    tiles = plan_tiles(200, 296, 64, geometry)
+    assert len(whole) == 1 and len(tiles) == 4 * 5
+    grad_whole, value_whole = jittered_gradient(extractor, objective, image, (13, -21), whole, geometry)
+    grad_tiled, value_tiled = jittered_gradient(extractor, objective, image, (13, -21), tiles, geometry)
+    assert value_tiled == pytest.approx(value_whole, rel=1e-5)
+    torch.testing.assert_close(grad_tiled, grad_whole, rtol=1e-3, atol=1e-4 * grad_whole.abs().max().item())
+
+
+def test_owned_regions_partition_every_layer(photo):
+    effect = DeepDream(layers=["features.3", "features.12"])
+    _, extractor, geometry = effect.build_objective(torch.device("cpu"))
+    height, width = 130, 250
+    counts = activation_counts(extractor, height, width)
+    for layer in ("features.3", "features.12"):
+        owned = 0
+        for tile in plan_tiles(height, width, 48, geometry):
+            (y0, y1), (x0, x1) = tile.crop
+            with torch.no_grad():
+                features = extractor(torch.zeros(1, 3, y1 - y0, x1 - x0))
+            rows, columns = owned_regions(tile, features, geometry, height, width)[layer]
+            owned += (rows.stop - rows.start) * (columns.stop - columns.start)
+        assert owned == counts[layer]
+
+
+def test_tiled_and_untiled_dreams_agree(photo):
+    untiled = dream_with(small(tile_size=0), photo)
+    tiled = dream_with(small(tile_size=48), photo)
+    assert (tiled - untiled).abs().max() < 2e-3
+
+
+def test_geometry_matches_mobilenet_v2_arithmetic():
+    _, _, geometry = DeepDream(layers=["features.10"]).build_objective(torch.device("cpu"))
+    assert geometry.strides == {"features.10": 16} and geometry.radius == 85  # receptive field 171 px
+    assert geometry.halo % geometry.align == 0 and geometry.halo >= geometry.radius + geometry.align
+
+
+def test_small_images_run_with_fewer_octaves(caplog):
+    image = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.INFO, logger="dreamkit.deepdream"):
+        out = dream_with(DeepDream(octaves=5, steps=2), image)
+    assert out.shape == image.shape
+    assert "1 octave(s) instead of 5" in caplog.text
+    assert octave_sizes(300, 451, 4, 1.4, 32) == [(300, 451), (214, 322), (153, 230), (109, 164)]
+
+
+def test_zoom_sequence_frames(photo):
+    frames = Pipeline([small(frames=3, zoom=1.1, octaves=1, steps=2)]).run(photo, device="cpu").frames
+    assert len(frames) == 3
+    assert all(frame.image.shape == photo.shape for frame in frames)
+    assert (frames[1].image - frames[0].image).abs().mean() > 0.01
+    zoomed = zoom(photo, 2.0)
+    torch.testing.assert_close(zoomed[..., 24:72, 36:108].mean(), photo[..., 36:60, 54:90].mean(), atol=0.02, rtol=0)
+
+
+def test_intermediate_saves(photo, tmp_path):
+    Pipeline([small(octaves=2, steps=3, save_every=2, save_dir=str(tmp_path / "steps"))]).run(photo, device="cpu")
+    names = sorted(p.name for p in (tmp_path / "steps").iterdir())
+    assert names == ["dream-f0000-o1-s0002.png", "dream-f0000-o2-s0001.png", "dream-f0000-o2-s0003.png"]
+
+
+def test_fast_mode_runs_and_stays_close(photo):
+    fp32 = dream_with(small(), photo)
+    fast = dream_with(small(fast=True), photo)
+    assert 0 < (fast - fp32).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"layers": ["features.99"]}, r"backbone 'mobilenet_v2' has no layer 'features.99'.*close matches"),
+    ({"octaves": 0}, r"parameter 'octaves' = 0 is not allowed.*>= 1"),
+    ({"step_size": -0.1}, r"parameter 'step_size' = -0.1 is not allowed.*> 0"),
+    ({"channels": ["400"]}, r"channel 400 is out of range for layer 'features.12' \(96 channels: 0..95\)"),
+    ({"channels": ["features.3:1"]}, r"names layer 'features.3', which is not in layers \['features.12'\]"),
+    ({"channels": ["x"]}, r"'x' is not N or LAYER:N"),
+    ({"classes": ["goldfsh"]}, r"'goldfsh' is not one of the 1000 class names; did you mean goldfish"),
+    ({"layer_weights": [1.0, 2.0]}, r"give one weight per layer \(1 layers\)"),
+    ({"save_every": 3}, r"also give save_dir"),
+    ({"guide": "/no/such/guide.png"}, r"parameter 'guide' = '/no/such/guide.png' is not allowed; no such file"),
+    ({"mode": "max"}, r"parameter 'mode' = 'max' is not allowed"),
+    ({"backbone": "mobilenet_v9"}, r"unknown backbone 'mobilenet_v9'"),
+])
+def test_bad_parameters(photo, params, match):
+    with pytest.raises(Exception, match=match) as info:
+        dream_with(DeepDream(**params), photo)
+    assert isinstance(info.value, (ParameterError,)) or "backbone" in str(info.value)
+
+
+def test_cli_dream_and_bad_parameter(cli, samples, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = cli("run", samples / "chelsea.png", "-e", "resize:max_side=96", "-e", "deepdream:octaves=2,steps=2",
+                       "-o", out)
+    assert code == 0, err
+    assert (out / "chelsea.png").is_file()
+    code, _, err = cli("run", samples / "chelsea.png", "-e", "deepdream:channels=[999]", "-o", tmp_path / "bad")
+    assert code == 2 and "channel 999 is out of range" in err
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_cli_zoom_sequence_writes_frames_and_animation(cli, samples, tmp_path):
+    code, _, err = cli("run", samples / "coffee.png", "-e", "resize:max_side=64",
+                       "-e", "deepdream:octaves=1,steps=1,frames=3", "-o", tmp_path / "zoom")
+    assert code == 0, err
+    written = sorted(p.relative_to(tmp_path / "zoom").as_posix() for p in (tmp_path / "zoom").rglob("*.*"))
+    assert len([name for name in written if name.endswith(".png")]) == 3
+    assert any(name.endswith((".gif", ".webp")) for name in written)
+
+
+def test_a_4096_pixel_image_runs_in_tiles():
+    image = torch.rand(1, 3, 4096, 4096, generator=torch.Generator().manual_seed(0))
+    out = dream_with(DeepDream(octaves=1, steps=1, jitter=0), image)
+    assert out.shape == image.shape and (out != image).float().mean() > 0.5
