@@ -92,11 +92,11 @@ def ours_dream(image, times: list[float], fast: bool, **overrides):
     objective, extractor, geometry = effect.build_objective(torch.device("cpu"))
     settings = effect.settings()
     last = [time.perf_counter()]
+    per_octave: dict[int, list[float]] = {}  # small images may get fewer octaves than asked
 
     def on_step(_, record):
         now = time.perf_counter()
-        if record.octave == settings.octaves - 1:
-            times.append(now - last[0])
+        per_octave.setdefault(record.octave, []).append(now - last[0])
         last[0] = now
 
     def on_octave_start():  # octave set-up is not a step
@@ -104,6 +104,7 @@ def ours_dream(image, times: list[float], fast: bool, **overrides):
 
     result, _ = dream(image, extractor, objective, geometry, settings, torch.Generator().manual_seed(0),
                       on_step=on_step, progress=lambda total, desc: _Restart(on_octave_start))
+    times.extend(per_octave[max(per_octave)])
     return result
 
 

@@ -8,6 +8,14 @@
 #include <string>
 #include <tuple>
 
+// Hot float32 loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
+// (GCC function multi-versioning): the extension still runs on any x86-64 CPU.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DREAMKIT_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DREAMKIT_CPU_CLONES
+#endif
+
 namespace dreamkit {
 
 // A shift reduced to [0, size): shifts may be negative or larger than the size.

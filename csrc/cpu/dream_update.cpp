@@ -22,12 +22,6 @@
 
 namespace {
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DREAMKIT_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DREAMKIT_CPU_CLONES
-#endif
-
 // Sum of |row[i]|; the simd reduction lets the compiler keep several partial sums in vectors.
 template <typename scalar_t, typename acc_t>
 acc_t abs_sum(const scalar_t* row, int64_t n) {

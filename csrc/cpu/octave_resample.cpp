@@ -42,12 +42,6 @@ struct AxisTable {
 };
 
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DREAMKIT_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DREAMKIT_CPU_CLONES
-#endif
-
 DREAMKIT_CPU_CLONES void gather_f32(const float* __restrict row, const int32_t* __restrict lo,
                                     const int32_t* __restrict hi, const float* __restrict w, float* __restrict out,
                                     int64_t n) {
