@@ -147,6 +147,10 @@ def test_small_images_run_with_fewer_octaves(caplog):
     assert out.shape == image.shape
     assert "1 octave(s) instead of 5" in caplog.text
     assert octave_sizes(300, 451, 4, 1.4, 32) == [(300, 451), (214, 322), (153, 230), (109, 164)]
+    for size in [(1, 1), (31, 2)]:  # smaller than the network's stride: still a (tiny) dream
+        tiny = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
+        out = dream_with(DeepDream(steps=2), tiny)
+        assert out.shape == tiny.shape and (out != tiny).any() and 0 <= out.min() and out.max() <= 1
 
 
 def test_zoom_sequence_frames(photo):
