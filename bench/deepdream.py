@@ -47,17 +47,9 @@ def reference_dream(image, times: list[float]):
     """The plain-PyTorch DeepDream (see the module docstring)."""
     import torch
     import torch.nn.functional as F
-    import torchvision
+    from models import reference_model  # bench/models.py: the same plain model, hooked
 
-    from dreamkit.plugins import PluginHost
-
-    model = torchvision.models.mobilenet_v2()
-    model.load_state_dict(PluginHost().weights.load_state_dict("mobilenet_v2.IMAGENET1K_V1", fetch=False))
-    model.eval()
-    captured = {}
-    model.get_submodule(LAYER).register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    activation_of = reference_model(LAYER)
     generator = torch.Generator().manual_seed(0)
     height, width = image.shape[-2:]
     sizes = [(round(height / SCALE**i), round(width / SCALE**i)) for i in range(OCTAVES)]
@@ -71,8 +63,7 @@ def reference_dream(image, times: list[float]):
             start = time.perf_counter()
             sy, sx = (int(torch.randint(-JITTER, JITTER + 1, (1,), generator=generator)) for _ in range(2))
             rolled = torch.roll(current, (sy, sx), dims=(-2, -1)).requires_grad_(True)
-            model((rolled - mean) / std)
-            captured["a"].pow(2).mean().backward()
+            activation_of(rolled).pow(2).mean().backward()
             grad = torch.roll(rolled.grad, (-sy, -sx), dims=(-2, -1))
             current = (current + STEP_SIZE * grad / (grad.abs().mean() + 1e-8)).clamp(0, 1)
             if octave == OCTAVES - 1:
@@ -93,33 +84,17 @@ def ours_dream(image, times: list[float], fast: bool, **overrides):
     settings = effect.settings()
     last = [time.perf_counter()]
     per_octave: dict[int, list[float]] = {}  # small images may get fewer octaves than asked
+    # Intervals between steps; an octave's first one also holds its set-up, which the median drops.
 
     def on_step(_, record):
         now = time.perf_counter()
         per_octave.setdefault(record.octave, []).append(now - last[0])
         last[0] = now
 
-    def on_octave_start():  # octave set-up is not a step
-        last[0] = time.perf_counter()
-
     result, _ = dream(image, extractor, objective, geometry, settings, torch.Generator().manual_seed(0),
-                      on_step=on_step, progress=lambda total, desc: _Restart(on_octave_start))
+                      on_step=on_step)
     times.extend(per_octave[max(per_octave)])
     return result
-
-
-class _Restart:
-    """A progress "bar" that restarts the step clock when an octave begins."""
-
-    def __init__(self, restart):
-        self.restart = restart
-
-    def __enter__(self):
-        self.restart()
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def worker(mode: str, size: int) -> None:

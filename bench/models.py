@@ -29,28 +29,42 @@ def _objective(activation):
     return activation.float().pow(2).mean()
 
 
-def build(mode: str, layer: str):
-    """Return ``step(image) -> (activation, input gradient)`` for one mode."""
+def reference_model(layer: str):
+    """The plain torchvision MobileNetV2 as a user runs it (default settings, verified weights,
+    eval mode) with a forward hook on ``layer``: returns ``activation_of(image)``, which runs
+    the whole model on a 0..1 image and returns the layer's activation."""
     import torch
     import torchvision
 
-    from dreamkit.models import FeatureExtractor
     from dreamkit.plugins import PluginHost
 
+    model = torchvision.models.mobilenet_v2()
+    model.load_state_dict(PluginHost().weights.load_state_dict("mobilenet_v2.IMAGENET1K_V1", fetch=False))
+    model.eval()
+    captured = {}
+    model.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def activation_of(image):
+        model((image - mean) / std)
+        return captured["a"]
+
+    return activation_of
+
+
+def build(mode: str, layer: str):
+    """Return ``step(image) -> (activation, input gradient)`` for one mode."""
+    from dreamkit.models import FeatureExtractor
+
     if mode == "reference":
-        model = torchvision.models.mobilenet_v2()
-        model.load_state_dict(PluginHost().weights.load_state_dict("mobilenet_v2.IMAGENET1K_V1", fetch=False))
-        model.eval()
-        captured = {}
-        model.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        activation_of = reference_model(layer)
 
         def step(image):
             image = image.detach().requires_grad_(True)
-            model((image - mean) / std)
-            _objective(captured["a"]).backward()
-            return captured["a"].detach(), image.grad
+            activation = activation_of(image)
+            _objective(activation).backward()
+            return activation.detach(), image.grad
 
         return step
     from dreamkit.runtime import configure

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 
 #include <cstdint>
 #include <optional>
@@ -24,6 +25,32 @@ inline int64_t wrap_shift(int64_t shift, int64_t size) { return size > 0 ? ((shi
 // True when a 4-D tensor is channels_last and not also plain contiguous (1x1 images are both).
 inline bool is_channels_last(const at::Tensor& x) {
   return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// The layout the kernels work in: channels_last stays channels_last, anything else contiguous.
+inline at::MemoryFormat kernel_format(const at::Tensor& x) {
+  return is_channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// The two schemas of an elementwise update (functional and in place) over one kernel
+// `write(in, out)`, where in and out are contiguous in kernel_format and out may be in itself.
+template <typename Write>
+at::Tensor updated_copy(const at::Tensor& image, Write write) {
+  const at::Tensor in = image.contiguous(kernel_format(image));
+  at::Tensor out = at::empty_like(in);
+  write(in, out);
+  return out;
+}
+
+// In place: straight into image when it has the kernel layout, else through a contiguous copy.
+template <typename Write>
+void update_in_place(const at::Tensor& image, Write write) {
+  if (image.is_contiguous(kernel_format(image))) {
+    at::Tensor out = image;
+    write(image, out);
+  } else {
+    image.copy_(updated_copy(image, write));
+  }
 }
 
 // gram: x (B, C, H, W) or (B, C, N) checked and viewed as contiguous features (B, C, N).

@@ -110,11 +110,10 @@ void update(const scalar_t* image, const scalar_t* grad, scalar_t* out, const Ge
 // Writes the update of `image` into `out` (both contiguous in image's memory format).
 void run(const at::Tensor& image, const at::Tensor& grad, at::Tensor& out, int64_t shift_y, int64_t shift_x,
          double step_size, std::optional<double> clamp_min, std::optional<double> clamp_max, double eps) {
-  const bool channels_last = dreamkit::is_channels_last(image);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = dreamkit::kernel_format(image);
   const at::Tensor g = grad.contiguous(format);
   if (image.numel() == 0) return;
-  const Geometry geo = geometry_of(image, channels_last);
+  const Geometry geo = geometry_of(image, format == at::MemoryFormat::ChannelsLast);
   const int64_t sy = dreamkit::wrap_shift(shift_y, geo.H), sx = dreamkit::wrap_shift(shift_x, geo.W);
   const double inf = std::numeric_limits<double>::infinity();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, image.scalar_type(), "dreamkit::dream_update", [&] {
@@ -123,19 +122,14 @@ void run(const at::Tensor& image, const at::Tensor& grad, at::Tensor& out, int64
   });
 }
 
-at::MemoryFormat format_of(const at::Tensor& image) {
-  return dreamkit::is_channels_last(image) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
 at::Tensor dream_update_cpu(const at::Tensor& image, const at::Tensor& grad, int64_t shift_y, int64_t shift_x,
                             double step_size, std::optional<double> clamp_min, std::optional<double> clamp_max,
                             double eps) {
   dreamkit::check_dream_update_args(image, grad, step_size, clamp_min, clamp_max, eps);
   TORCH_CHECK(image.device().is_cpu(), "dreamkit::dream_update (CPU kernel): image is on ", image.device());
-  const at::Tensor in = image.contiguous(format_of(image));
-  at::Tensor out = at::empty_like(in);
-  run(in, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
-  return out;
+  return dreamkit::updated_copy(image, [&](const at::Tensor& in, at::Tensor& out) {
+    run(in, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
+  });
 }
 
 void dream_update_inplace_cpu(const at::Tensor& image, const at::Tensor& grad, int64_t shift_y, int64_t shift_x,
@@ -143,12 +137,10 @@ void dream_update_inplace_cpu(const at::Tensor& image, const at::Tensor& grad, i
                               double eps) {
   dreamkit::check_dream_update_args(image, grad, step_size, clamp_min, clamp_max, eps);
   TORCH_CHECK(image.device().is_cpu(), "dreamkit::dream_update_ (CPU kernel): image is on ", image.device());
-  if (image.is_contiguous(format_of(image))) {
-    at::Tensor out = image;  // each element is read before it is written, at the same index
-    run(image, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
-  } else {
-    image.copy_(dream_update_cpu(image, grad, shift_y, shift_x, step_size, clamp_min, clamp_max, eps));
-  }
+  // Each element is read before it is written, at the same index: out may be image.
+  dreamkit::update_in_place(image, [&](const at::Tensor& in, at::Tensor& out) {
+    run(in, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
+  });
 }
 
 }  // namespace

@@ -13,12 +13,9 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
-#include <algorithm>
-#include <cmath>
 #include <mutex>
 #include <string>
 #include <tuple>
-#include <vector>
 
 #include "dreamkit_ops.h"
 

@@ -14,8 +14,8 @@ namespace {
 at::Tensor jitter_cpu(const at::Tensor& x, int64_t shift_y, int64_t shift_x) {
   TORCH_CHECK(x.dim() >= 2, "dreamkit::jitter: x must have at least 2 dims (..., H, W); got ", x.dim(), " dims");
   TORCH_CHECK(x.device().is_cpu(), "dreamkit::jitter (CPU kernel): x is on ", x.device());
-  const bool channels_last = dreamkit::is_channels_last(x);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = dreamkit::kernel_format(x);
+  const bool channels_last = format == at::MemoryFormat::ChannelsLast;
   const at::Tensor in = x.contiguous(format);
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(format));
   if (x.numel() == 0) return out;

@@ -129,8 +129,8 @@ void resample(const at::Tensor& in, at::Tensor& out, int64_t pixel, int64_t shif
 at::Tensor octave_resample_cpu(const at::Tensor& x, at::IntArrayRef size, int64_t shift_y, int64_t shift_x) {
   dreamkit::check_octave_resample_args(x, size);
   TORCH_CHECK(x.device().is_cpu(), "dreamkit::octave_resample (CPU kernel): x is on ", x.device());
-  const bool channels_last = dreamkit::is_channels_last(x);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = dreamkit::kernel_format(x);
+  const bool channels_last = format == at::MemoryFormat::ChannelsLast;
   const at::Tensor in = x.contiguous(format);
   at::Tensor out = at::empty({x.size(0), x.size(1), size[0], size[1]}, x.options().memory_format(format));
   if (out.numel() == 0) return out;

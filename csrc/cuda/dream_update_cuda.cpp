@@ -12,7 +12,7 @@ namespace {
 void run(const at::Tensor& image, const at::Tensor& grad, at::Tensor& out, int64_t shift_y, int64_t shift_x,
          double step_size, std::optional<double> clamp_min, std::optional<double> clamp_max, double eps) {
   if (image.numel() == 0) return;
-  const auto format = dreamkit::cuda::kernel_format(image);
+  const auto format = dreamkit::kernel_format(image);
   const at::Tensor g = grad.contiguous(format);
   const int64_t groups = image.dim() == 4 ? image.size(0) : 1;
   at::Tensor sums = at::empty({groups}, image.options().dtype(at::kFloat));
@@ -32,10 +32,9 @@ at::Tensor dream_update_cuda(const at::Tensor& image, const at::Tensor& grad, in
   dreamkit::check_dream_update_args(image, grad, step_size, clamp_min, clamp_max, eps);
   TORCH_CHECK(image.is_cuda(), "dreamkit::dream_update (CUDA kernel): image is on ", image.device());
   const c10::cuda::CUDAGuard guard(image.device());
-  const at::Tensor in = image.contiguous(dreamkit::cuda::kernel_format(image));
-  at::Tensor out = at::empty_like(in);
-  run(in, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
-  return out;
+  return dreamkit::updated_copy(image, [&](const at::Tensor& in, at::Tensor& out) {
+    run(in, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
+  });
 }
 
 void dream_update_inplace_cuda(const at::Tensor& image, const at::Tensor& grad, int64_t shift_y, int64_t shift_x,
@@ -44,12 +43,9 @@ void dream_update_inplace_cuda(const at::Tensor& image, const at::Tensor& grad, 
   dreamkit::check_dream_update_args(image, grad, step_size, clamp_min, clamp_max, eps);
   TORCH_CHECK(image.is_cuda(), "dreamkit::dream_update_ (CUDA kernel): image is on ", image.device());
   const c10::cuda::CUDAGuard guard(image.device());
-  if (image.is_contiguous(dreamkit::cuda::kernel_format(image))) {
-    at::Tensor out = image;
-    run(image, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
-  } else {
-    image.copy_(dream_update_cuda(image, grad, shift_y, shift_x, step_size, clamp_min, clamp_max, eps));
-  }
+  dreamkit::update_in_place(image, [&](const at::Tensor& in, at::Tensor& out) {
+    run(in, grad, out, shift_y, shift_x, step_size, clamp_min, clamp_max, eps);
+  });
 }
 
 }  // namespace

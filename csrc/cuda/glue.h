@@ -27,10 +27,6 @@ inline Rows rows_of(const at::Tensor& x, bool channels_last) {
   return {x.numel() / (W * pixel), H, W, pixel};
 }
 
-inline at::MemoryFormat kernel_format(const at::Tensor& x) {
-  return is_channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
 inline void check_launch(cudaError_t error, const char* op) {
   TORCH_CHECK(error == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(error));
 }

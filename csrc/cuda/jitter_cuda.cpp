@@ -10,7 +10,7 @@ at::Tensor jitter_cuda(const at::Tensor& x, int64_t shift_y, int64_t shift_x) {
   TORCH_CHECK(x.dim() >= 2, "dreamkit::jitter: x must have at least 2 dims (..., H, W); got ", x.dim(), " dims");
   TORCH_CHECK(x.is_cuda(), "dreamkit::jitter (CUDA kernel): x is on ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto format = dreamkit::cuda::kernel_format(x);
+  const auto format = dreamkit::kernel_format(x);
   const at::Tensor in = x.contiguous(format);
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(format));
   if (x.numel() == 0) return out;

@@ -10,7 +10,7 @@ at::Tensor octave_resample_cuda(const at::Tensor& x, at::IntArrayRef size, int64
   dreamkit::check_octave_resample_args(x, size);
   TORCH_CHECK(x.is_cuda(), "dreamkit::octave_resample (CUDA kernel): x is on ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto format = dreamkit::cuda::kernel_format(x);
+  const auto format = dreamkit::kernel_format(x);
   const bool channels_last = format == at::MemoryFormat::ChannelsLast;
   const at::Tensor in = x.contiguous(format);
   at::Tensor out = at::empty({x.size(0), x.size(1), size[0], size[1]}, x.options().memory_format(format));

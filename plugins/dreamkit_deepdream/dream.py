@@ -91,7 +91,7 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
                 del grad
                 record = StepRecord(octave, step, value)
                 history.append(record)
-                if tick is not None and hasattr(tick, "update"):
+                if tick is not None:
                     tick.update(1)
                 if on_step is not None:
                     on_step(current, record)

@@ -19,7 +19,7 @@ from dreamkit.plugins import get_host
 
 from .dream import Settings, dream, zoom
 from .objective import LayerTerm, Objective
-from .tiles import Geometry, measure_geometry
+from .tiles import Geometry, feature_shapes, measure_geometry
 
 log = logging.getLogger("dreamkit.deepdream")
 
@@ -84,11 +84,11 @@ class DeepDream(Effect):
         terms = [LayerTerm(layer, weight) for layer, weight in zip(self.layers, weights)]
         objective = Objective(terms, self.mode, classes=class_indices, logits_layer=logits_layer)
         extractor = _extractor(self.backbone, self.weights, tuple(objective.layers), self.fast, str(device))
-        features = _probe(extractor, device)
-        self._apply_channels(terms, features, paths)
+        shapes = feature_shapes(extractor, 64, 64)  # channel counts and which layers are spatial
+        self._apply_channels(terms, shapes, paths)
         if self.guide is not None:
             objective.guide = self._guide_features(extractor, terms, device)
-        spatial = [layer for layer in objective.layers if features[layer].dim() == 4]
+        spatial = any(len(shapes[layer]) == 4 for layer in objective.layers)
         geometry = _geometry(extractor, tuple(objective.layers)) if spatial else Geometry({}, 0)
         return objective, extractor, geometry
 
@@ -109,7 +109,7 @@ class DeepDream(Effect):
             indices.append(lookup[name.lower()])
         return indices, _logits_layer(self.backbone, len(categories))
 
-    def _apply_channels(self, terms: list[LayerTerm], features: dict[str, torch.Tensor], paths: list[str]) -> None:
+    def _apply_channels(self, terms: list[LayerTerm], shapes: dict[str, torch.Size], paths: list[str]) -> None:
         if not self.channels:
             return
         by_name = {**{t.layer: t for t in terms}, **{p: t for p, t in zip(paths, terms)}}
@@ -123,7 +123,7 @@ class DeepDream(Effect):
             except ValueError:
                 raise self.invalid("channels", f"'{spec}' is not N or LAYER:N (N a channel number)") from None
             for term in targets:
-                count = features[term.layer].shape[1]
+                count = shapes[term.layer][1]
                 if not 0 <= channel < count:
                     raise self.invalid("channels", f"channel {channel} is out of range for layer '{term.layer}' "
                                                    f"({count} channels: 0..{count - 1})")
@@ -186,15 +186,9 @@ def _extractor(backbone: str, weights: str, layers: tuple[str, ...], fast: bool,
     return extractor.to(device)
 
 
-def _probe(extractor: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        return extractor(torch.zeros(1, 3, 64, 64, device=device))
-
-
 @functools.lru_cache(maxsize=16)
 def _geometry(extractor: nn.Module, layers: tuple[str, ...]) -> Geometry:
-    spatial = [layer for layer in layers]
-    return measure_geometry(extractor, spatial)
+    return measure_geometry(extractor, list(layers))
 
 
 def _logits_layer(backbone: str, classes: int) -> str:

@@ -127,23 +127,28 @@ def owned_regions(tile: Tile, features: Features, geometry: Geometry, height: in
     return regions
 
 
-def activation_counts(extractor: torch.nn.Module, height: int, width: int) -> dict[str, int]:
-    """Spatial positions (h*w, or 1 for non-spatial layers) of each layer for the whole image,
-    from a pass on the meta device (no compute, no memory)."""
+def feature_shapes(extractor: torch.nn.Module, height: int, width: int) -> dict[str, torch.Size]:
+    """The shape of each layer's activation for a (1, 3, height, width) image, from a pass on the
+    meta device (no compute, no memory)."""
     meta = getattr(extractor, "_dreamkit_meta_copy", None)
     if meta is None:
         meta = copy.deepcopy(extractor).to("meta")
         if hasattr(meta, "bf16"):
             meta.bf16 = False  # autocast does not run on meta; shapes are the same without it
         extractor._dreamkit_meta_copy = meta  # a cache on the extractor: deepcopy once
-    features = meta(torch.empty(1, 3, height, width, device="meta"))
-    return {layer: (a.shape[-2] * a.shape[-1] if a.dim() == 4 else 1) for layer, a in features.items()}
+    return {layer: a.shape for layer, a in meta(torch.empty(1, 3, height, width, device="meta")).items()}
 
 
-Objective = Callable[[Features, "Owned | None"], torch.Tensor]
+def activation_counts(extractor: torch.nn.Module, height: int, width: int) -> dict[str, int]:
+    """Spatial positions (h*w, or 1 for non-spatial layers) of each layer for the whole image."""
+    shapes = feature_shapes(extractor, height, width)
+    return {layer: (shape[-2] * shape[-1] if len(shape) == 4 else 1) for layer, shape in shapes.items()}
 
 
-def jittered_gradient(extractor: torch.nn.Module, objective: Objective, image: torch.Tensor,
+ObjectiveFn = Callable[[Features, "Owned | None"], torch.Tensor]
+
+
+def jittered_gradient(extractor: torch.nn.Module, objective: ObjectiveFn, image: torch.Tensor,
                       shift: tuple[int, int], tiles: list[Tile], geometry: Geometry) -> tuple[torch.Tensor, float]:
     """The gradient of ``objective`` w.r.t. ``jitter(image, *shift)`` (so still rolled: the
     fused ``dream_update`` un-rolls it) and its value.
