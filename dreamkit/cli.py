@@ -188,8 +188,20 @@ def _print_record(record: dict[str, Any]) -> None:
     target = outputs[0] if len(outputs) == 1 else f"{len(outputs)} frames in {Path(outputs[0]).parent}/ + {record['animation']}"
     print(f"{record['input']} -> {target}")
     for result in record["results"]:
-        details = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("effect", "step", "frame"))
-        print(f"  {result['effect']}: {details}")
+        fields = {k: v for k, v in result.items() if k not in ("effect", "step", "frame")}
+        items = {k: v for k, v in fields.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)}
+        print(f"  {result['effect']}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if k not in items))
+        for values in items.values():  # predictions, detections: one line each
+            for item in values:
+                print("    - " + _describe_item(item))
+
+
+def _describe_item(item: dict[str, Any]) -> str:
+    """``Egyptian cat 0.720`` or ``face 0.999 box=[...]``: label and score first, then the rest."""
+    head = [str(item[k]) for k in ("label",) if k in item]
+    head += [f"{item[k]:.3f}" for k in ("probability", "score") if isinstance(item.get(k), float)]
+    rest = [f"{k}={v}" for k, v in item.items() if k not in ("label", "probability", "score")]
+    return " ".join(head + rest)
 
 
 def cmd_effects(args: argparse.Namespace) -> int:

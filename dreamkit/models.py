@@ -76,8 +76,22 @@ def build_backbone(name: str, *, device: str | torch.device = "cpu") -> nn.Modul
     import torchvision
 
     _check_backbone(name)
-    with torch.device(device):
+    with torch.device(device), _fixed_init():
         return torchvision.models.get_model(name, weights=None, **_BUILD_KWARGS.get(name, {})).eval()
+
+
+def _fixed_init() -> Any:
+    """Random initial weights that are the same in every run ("random" weights replay exactly),
+    without touching the caller's random state."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def seeded():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            yield
+
+    return seeded()
 
 
 @dataclass(frozen=True)
@@ -139,19 +153,9 @@ def default_weights(backbone: str, host: Any = None) -> str:
 def load_backbone(name: str, weights: str | Path = "default", *, host: Any = None) -> nn.Module:
     """Build ``name`` and load weights: ``"default"``, ``"random"``, a key (``vgg19.IMAGENET1K_V1``)
     or a file path verified against the default key's sha256. Frozen, eval mode, on the CPU."""
-    from .plugins import get_host
-
     model = build_backbone(name)
-    if weights != "random":
-        registry = (host or get_host()).weights
-        text = str(weights)
-        if text == "default":
-            state = registry.load_state_dict(default_weights(name, host))
-        elif text in registry.entries:
-            state = registry.load_state_dict(text)
-        else:
-            state = registry.load_state_dict(default_weights(name, host), path=Path(text))
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(_AUX_PREFIXES)})
+    if str(weights) != "random":
+        _load_registered(model, name, weights, host)
     return freeze(model)
 
 
@@ -274,3 +278,87 @@ class FeatureExtractor(nn.Module):
         else:  # no autocast context at all: it rejects some devices (meta, used for shape passes)
             out = self.body(x)
         return {layer: out[path].float() if self.bf16 else out[path] for layer, path in self.paths.items()}
+
+
+# -- classification and detection models ------------------------------------------------------
+def classification_preprocess(backbone: str, weights: str | Path = "default", *, host: Any = None) -> nn.Module:
+    """The model's own preprocessing for these weights: torchvision's ``ImageClassification``
+    preset (resize, centre crop, ImageNet normalisation) of the matching weights enum, e.g.
+    resize 256 / crop 224 for MobileNetV2, 342 / 299 for Inception v3. Takes 0..1 float images
+    (C×H×W or B×C×H×W)."""
+    import torchvision
+    from torchvision.transforms._presets import ImageClassification
+
+    _check_backbone(backbone)
+    name = _weights_name(backbone, weights, host)
+    try:
+        members = list(torchvision.models.get_model_weights(backbone))
+    except (KeyError, ValueError):  # a builder without a weights enum
+        members = []
+    chosen = next((m for m in members if m.name == name), members[0] if members else None)
+    return chosen.transforms() if chosen is not None else ImageClassification(crop_size=224)
+
+
+def _weights_name(backbone: str, weights: str | Path, host: Any) -> str | None:
+    """``IMAGENET1K_V1`` for ``default``, a registered key or a user file; ``None`` for random."""
+    from .plugins import get_host
+
+    text = str(weights)
+    if text == "random":
+        return None
+    registry = (host or get_host()).weights
+    key = text if text in registry.entries else default_weights(backbone, host)
+    return registry.get(key).name
+
+
+def weights_categories(backbone: str, weights: str | Path = "default", *, host: Any = None) -> Sequence[str] | None:
+    """The class labels of the weights a model would load (``None`` when unknown, e.g. random)."""
+    from .plugins import get_host
+
+    registry = (host or get_host()).weights
+    text = str(weights)
+    if text == "random":
+        entries = registry.for_backbone(backbone)
+        return entries[0].categories if entries else None
+    key = text if text in registry.entries else default_weights(backbone, host)
+    return registry.get(key).categories
+
+
+#: torchvision's COCO box detectors that dreamkit registers weights for (see weights_catalog.py).
+DETECTORS = (
+    "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn",
+    "ssdlite320_mobilenet_v3_large", "ssd300_vgg16",
+)
+
+
+def load_detector(name: str, weights: str | Path = "default", *, host: Any = None) -> nn.Module:
+    """A torchvision COCO detector (``DETECTORS``) with verified weights, like :func:`load_backbone`:
+    ``"default"``, ``"random"``, a registered key, or a file checked against the default's sha256.
+    Frozen, eval mode, on the CPU. Its output boxes are in the input image's pixel frame."""
+    import torchvision
+
+    if name not in DETECTORS:
+        close = difflib.get_close_matches(name, DETECTORS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise DreamkitError(f"unknown detector '{name}'{hint}; known detectors: {', '.join(DETECTORS)}")
+    # No backbone download either: every weight comes from the (verified) state dict or is random.
+    with _fixed_init():
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)
+    if str(weights) != "random":
+        _load_registered(model, name, weights, host)
+    return freeze(model)
+
+
+def _load_registered(model: nn.Module, name: str, weights: str | Path, host: Any) -> None:
+    from .plugins import get_host
+
+    registry = (host or get_host()).weights
+    text = str(weights)
+    if text == "default":
+        state = registry.load_state_dict(default_weights(name, host))
+    elif text in registry.entries:
+        state = registry.load_state_dict(text)
+    else:
+        state = registry.load_state_dict(default_weights(name, host), path=Path(text))
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(_AUX_PREFIXES)})

@@ -159,8 +159,8 @@ class WeightsEntry:
 
 def _ways_to_supply(entry: WeightsEntry) -> str:
     return (
-        "Supply them in one of three ways: (1) name the file yourself (weights=PATH in "
-        "dreamkit.models.load_backbone or FeatureExtractor; it is checked against this sha256); "
+        "Supply them in one of three ways: (1) name the file yourself (the weights=PATH parameter of an effect, or of "
+        "dreamkit.models.load_backbone, load_detector or FeatureExtractor; it is checked against this sha256); "
         f"(2) copy it to {cache_dir() / entry.filename}; (3) run `dreamkit weights fetch {entry.key}` "
         f"on a machine that can reach {', '.join(s.describe(entry) for s in entry.sources) or 'a source'}."
     )

