@@ -95,7 +95,7 @@ class Classifier:
     def __init__(self, backbone: str, weights: str, device: str) -> None:
         self.model: nn.Module = load_backbone(backbone, weights).to(device)
         self.preprocess = classification_preprocess(backbone, weights)
-        self.categories = weights_categories(backbone, weights)
+        self.categories = weights_categories(backbone, weights) or _torchvision_categories(backbone)
         self.weights = _weights_key(backbone, weights)
 
     @torch.inference_mode()
@@ -121,6 +121,16 @@ def _weights_key(backbone: str, weights: str) -> str:
     if weights == "random" or weights in get_host().weights.entries:
         return weights
     return default_weights(backbone) if weights == "default" else weights
+
+
+def _torchvision_categories(backbone: str) -> Sequence[str] | None:
+    """The labels torchvision's own weights for ``backbone`` use (e.g. for random weights)."""
+    import torchvision
+
+    try:
+        return next(iter(torchvision.models.get_model_weights(backbone))).meta.get("categories")
+    except (KeyError, ValueError, StopIteration):
+        return None
 
 
 @functools.lru_cache(maxsize=4)
