@@ -75,20 +75,26 @@ def draw_boxes(image: torch.Tensor, boxes: Sequence[Box]) -> torch.Tensor:
     return composite(image, layer)
 
 
-def draw_panel(image: torch.Tensor, lines: Sequence[str]) -> torch.Tensor:
-    """``image`` with ``lines`` of text on a translucent dark panel in the top-left corner."""
+def draw_panel(image: torch.Tensor, lines: Sequence[str], corner: str = "bottom-left") -> torch.Tensor:
+    """``image`` with ``lines`` of text on a translucent dark panel in a corner: ``bottom-left``
+    (default: out of the way of faces and of box captions, which sit above boxes) or ``top-left``."""
+    if corner not in ("bottom-left", "top-left"):
+        raise ValueError(f"draw_panel: corner {corner!r} is not allowed; expected 'bottom-left' or 'top-left'")
     height, width = image.shape[-2:]
     layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     base = scale_for(width, height)
-    text_font = font(round(base * 1.2))
+    text_font = font(round(base))
     pad = round(base / 2)
     boxes = [draw.textbbox((0, 0), text, font=text_font) for text in lines]
     line_height = max((b[3] - b[1] for b in boxes), default=0) + pad // 2
     panel_width = max((b[2] - b[0] for b in boxes), default=0) + 2 * pad
-    draw.rectangle([0, 0, panel_width, line_height * len(lines) + 2 * pad - pad // 2], fill=(0, 0, 0, 160))
+    panel_height = line_height * len(lines) + 2 * pad - pad // 2
+    top = 0 if corner == "top-left" else max(0, height - panel_height)
+    draw.rectangle([0, top, panel_width, top + panel_height], fill=(0, 0, 0, 160))
     for index, text in enumerate(lines):
-        draw.text((pad, pad + index * line_height - boxes[index][1]), text, font=text_font, fill=(255, 255, 255, 255))
+        draw.text((pad, top + pad + index * line_height - boxes[index][1]), text, font=text_font,
+                  fill=(255, 255, 255, 255))
     return composite(image, layer)
 
 

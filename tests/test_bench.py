@@ -34,3 +34,14 @@ def test_deepdream_benchmark_runs_every_mode():
     row = next(line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 "))
     assert row[3].endswith("x") and row[5].endswith("x")
     assert "peak RSS of a 256x256 dream" in done.stdout
+
+
+@pytest.mark.slow
+def test_analysis_benchmark_runs_every_mode():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "analysis.py"), "--count", "3", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    modes = [line.split()[0] for line in done.stdout.splitlines()[2:]]
+    assert modes == ["classify-reference", "classify-ours", "classify-ours-batched", "faces-reference", "faces-ours"]
+    rows = done.stdout.splitlines()[2:]
+    assert all(("overhead" in row) != row.split()[0].endswith("reference") for row in rows)

@@ -189,3 +189,30 @@ def test_layers_cli(cli):
     assert code == 2 and "unknown backbone 'vgg1'" in stderr
     code, _, stderr = cli("layers")
     assert code == 2 and "name a backbone" in stderr
+
+
+def test_classification_preprocess_and_labels(dreamkit_host):
+    from dreamkit.models import classification_preprocess, weights_categories
+
+    assert classification_preprocess("mobilenet_v2")(torch.rand(3, 300, 400)).shape == (3, 224, 224)
+    assert classification_preprocess("resnet18", "random")(torch.rand(2, 3, 300, 400)).shape == (2, 3, 224, 224)
+    assert weights_categories("mobilenet_v2")[285] == "Egyptian cat"
+    assert weights_categories("retinanet_resnet50_fpn", "random")[18] == "dog"
+    assert weights_categories("resnet18", "random") is None  # no weights registered for it
+    with pytest.raises(DreamkitError, match="unknown backbone 'mobilenetv2'"):
+        classification_preprocess("mobilenetv2")
+
+
+def test_detectors_load_with_random_weights_and_refuse_unknown_names(weights_home):
+    from dreamkit.models import DETECTORS, load_detector
+
+    model = load_detector("ssdlite320_mobilenet_v3_large", "random")
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    with torch.no_grad():
+        (out,) = model([torch.rand(3, 100, 120)])
+    assert set(out) == {"boxes", "scores", "labels"}
+    with pytest.raises(DreamkitError, match=r"unknown detector 'retinanet'; known detectors: .*retinanet_resnet50_fpn,"):
+        load_detector("retinanet")
+    with pytest.raises(WeightsError, match=r"weights 'ssd300_vgg16.COCO_V1' are not available.*ssd300_vgg16_coco-b556d3b4.pth"):
+        load_detector("ssd300_vgg16")
+    assert len(DETECTORS) == 9

@@ -33,7 +33,7 @@ class Classify(Effect):
     The image goes through the model's own preprocessing (for MobileNetV2: resize the shorter
     side to 256, centre crop 224, ImageNet normalisation). The result record holds the backbone,
     the weights and ``predictions`` (label, index, probability), best first. ``draw=true`` writes
-    the top labels on the image; otherwise the image is returned unchanged. For many images at
+    the top three labels in the bottom-left corner; otherwise the image is returned unchanged. For many images at
     once from Python, :meth:`predict` runs them in batches.
     """
 
@@ -43,7 +43,7 @@ class Classify(Effect):
     backbone = Param(str, "mobilenet_v2", help="torchvision classification model (dreamkit layers --list)")
     weights = Param(str, "default", help="'default', 'random', a registered name, or a weights file")
     top_k = Param(int, 5, min=1, max=1000, help="how many classes to report")
-    draw = Param(bool, False, help="write the top labels on the image")
+    draw = Param(bool, False, help="write the top three labels on the image (bottom-left)")
 
     def check(self) -> None:
         names = backbone_names()
@@ -86,7 +86,7 @@ class Classify(Effect):
         })
         if not self.draw:
             return image
-        return draw_panel(image, [f"{p.label} {p.probability:.0%}" for p in predictions[: min(self.top_k, 5)]])
+        return draw_panel(image, [f"{p.label} {_percent(p.probability)}" for p in predictions[:3]])
 
 
 class Classifier:
@@ -111,6 +111,11 @@ class Classifier:
         if self.categories is not None and index < len(self.categories):
             return self.categories[index]
         return f"class {index}"
+
+
+def _percent(probability: float) -> str:
+    """72%, 4.5%, 0.1%: small probabilities keep a digit instead of all showing as 0%."""
+    return f"{probability:.0%}" if probability >= 0.095 else f"{probability:.1%}"
 
 
 def _weights_key(backbone: str, weights: str) -> str:

@@ -68,7 +68,8 @@ class Detect(Effect):
             if label not in known:
                 close = difflib.get_close_matches(label, known, n=3)
                 hint = f"did you mean {', '.join(close)}? " if close else ""
-                raise self.invalid("classes", f"{label!r} is not a {self.what} label; {hint}"
+                kind = "face" if self.what == "faces" else "COCO"
+                raise self.invalid("classes", f"{label!r} is not a {kind} label; {hint}"
                                               f"allowed: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}")
 
     @property

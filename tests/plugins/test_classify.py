@@ -100,13 +100,18 @@ def test_predict_batches_give_the_same_answers(chelsea, coffee, samples):
 
 
 def test_draw_writes_the_labels_in_a_corner(chelsea):
-    record, drawn = classify(chelsea, draw=True, top_k=3)
+    record, drawn = classify(chelsea, draw=True, top_k=5)
     changed = (drawn - chelsea).abs().amax(dim=1)[0] > 1e-6
     rows, cols = torch.nonzero(changed, as_tuple=True)
     assert len(rows) > 500
     height, width = chelsea.shape[-2:]
-    assert rows.max() < height / 2 and cols.max() < width * 0.75  # a panel top-left, not all over
-    assert drawn[..., : rows.max(), : cols.max()].mean() < chelsea[..., : rows.max(), : cols.max()].mean()
+    assert rows.max() == height - 1 and rows.min() > height / 2 and cols.max() < width * 0.75  # bottom-left
+    region = (..., slice(int(rows.min()), None), slice(0, int(cols.max())))
+    assert drawn[region].mean() < chelsea[region].mean()  # a dark panel under light text
+    _, three = classify(chelsea, draw=True, top_k=3)
+    assert torch.equal(three, drawn)  # the panel shows the top three whatever top_k is
+    _, one = classify(chelsea, draw=True, top_k=1)
+    assert not torch.equal(one, drawn)
 
 
 @pytest.mark.parametrize("params, match", [
