@@ -159,6 +159,17 @@ def pil_to_tensor(image: Image.Image, *, background: Sequence[int] = (255, 255, 
     return tensor.to(torch.float32).div_(255.0)
 
 
+def as_rgb(image: torch.Tensor, user: str) -> torch.Tensor:
+    """A 1×C×H×W (or C×H×W) image as three channels: greyscale is repeated, RGB passes through;
+    anything else is refused, naming ``user`` (e.g. ``"effect 'detect'"``) and what it got."""
+    channels = image.shape[-3] if image.dim() >= 3 else 0
+    if channels == 3:
+        return image
+    if channels == 1:
+        return image.expand(*image.shape[:-3], 3, *image.shape[-2:])
+    raise ValueError(f"{user} needs an RGB or greyscale image (1 or 3 channels); got shape {tuple(image.shape)}")
+
+
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """A 1×C×H×W or C×H×W float tensor (0..1, clamped) → 8-bit PIL image (L, RGB or RGBA)."""
     if image.dim() == 4:

@@ -231,3 +231,15 @@ def test_tensor_to_pil_modes(dreamkit_image):
     assert tensor_to_pil(torch.cat([dreamkit_image, dreamkit_image[:, :1]], 1)).mode == "RGBA"
     with pytest.raises(ValueError, match="batch of 2"):
         tensor_to_pil(torch.zeros(2, 3, 4, 4))
+
+
+def test_as_rgb_repeats_grey_and_refuses_other_channel_counts():
+    from dreamkit.io import as_rgb
+
+    grey = torch.rand(1, 1, 4, 5)
+    rgb = as_rgb(grey, "effect 'x'")
+    assert rgb.shape == (1, 3, 4, 5) and torch.equal(rgb[:, 2], grey[:, 0])
+    colour = torch.rand(3, 4, 5)
+    assert as_rgb(colour, "effect 'x'") is colour
+    with pytest.raises(ValueError, match=r"effect 'x' needs an RGB or greyscale image \(1 or 3 channels\); got shape \(1, 4, 4, 5\)"):
+        as_rgb(torch.rand(1, 4, 4, 5), "effect 'x'")

@@ -12,6 +12,7 @@ from torch import nn
 from dreamkit import Effect, Param
 from dreamkit.annotate import draw_panel
 from dreamkit.errors import DreamkitError, ParameterError
+from dreamkit.io import as_rgb
 from dreamkit.models import backbone_names, classification_preprocess, load_backbone, weights_categories
 
 
@@ -100,7 +101,8 @@ class Classifier:
 
     @torch.inference_mode()
     def top_k(self, images: Sequence[torch.Tensor], k: int) -> list[list[Prediction]]:
-        batch = torch.stack([self.preprocess(image[0] if image.dim() == 4 else image) for image in images])
+        batch = torch.stack([self.preprocess(as_rgb(image[0] if image.dim() == 4 else image, "effect 'classify'"))
+                             for image in images])
         probabilities = self.model(batch).float().softmax(dim=1)
         k = min(k, probabilities.shape[1])
         values, indices = probabilities.topk(k, dim=1)

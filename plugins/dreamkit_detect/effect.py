@@ -12,6 +12,7 @@ from torch import nn
 from dreamkit import Effect, Param
 from dreamkit.annotate import Box, draw_boxes
 from dreamkit.errors import DreamkitError, ParameterError
+from dreamkit.io import as_rgb
 from dreamkit.models import DETECTORS, load_detector
 from dreamkit.weights_catalog import COCO_CATEGORIES
 
@@ -90,6 +91,7 @@ class Detect(Effect):
 
     def detect(self, image: torch.Tensor) -> list[dict[str, Any]]:
         """Detections in one 1×3×H×W (or 3×H×W) 0..1 image, best first, as JSON-able records."""
+        image = as_rgb(image, "effect 'detect'")
         network = self.network(image.device)
         if self.what == "faces":
             records = self._faces(network, image)

@@ -168,7 +168,7 @@ class MTCNN(nn.Module):
             ys, xs = torch.nonzero(probability[0] > s.thresholds[0], as_tuple=True)
             if len(ys):
                 # Each map cell is a 12×12 window at stride 2 of this pyramid level.
-                cells = torch.stack([xs, ys, xs, ys], dim=1).float() * 2 + torch.tensor([0.0, 0.0, 12.0, 12.0])
+                cells = torch.stack([xs, ys, xs, ys], dim=1).float() * 2 + pixels.new_tensor([0.0, 0.0, 12.0, 12.0])
                 candidates = torch.cat([cells / scale, probability[0, ys, xs, None], offsets[0, :, ys, xs].T], dim=1)
                 found.append(candidates[nms(candidates[:, :4], candidates[:, 4], s.nms[0])])
             scale *= s.factor
@@ -236,7 +236,7 @@ def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> tor
     for index in range(len(order)):
         if all(overlap[index, other] <= threshold for other in kept):
             kept.append(index)
-    return order[torch.tensor(kept, dtype=torch.long)]
+    return order[torch.tensor(kept, dtype=torch.long, device=order.device)]
 
 
 __all__ = ["LANDMARKS", "MTCNN", "MTCNNSettings", "FaceDetections", "PNet", "RNet", "ONet"]

@@ -143,3 +143,13 @@ def test_cli_bad_parameter_exits_2_and_writes_nothing(cli, samples, tmp_path):
     code, out, err = cli("run", samples / "chelsea.png", "-e", "classify:top_k=-3", "-o", tmp_path / "out")
     assert code == 2 and "effect 'classify': parameter 'top_k' = -3 is not allowed; expected an integer >= 1" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_tiny_and_single_channel_images(coffee):
+    record, _ = classify(torch.rand(1, 3, 3, 2), top_k=2)
+    assert len(record["predictions"]) == 2
+    grey = coffee.mean(dim=1, keepdim=True)
+    record, image = classify(grey, top_k=1)
+    assert record["predictions"][0]["label"] in {"espresso", "cup", "coffee mug"} and image.shape == grey.shape
+    with pytest.raises(ValueError, match=r"effect 'classify' needs an RGB or greyscale image"):
+        classify(torch.rand(1, 4, 8, 8))

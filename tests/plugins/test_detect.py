@@ -246,3 +246,13 @@ def test_cli_missing_weights_exit_2_and_write_nothing(cli, samples, weights_home
     code, _, err = cli("run", samples / "coffee.png", "-e", "detect:what=objects", "-o", tmp_path / "out")
     assert code == 2 and "weights 'fasterrcnn_mobilenet_v3_large_fpn.COCO_V1' are not available" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_tiny_and_single_channel_images(astronaut):
+    record, _ = detect(torch.rand(1, 3, 5, 7))
+    assert record["count"] == 0  # smaller than the smallest window: nothing to look at
+    grey = astronaut.mean(dim=1, keepdim=True)
+    record, image = detect(grey)
+    assert record["count"] == 1 and image.shape == grey.shape
+    with pytest.raises(ValueError, match=r"effect 'detect' needs an RGB or greyscale image .*got shape \(1, 2, 8, 8\)"):
+        detect(torch.rand(1, 2, 8, 8))
