@@ -34,8 +34,8 @@ class Classify(Effect):
     The image goes through the model's own preprocessing (for MobileNetV2: resize the shorter
     side to 256, centre crop 224, ImageNet normalisation). The result record holds the backbone,
     the weights and ``predictions`` (label, index, probability), best first. ``draw=true`` writes
-    the top three labels in the bottom-left corner; otherwise the image is returned unchanged. For many images at
-    once from Python, :meth:`predict` runs them in batches.
+    the top three labels in the bottom-left corner; otherwise the image is returned unchanged.
+    For many images at once from Python, :meth:`predict` runs them in batches.
     """
 
     name = "classify"
