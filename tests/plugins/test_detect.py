@@ -11,6 +11,7 @@ from torchvision.ops import box_iou
 
 from dreamkit import ParameterError, Pipeline, load_image
 from dreamkit.annotate import label_colour
+from dreamkit.models import DETECTORS
 from dreamkit.weights_catalog import COCO_CATEGORIES
 from dreamkit_detect import LANDMARKS, MTCNN, Detect
 
@@ -256,3 +257,12 @@ def test_tiny_and_single_channel_images(astronaut):
     assert record["count"] == 1 and image.shape == grey.shape
     with pytest.raises(ValueError, match=r"effect 'detect' needs an RGB or greyscale image .*got shape \(1, 2, 8, 8\)"):
         detect(torch.rand(1, 2, 8, 8))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_every_detector_builds_and_exposes_its_thresholds(name):
+    from dreamkit.models import load_detector
+    from dreamkit_detect.objects import default_iou
+
+    model = load_detector(name, "random")
+    assert 0.4 <= default_iou(model, name) <= 0.6  # torchvision's own NMS setting, read where it lives
