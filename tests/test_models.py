@@ -192,7 +192,12 @@ def test_layers_cli(cli):
 
 
 def test_classification_preprocess_and_labels(dreamkit_host):
-    from dreamkit.models import classification_preprocess, weights_categories
+    from dreamkit.models import classification_preprocess, resolve_weights_key, weights_categories
+
+    assert resolve_weights_key("mobilenet_v2") == "mobilenet_v2.IMAGENET1K_V1"
+    assert resolve_weights_key("mobilenet_v2", "/some/file.pth") == "mobilenet_v2.IMAGENET1K_V1"  # checked against it
+    assert resolve_weights_key("vgg19", "vgg19.IMAGENET1K_V1") == "vgg19.IMAGENET1K_V1"
+    assert resolve_weights_key("resnet18", "random") is None
 
     assert classification_preprocess("mobilenet_v2")(torch.rand(3, 300, 400)).shape == (3, 224, 224)
     assert classification_preprocess("resnet18", "random")(torch.rand(2, 3, 300, 400)).shape == (2, 3, 224, 224)

@@ -13,7 +13,8 @@ from dreamkit import Effect, Param
 from dreamkit.annotate import draw_panel
 from dreamkit.errors import DreamkitError, ParameterError
 from dreamkit.io import as_rgb
-from dreamkit.models import backbone_names, classification_preprocess, load_backbone, weights_categories
+from dreamkit.models import (check_backbone, classification_preprocess, load_backbone, resolve_weights_key,
+                             weights_categories)
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,10 @@ class Classify(Effect):
     draw = Param(bool, False, help="write the top three labels on the image (bottom-left)")
 
     def check(self) -> None:
-        names = backbone_names()
-        if self.backbone not in names:
-            import difflib
-
-            close = difflib.get_close_matches(self.backbone, names, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise self.invalid("backbone", f"expected a torchvision classification model{hint}; "
-                                           "see `dreamkit layers --list`")
+        try:
+            check_backbone(self.backbone)
+        except DreamkitError as exc:
+            raise self.invalid("backbone", str(exc)) from None
 
     # -- the model ------------------------------------------------------------------------------
     def model(self, device: torch.device | str = "cpu") -> "Classifier":
@@ -97,7 +94,9 @@ class Classifier:
         self.model: nn.Module = load_backbone(backbone, weights).to(device)
         self.preprocess = classification_preprocess(backbone, weights)
         self.categories = weights_categories(backbone, weights) or _torchvision_categories(backbone)
-        self.weights = _weights_key(backbone, weights)
+        # What was loaded, for the record: the registered key, "random", or the user's file.
+        key = resolve_weights_key(backbone, weights)
+        self.weights = key if weights in ("default", key) else weights
 
     @torch.inference_mode()
     def top_k(self, images: Sequence[torch.Tensor], k: int) -> list[list[Prediction]]:
@@ -118,16 +117,6 @@ class Classifier:
 def _percent(probability: float) -> str:
     """72%, 4.5%, 0.1%: small probabilities keep a digit instead of all showing as 0%."""
     return f"{probability:.0%}" if probability >= 0.095 else f"{probability:.1%}"
-
-
-def _weights_key(backbone: str, weights: str) -> str:
-    """What was loaded, for the record: the registered key, or the user's file."""
-    from dreamkit.models import default_weights
-    from dreamkit.plugins import get_host
-
-    if weights == "random" or weights in get_host().weights.entries:
-        return weights
-    return default_weights(backbone) if weights == "default" else weights
 
 
 def _torchvision_categories(backbone: str) -> Sequence[str] | None:

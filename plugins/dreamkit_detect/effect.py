@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -103,7 +104,8 @@ class Detect(Effect):
 
     def _faces(self, network: nn.Module, image: torch.Tensor) -> list[dict[str, Any]]:
         iou = FACE_IOU if self.iou_threshold is None else self.iou_threshold
-        settings = MTCNNSettings(min_face_size=self.min_face_size, nms=(0.5, 0.7, iou))
+        defaults = MTCNNSettings()
+        settings = replace(defaults, min_face_size=self.min_face_size, nms=(*defaults.nms[:2], iou))
         found = network.detect(image, settings)
         keep = found.scores >= self.score
         return [
