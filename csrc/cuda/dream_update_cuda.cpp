@@ -15,14 +15,15 @@ void run(const at::Tensor& image, const at::Tensor& grad, at::Tensor& out, int64
   const auto format = dreamkit::kernel_format(image);
   const at::Tensor g = grad.contiguous(format);
   const int64_t groups = image.dim() == 4 ? image.size(0) : 1;
-  at::Tensor sums = at::empty({groups}, image.options().dtype(at::kFloat));
+  at::Tensor scratch =
+      at::empty({groups * (1 + dreamkit::cuda::kDreamUpdatePartials)}, image.options().dtype(at::kDouble));
   const double inf = std::numeric_limits<double>::infinity();
   dreamkit::cuda::check_launch(
       dreamkit::cuda::dream_update(image.const_data_ptr(), g.const_data_ptr(), out.mutable_data_ptr(),
                                    dreamkit::cuda::float_type(image, "dreamkit::dream_update"),
                                    dreamkit::cuda::rows_of(image, format == at::MemoryFormat::ChannelsLast), groups,
                                    shift_y, shift_x, step_size, clamp_min.value_or(-inf), clamp_max.value_or(inf), eps,
-                                   sums.mutable_data_ptr<float>(), c10::cuda::getCurrentCUDAStream()),
+                                   scratch.mutable_data_ptr<double>(), c10::cuda::getCurrentCUDAStream()),
       "dreamkit::dream_update");
 }
 

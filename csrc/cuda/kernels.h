@@ -24,9 +24,13 @@ cudaError_t jitter(const void* src, void* dst, int64_t element_size, Rows layout
 cudaError_t octave_resample(const void* src, void* dst, FloatType type, Rows in_layout, Rows out_layout,
                             int64_t shift_y, int64_t shift_x, cudaStream_t stream);
 
-// sums: `groups` floats of scratch (zeroed here).
+// The most partial sums per group that dream_update's first pass writes.
+constexpr int64_t kDreamUpdatePartials = 1024;
+
+// scratch: groups * (1 + kDreamUpdatePartials) doubles (per-group sums, then each group's partials).
+// The mean |grad| per group is summed in double in a fixed order: the same bits on every run.
 cudaError_t dream_update(const void* image, const void* grad, void* out, FloatType type, Rows layout,
                          int64_t groups, int64_t shift_y, int64_t shift_x, double step_size, double clamp_min,
-                         double clamp_max, double eps, float* sums, cudaStream_t stream);
+                         double clamp_max, double eps, double* scratch, cudaStream_t stream);
 
 }  // namespace dreamkit::cuda

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -54,8 +55,9 @@ def measure_geometry(extractor: torch.nn.Module, layers: list[str], probe: int =
     strides: dict[str, int | None] = {}
     radius = 0
     generator = torch.Generator().manual_seed(0)
+    device = _device_of(extractor)
     while True:
-        image = torch.rand(1, 3, probe, probe, generator=generator).requires_grad_()
+        image = torch.rand(1, 3, probe, probe, generator=generator).to(device).requires_grad_()
         features = extractor(image)
         too_small = False
         for layer in layers:
@@ -127,15 +129,28 @@ def owned_regions(tile: Tile, features: Features, geometry: Geometry, height: in
     return regions
 
 
+def _device_of(module: torch.nn.Module) -> torch.device:
+    tensor = next(iter(module.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+# A meta-device copy of each extractor, for shape passes. Kept beside the extractor, not inside it
+# (a submodule would put meta parameters in its state_dict and break ``.to()``); weak keys: an
+# extractor that is dropped takes its copy with it.
+_meta_copies: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+
+
 def feature_shapes(extractor: torch.nn.Module, height: int, width: int) -> dict[str, torch.Size]:
     """The shape of each layer's activation for a (1, 3, height, width) image, from a pass on the
     meta device (no compute, no memory)."""
-    meta = getattr(extractor, "_dreamkit_meta_copy", None)
+    meta = _meta_copies.get(extractor)
     if meta is None:
         meta = copy.deepcopy(extractor).to("meta")
         if hasattr(meta, "bf16"):
             meta.bf16 = False  # autocast does not run on meta; shapes are the same without it
-        extractor._dreamkit_meta_copy = meta  # a cache on the extractor: deepcopy once
+        _meta_copies[extractor] = meta
     return {layer: a.shape for layer, a in meta(torch.empty(1, 3, height, width, device="meta")).items()}
 
 
