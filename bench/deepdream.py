@@ -1,25 +1,35 @@
-"""DeepDream per-step time vs a straightforward plain-PyTorch DeepDream, and peak memory.
+"""DeepDream: dreamkit against a competent plain-PyTorch DeepDream, with the ladder of what each change buys.
 
-    .venv/bin/python bench/deepdream.py [--sizes 512 1024] [--rounds 2] [--memory-side 4096]
+    .venv/bin/python bench/deepdream.py [--sizes 512 1024] [--rounds 3] [--ladder-rounds 1]
+                                        [--no-process] [--memory-side 4096]
 
-Reference: what a user writes from the original notebook in plain PyTorch: the whole torchvision
-MobileNetV2 with the same verified weights, eval mode, default settings (trainable weights,
-default allocator, fp32 NCHW), a forward hook on the layer, ``torch.roll`` jitter,
-``F.interpolate`` octaves with detail transfer, and torch ops for the normalised update. Ours:
-the ``deepdream`` effect's own loop (``dream()``, as ``dreamkit run`` runs it: runtime tuning
-applied), in fp32 and in its fast mode (bf16 autocast + channels_last). Same layer, octaves,
-steps, step size and seed. Each mode runs in its own process, alternating (A B C A B C ...); the
-time of every step of the finest octave is recorded and the medians compared.
+The reference is ``bench/plain_deepdream.py``: torchvision's MobileNetV2 with the same verified
+weights, ``eval()``, every parameter frozen, a forward hook on ``features.12``, the whole model
+called, ``torch.roll`` jitter, ``F.interpolate`` octaves with detail transfer, default process
+settings; the same 4 octaves x 1.4, 10 steps, step size 0.005, jitter 32, fp32, on the same photo
+(chelsea.png resized to 640x427 and shown at 512 px with ``resize:max_side=512``, and to 1024x683).
+Ours is the ``deepdream`` effect with its defaults (one piece up to its memory budget: neither side
+tiles these sizes).
 
-Peak memory: one more process dreams a ``--memory-side`` square image with default settings
-except ``steps=1`` (the peak does not depend on the number of steps) and reports its max RSS.
-The fast mode's final image is compared with fp32 (max and mean absolute pixel difference, 0..255);
-both are written to ``bench/out/`` to look at.
+Each rung of the ladder runs in its own process, rungs alternating (A B C ... A B C ...), so machine
+noise hits them alike. The rungs of bench/ladder.py (unfrozen, frozen = THE REFERENCE, truncated,
+bn-folded, allocator, channels-last, out-of-place) run the reference's own loop with that model;
+every ratio is against ``frozen``. Then:
+
+    ours          the deepdream effect: all of the above + fused jitter/resample/update ops,
+                  no set-up it does not need (no receptive-field probe unless it tiles)
+    ours-fast     fast=true (bf16 only where it is measured to pay on this CPU)
+
+"effect s" is the image loaded → result time (model loading included, on both sides); "step s" the
+median finest-octave step. With --process, whole processes are also timed: ``dreamkit run`` against
+``python bench/plain_deepdream.py`` (imports, weights, saving the PNG). Peak memory: one process
+dreams a --memory-side square image with default settings and ``steps=1`` and reports its max RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import resource
@@ -28,109 +38,136 @@ import subprocess
 import sys
 import time
 
-LAYER, OCTAVES, SCALE, STEPS, STEP_SIZE, JITTER = "features.12", 4, 1.4, 10, 0.005, 32
-MODES = ("reference", "ours-fp32", "ours-fast")
-OUT = pathlib.Path(__file__).resolve().parent / "out"
+from ladder import REFERENCE, RUNGS, activation, describe_cpu, weights_path
+
+HERE = pathlib.Path(__file__).resolve().parent
+OUT = HERE / "out"
+LAYER = "features.12"
+LADDER = (*RUNGS, "ours", "ours-fast")
+PHOTO_SIZES = {512: (640, 427), 1024: (1024, 683)}  # photo written for each --sizes value
 
 
-def photo(size: int):
+def photo_path(size: int) -> pathlib.Path:
+    """chelsea.png resized (Lanczos) to the photo of that size, written once to bench/out/."""
     import skimage.data
-    import torch.nn.functional as F
+    from PIL import Image
 
-    from dreamkit import load_image
+    width, height = PHOTO_SIZES.get(size, (size, round(size * 2 / 3)))
+    path = OUT / f"photo-{width}x{height}.png"
+    if not path.exists():
+        OUT.mkdir(exist_ok=True)
+        with Image.open(pathlib.Path(skimage.data.__file__).parent / "chelsea.png") as image:
+            image.convert("RGB").resize((width, height), Image.LANCZOS).save(path)
+    return path
 
-    image = load_image(pathlib.Path(skimage.data.__file__).parent / "astronaut.png")
-    return F.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
+
+def effect_input(size: int):
+    """The image the effect step receives: the photo, shrunk to ``size`` on its longer side as
+    ``resize:max_side`` does (the plain script shrinks with PIL: same size, same work)."""
+    from dreamkit import Pipeline, load_image
+    from dreamkit_basic import Resize
+
+    image = load_image(photo_path(size))
+    return Pipeline([Resize(max_side=size)]).run(image, device="cpu").image if max(image.shape[-2:]) > size else image
 
 
-def reference_dream(image, times: list[float]):
-    """The plain-PyTorch DeepDream (see the module docstring)."""
+class StepClock:
+    """Stands in for the run's progress bars: records the time between the effect's step ticks."""
+
+    def __init__(self) -> None:
+        self.octaves: list[list[float]] = []
+
+    @contextlib.contextmanager
+    def bar(self, total: int, desc: str):
+        intervals: list[float] = []
+        self.octaves.append(intervals)
+        last = [time.perf_counter()]
+
+        class Tick:
+            def update(self, n: int = 1) -> None:
+                now = time.perf_counter()
+                intervals.append(now - last[0])
+                last[0] = now
+
+        yield Tick()
+
+
+def ours(image, times: list[float], fast: bool):
+    """The deepdream effect's own step, as a pipeline runs it (after `dreamkit run`'s start-up tuning)."""
     import torch
-    import torch.nn.functional as F
-    from models import reference_model  # bench/models.py: the same plain model, hooked
 
-    activation_of = reference_model(LAYER)
-    generator = torch.Generator().manual_seed(0)
-    height, width = image.shape[-2:]
-    sizes = [(round(height / SCALE**i), round(width / SCALE**i)) for i in range(OCTAVES)]
-    bases = [image] + [F.interpolate(image, size=s, mode="bilinear", antialias=True) for s in sizes[1:]]
-    detail = torch.zeros_like(bases[-1])
-    for octave, (size, base) in enumerate(zip(reversed(sizes), reversed(bases))):
-        if octave:
-            detail = F.interpolate(detail, size=size, mode="bilinear")
-        current = (base + detail).clamp(0, 1)
-        for _ in range(STEPS):
-            start = time.perf_counter()
-            sy, sx = (int(torch.randint(-JITTER, JITTER + 1, (1,), generator=generator)) for _ in range(2))
-            rolled = torch.roll(current, (sy, sx), dims=(-2, -1)).requires_grad_(True)
-            activation_of(rolled).pow(2).mean().backward()
-            grad = torch.roll(rolled.grad, (-sy, -sx), dims=(-2, -1))
-            current = (current + STEP_SIZE * grad / (grad.abs().mean() + 1e-8)).clamp(0, 1)
-            if octave == OCTAVES - 1:
-                times.append(time.perf_counter() - start)
-        detail = current - base
-    return current
-
-
-def ours_dream(image, times: list[float], fast: bool, **overrides):
-    import torch
-
+    from dreamkit.context import RunContext
     from dreamkit.runtime import configure
-    from dreamkit_deepdream import DeepDream, dream
+    from dreamkit_deepdream import DeepDream
 
-    configure()  # what `dreamkit run` does at start-up
-    effect = DeepDream(layers=[LAYER], fast=fast, **overrides)
-    objective, extractor, geometry = effect.build_objective(torch.device("cpu"))
-    settings = effect.settings()
-    last = [time.perf_counter()]
-    per_octave: dict[int, list[float]] = {}  # small images may get fewer octaves than asked
-    # Intervals between steps; an octave's first one also holds its set-up, which the median drops.
-
-    def on_step(_, record):
-        now = time.perf_counter()
-        per_octave.setdefault(record.octave, []).append(now - last[0])
-        last[0] = now
-
-    result, _ = dream(image, extractor, objective, geometry, settings, torch.Generator().manual_seed(0),
-                      on_step=on_step)
-    times.extend(per_octave[max(per_octave)])
+    configure()
+    clock = StepClock()
+    result = DeepDream(fast=fast).apply(image, RunContext(torch.device("cpu"), 0, clock))
+    times.extend(clock.octaves[-1])
     return result
 
 
-def worker(mode: str, size: int) -> None:
+def worker(rung: str, size: int) -> None:
     import torch
 
-    image = photo(size)
-    times: list[float] = []
-    if mode == "reference":
-        result = reference_dream(image, times)
-    elif mode == "memory":
+    sys.path.insert(0, str(HERE))
+    if rung == "memory":
+        from dreamkit.runtime import configure
+        from dreamkit_deepdream import DeepDream
+
+        configure()
         image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         start = time.perf_counter()
-        ours_dream(image, times, False, steps=1)
+        from dreamkit import Pipeline
+
+        Pipeline([DeepDream(steps=1)]).run(image, device="cpu", seed=0)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(json.dumps({"peak_rss": peak, "seconds": time.perf_counter() - start}))
         return
+    image = effect_input(size)
+    times: list[float] = []
+    start = time.perf_counter()
+    if rung.startswith("ours"):
+        result = ours(image, times, fast=rung == "ours-fast")
     else:
-        result = ours_dream(image, times, mode == "ours-fast")
-        OUT.mkdir(exist_ok=True)
-        torch.save(result, OUT / f"{mode}-{size}.pt")
-        from dreamkit import save_image
+        import plain_deepdream as plain
 
-        save_image(result, OUT / f"{mode}-{size}.png", overwrite=True)
-    print(json.dumps({"median_step": statistics.median(times), "steps": len(times)}))
+        result = plain.deepdream(image, activation(rung, LAYER), times)
+    effect = time.perf_counter() - start
+    OUT.mkdir(exist_ok=True)
+    torch.save(result, OUT / f"{rung}-{size}.pt")
+    print(json.dumps({"effect": effect, "step": statistics.median(times)}))
 
 
-def run(mode: str, size: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", mode, str(size)], capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_json(args: list[str]) -> dict:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def whole_process(kind: str, size: int, weights: str) -> float:
+    """Wall seconds of a whole process: ``dreamkit run`` or the plain script, same photo and size."""
+    photo = photo_path(size)
+    OUT.mkdir(exist_ok=True)
+    resize = ["-e", f"resize:max_side={size}"] if max(PHOTO_SIZES.get(size, (size,))) > size else []
+    if kind == "dreamkit":
+        command = [str(pathlib.Path(sys.executable).with_name("dreamkit")), "run", str(photo), *resize, "-e",
+                   "deepdream", "-o", str(OUT / f"run-{size}"), "--overwrite", "--quiet"]
+    else:
+        command = [sys.executable, str(HERE / "plain_deepdream.py"), str(photo), str(OUT / f"plain-{size}.png"),
+                   "--weights", weights, *(["--max-side", str(size)] if resize else [])]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of the modes per size")
+    parser.add_argument("--rounds", type=int, default=3, help="processes of the reference and ours (alternating)")
+    parser.add_argument("--ladder-rounds", type=int, default=1, help="processes of each middle rung (0: skip them)")
+    parser.add_argument("--no-process", action="store_true", help="skip the whole-process timings")
     parser.add_argument("--memory-side", type=int, default=4096, help="0 skips the memory run")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -139,23 +176,41 @@ def main() -> None:
         return
     import torch
 
-    print(f"DeepDream on MobileNetV2 {LAYER}, {OCTAVES} octaves x {STEPS} steps, astronaut.png; "
-          "median time of a finest-octave step, each mode in its own process, alternated")
-    print(f"{'size':>5} {'reference s':>12} {'ours fp32 s':>12} {'speedup':>8} {'ours fast s':>12} {'speedup':>8} "
-          f"{'fast vs fp32 max/mean px':>25}")
+    print(f"DeepDream, MobileNetV2 {LAYER}, 4 octaves x 10 steps, fp32 unless noted; chelsea.png")
+    print(f"CPU: {describe_cpu()}")
+    weights = weights_path()
     for size in args.sizes:
-        medians: dict[str, list[float]] = {mode: [] for mode in MODES}
-        for _ in range(args.rounds):
-            for mode in MODES:
-                medians[mode].append(run(mode, size)["median_step"])
-        ref, fp32, fast = (statistics.median(medians[m]) for m in MODES)
-        a, b = torch.load(OUT / f"ours-fp32-{size}.pt"), torch.load(OUT / f"ours-fast-{size}.pt")
+        samples: dict[str, list[dict]] = {rung: [] for rung in LADDER}
+        for round_ in range(max(args.rounds, args.ladder_rounds)):
+            for rung in LADDER:
+                key_rung = rung in (REFERENCE, "ours", "ours-fast")
+                if round_ < (args.rounds if key_rung else args.ladder_rounds):
+                    samples[rung].append(run_json([__file__, "--worker", rung, str(size)]))
+        reference = {k: statistics.median(s[k] for s in samples[REFERENCE]) for k in ("effect", "step")}
+        width, height = effect_input(size).shape[-1], effect_input(size).shape[-2]
+        print(f"\n{width}x{height} (medians of {args.rounds} processes for frozen/ours, {args.ladder_rounds} per "
+              f"middle rung)")
+        print(f"{'rung':<14} {'effect s':>9} {'vs ref':>7} {'step s':>8} {'vs ref':>7}")
+        for rung in LADDER:
+            if not samples[rung]:
+                continue
+            effect = statistics.median(s["effect"] for s in samples[rung])
+            step = statistics.median(s["step"] for s in samples[rung])
+            print(f"{rung:<14} {effect:>9.2f} {reference['effect'] / effect:>6.2f}x {step:>8.3f} "
+                  f"{reference['step'] / step:>6.2f}x", flush=True)
+        a, b = torch.load(OUT / f"ours-{size}.pt"), torch.load(OUT / f"ours-fast-{size}.pt")
         diff = (a - b).abs() * 255
-        print(f"{size:>5} {ref:>12.3f} {fp32:>12.3f} {ref / fp32:>7.2f}x {fast:>12.3f} {ref / fast:>7.2f}x "
-              f"{diff.max():>12.1f} / {diff.mean():.2f}", flush=True)
+        print(f"ours-fast vs ours: max {diff.max():.1f} / mean {diff.mean():.2f} (0..255)")
+        if not args.no_process:
+            times: dict[str, list[float]] = {"plain": [], "dreamkit": []}
+            for _ in range(args.rounds):
+                for kind in times:
+                    times[kind].append(whole_process(kind, size, weights))
+            plain, ours_s = (statistics.median(times[k]) for k in ("plain", "dreamkit"))
+            print(f"whole process: plain script {plain:.2f} s, dreamkit run {ours_s:.2f} s: {plain / ours_s:.2f}x")
     if args.memory_side:
-        result = run("memory", args.memory_side)
-        print(f"peak RSS of a {args.memory_side}x{args.memory_side} dream (default settings, steps=1): "
+        result = run_json([__file__, "--worker", "memory", str(args.memory_side)])
+        print(f"\npeak RSS of a {args.memory_side}x{args.memory_side} dream (default settings, steps=1): "
               f"{result['peak_rss'] / 2**30:.2f} GiB ({result['seconds']:.0f} s)")
 
 

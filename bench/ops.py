@@ -108,9 +108,10 @@ def resample_cases():
             label = f"{(1, 3, side, side)}->{size[0]}"
             yield ("resample", label, lambda x=x, s=size: octave_resample(x, s),
                    lambda x=x, s=size: F.interpolate(x, size=s, mode="bilinear", align_corners=False), moved, "bytes")
+            # The op's definition: resize, then roll the result (what a user writes without it).
             yield ("resample+shift", label, lambda x=x, s=size: octave_resample(x, s, (37, -101)),
-                   lambda x=x, s=size: F.interpolate(torch.roll(x, (37, -101), dims=(-2, -1)), size=s,
-                                                     mode="bilinear", align_corners=False), moved, "bytes")
+                   lambda x=x, s=size: torch.roll(F.interpolate(x, size=s, mode="bilinear", align_corners=False),
+                                                  (37, -101), dims=(-2, -1)), moved, "bytes")
 
 
 def dream_update_cases():
@@ -119,10 +120,17 @@ def dream_update_cases():
         moved = 4 * image.numel() * 4  # grad read twice, image read once, output written
         yield ("dream_update", str(shape), lambda i=image, g=grad: dream_update(i, g, (37, -101), 0.01, (0.0, 1.0)),
                lambda i=image, g=grad: _reference.dream_update(i, g, (37, -101), 0.01, (0.0, 1.0)), moved, "bytes")
-        work = image.clone()
+        ours_work, their_work = image.clone(), image.clone()
         yield ("dream_update_", str(shape),
-               lambda w=work, g=grad: dream_update(w, g, (37, -101), 0.0, (0.0, 1.0), inplace=True),
-               lambda i=image, g=grad: _reference.dream_update(i, g, (37, -101), 0.01, (0.0, 1.0)), moved, "bytes")
+               lambda w=ours_work, g=grad: dream_update(w, g, (37, -101), 0.01, (0.0, 1.0), inplace=True),
+               lambda w=their_work, g=grad: inplace_torch_update(w, g, (37, -101), 0.01), moved, "bytes")
+
+
+def inplace_torch_update(image, grad, shift, step_size):
+    """The in-place update as a user writes it with torch ops: roll back, scale, add, clamp."""
+    g = torch.roll(grad, (-shift[0], -shift[1]), dims=(-2, -1))
+    g.mul_(step_size / (g.abs().mean() + 1e-8))
+    return image.add_(g).clamp_(0.0, 1.0)
 
 
 CASES = {"jitter": jitter_cases, "gram": gram_cases, "gram_mse": gram_loss_cases,

@@ -9,8 +9,8 @@ MobileNetV2 with the same ImageNet weights, ``eval()``, ``requires_grad_(False)`
 and the gradient normalised by its mean absolute value. Same numbers as the ``deepdream`` effect's
 defaults: 4 octaves x 1.4, 10 steps, step 0.005, jitter 32, fp32, seed 0.
 
-It prints one JSON line: ``effect_s`` (image loaded → result, what ``dreamkit run`` calls the
-effect's own time), ``steps`` (seconds of every finest-octave step) and ``total_s``.
+It prints one JSON line: ``effect_s`` (image loaded → result, model loading included, as in the
+``deepdream`` effect), ``steps`` (seconds of every finest-octave step) and ``total_s``.
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ def load(path: str, max_side: int | None) -> torch.Tensor:
     if max_side and max(image.size) > max_side:
         scale = max_side / max(image.size)
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
 
 
-def model_with_hook(weights: str):
+def model_with_hook(weights: str, layer: str = LAYER, frozen: bool = True):
     model = torchvision.models.mobilenet_v2()
     model.load_state_dict(torch.load(weights, weights_only=True))
-    model.eval().requires_grad_(False)
+    model.eval().requires_grad_(not frozen)  # frozen: no weight gradients (bench/ladder.py turns it off)
     captured = {}
-    model.get_submodule(LAYER).register_forward_hook(lambda module, args, out: captured.__setitem__("a", out))
+    model.get_submodule(layer).register_forward_hook(lambda module, args, out: captured.__setitem__("a", out))
 
     def activation_of(image: torch.Tensor) -> torch.Tensor:
         model((image - MEAN) / STD)
@@ -84,9 +84,9 @@ def main() -> None:
     parser.add_argument("--weights", required=True, help="torchvision's mobilenet_v2-b0353104.pth")
     parser.add_argument("--max-side", type=int, default=None, help="shrink the input first (as -e resize:max_side=N)")
     args = parser.parse_args()
-    activation_of = model_with_hook(args.weights)
     image = load(args.image, args.max_side)
-    begin = time.perf_counter()
+    begin = time.perf_counter()  # as for the effect: the model is made after the image is loaded
+    activation_of = model_with_hook(args.weights)
     times: list[float] = []
     result = deepdream(image, activation_of, times)
     effect = time.perf_counter() - begin

@@ -279,6 +279,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"{args.png}: replay reproduces the image exactly")
     else:
         print(f"{args.png}: replay differs in {report.differing_pixels} pixels (max difference {report.max_difference}/255)")
+        for key, (old, new) in report.platform_changes.items():
+            print(f"note: {key} was {old}, now {new} (float rounding depends on it)", file=sys.stderr)
+        if not report.platform_changes and not report.version_changes:
+            print("note: same versions, threads, CPU capability and device as recorded", file=sys.stderr)
     if args.output:
         save_image(report.image, args.output, recipe=report.recipe, overwrite=args.overwrite, inputs=[args.png])
         print(f"wrote {args.output}")

@@ -9,12 +9,14 @@ module path (``features.7``, ``layer3``, ``inception4c``); VGG also has the usua
 :class:`FeatureExtractor` returns the activations at the requested layers and computes nothing
 after the deepest one (the FX graph is cut there); it is frozen (eval mode, no weight gradients),
 folds BatchNorm into the preceding convolution, normalises 0..1 input with the ImageNet mean and
-std itself, and can run channels_last and under bf16 autocast.
+std itself, and runs channels_last (optionally in bfloat16, its weights converted once).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,17 +104,31 @@ class LayerInfo:
 
 def list_layers(backbone: str) -> list[LayerInfo]:
     """Every module of ``backbone`` by path, with its alias and type (built on the meta device)."""
+    return list(_layers_of(backbone))
+
+
+@functools.lru_cache(maxsize=32)
+def _layers_of(backbone: str) -> tuple[LayerInfo, ...]:
+    # The architecture of a builder name never changes within a process; building it (even on
+    # the meta device) costs ~0.13 s, paid once instead of at every name check.
     model = build_backbone(backbone, device="meta")
     alias_of = {path: alias for alias, path in layer_aliases(backbone).items()}
-    return [LayerInfo(path, alias_of.get(path), type(module).__name__)
-            for path, module in model.named_modules() if path]
+    return tuple(LayerInfo(path, alias_of.get(path), type(module).__name__)
+                 for path, module in model.named_modules() if path)
 
 
-def resolve_layers(backbone: str, layers: Sequence[str]) -> list[str]:
-    """Layer names or aliases → module paths (the backbone is listed once); unknown names list
-    close matches."""
+class LayerError(DreamkitError):
+    """A backbone has no layer of that name."""
+
+
+def resolve_layers(backbone: str, layers: Sequence[str], model: nn.Module | None = None) -> list[str]:
+    """Layer names or aliases → module paths; unknown names list close matches. The layers are
+    read from ``model`` (the built backbone) when given, else from a meta-device build."""
     aliases = layer_aliases(backbone)
-    paths = [info.path for info in list_layers(backbone)]
+    if model is not None:
+        paths = [path for path, _ in model.named_modules() if path]
+    else:
+        paths = [info.path for info in list_layers(backbone)]
     known = set(paths)
     resolved = []
     for layer in layers:
@@ -123,7 +139,7 @@ def resolve_layers(backbone: str, layers: Sequence[str]) -> list[str]:
         else:
             close = difflib.get_close_matches(layer, list(aliases) + paths, n=4)
             hint = f"; close matches: {', '.join(close)}" if close else ""
-            raise DreamkitError(
+            raise LayerError(
                 f"backbone '{backbone}' has no layer '{layer}'{hint}; list them with `dreamkit layers {backbone}`"
             )
     return resolved
@@ -214,6 +230,51 @@ def fold_batchnorm(graph_module: torch.fx.GraphModule) -> int:
     return folded
 
 
+def trace_outputs(model: nn.Module, paths: Sequence[str]) -> torch.fx.GraphModule:
+    """An FX GraphModule of ``model`` in eval mode that returns ``{path: activation}`` for the
+    module ``paths`` and computes nothing the outputs do not depend on.
+
+    The same node naming and leaf modules as torchvision's ``create_feature_extractor``, with one
+    eval-mode trace instead of its train and eval traces (the train graph is never used here and
+    cost ~0.2 s per extractor)."""
+    from torchvision.models import feature_extraction
+
+    tracer = feature_extraction.NodePathTracer(**feature_extraction._set_default_tracer_kwargs(None))
+    graph = tracer.trace(model.eval())
+    module = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+    for node in [n for n in module.graph.nodes if n.op == "output"]:
+        module.graph.erase_node(node)
+    nodes = list(module.graph.nodes)
+    outputs: dict[str, torch.fx.Node] = {}
+    for path in dict.fromkeys(paths):  # the last node inside the module at ``path`` is its output
+        pattern = re.compile(rf"^{re.escape(path)}(\.|$)")
+        found = [n for n in nodes if pattern.match(tracer.node_to_qualname.get(n, ""))]
+        if not found:
+            raise DreamkitError(f"layer '{path}' is not a node of the traced {type(model).__name__}")
+        outputs[path] = found[-1]
+    with module.graph.inserting_after(nodes[-1]):
+        module.graph.output(outputs)
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    module.delete_all_unused_submodules()
+    return module
+
+
+def outplace_activations(model: nn.Module) -> int:
+    """Make in-place activations (``ReLU6(inplace=True)``, ...) out-of-place; return how many.
+
+    In-place clamps are out-of-place kernels plus a copy back; with frozen weights nothing else
+    keeps the pre-activation alive, so out-of-place costs no memory and one pass less per
+    activation (MobileNetV2 to ``features.12`` at 1024 px: forward+backward about 8% faster)."""
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True and isinstance(module, (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU,
+                                                                             nn.Hardswish, nn.LeakyReLU, nn.ELU)):
+            module.inplace = False
+            changed += 1
+    return changed
+
+
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, name = path.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, module)
@@ -233,35 +294,37 @@ class FeatureExtractor(nn.Module):
         weights: str | Path = "default",
         *,
         fold_bn: bool = True,
-        channels_last: bool = False,
+        channels_last: bool = True,
         bf16: bool = False,
         normalize: bool = True,
         host: Any = None,
     ) -> None:
         super().__init__()
-        from torchvision.models.feature_extraction import create_feature_extractor
-
         if not layers:
             raise DreamkitError("a feature extractor needs at least one layer")
         if isinstance(backbone, str):
-            paths = resolve_layers(backbone, layers)  # before loading: a typo fails fast
             model = load_backbone(backbone, weights, host=host)
+            paths = resolve_layers(backbone, layers, model)
         else:
             paths = list(layers)
             model = freeze(backbone)
         self.layers = list(layers)
         self.paths = dict(zip(self.layers, paths))
+        #: What the architecture of this extractor depends on (for measurements kept between runs),
+        #: or None for a module passed in (its architecture has no name).
+        self.signature = (f"{backbone}|{','.join(paths)}|fold_bn={fold_bn}|bf16={bf16}"
+                          if isinstance(backbone, str) else None)
         # FX drops every node the requested outputs do not depend on: no work past the deepest layer.
-        traced = create_feature_extractor(model, return_nodes={p: p for p in dict.fromkeys(paths)}).eval()
-        # A plain GraphModule of the eval graph: torchvision's keeps a second (train) graph that
-        # would still call the BatchNorms folded away below, and all modules of the backbone.
-        self.body = freeze(torch.fx.GraphModule(traced, traced.graph))
+        self.body = freeze(trace_outputs(model, paths))
         self.folded = (fold_batchnorm_in_sequentials(self.body) + fold_batchnorm(self.body)) if fold_bn else 0
+        outplace_activations(self.body)
         self.channels_last = channels_last
         self.bf16 = bf16
         self.normalize = normalize
         if channels_last:
             self.body.to(memory_format=torch.channels_last)
+        if bf16:  # converted once, not recast by autocast at every call
+            self.body.to(torch.bfloat16)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -270,10 +333,8 @@ class FeatureExtractor(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.bf16:
-            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-                out = self.body(x)
-        else:  # no autocast context at all: it rejects some devices (meta, used for shape passes)
-            out = self.body(x)
+            x = x.to(torch.bfloat16)
+        out = self.body(x)
         return {layer: out[path].float() if self.bf16 else out[path] for layer, path in self.paths.items()}
 
 

@@ -27,6 +27,8 @@ class ReplayReport:
     max_difference: int
     differing_pixels: int
     version_changes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Thread count, CPU capability, CPU and GPU that differ from the recording: why last bits may differ.
+    platform_changes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def replay(
@@ -78,6 +80,12 @@ def replay(
         identical = not diff.any()
         max_diff = int(diff.max()) if diff.size else 0
         differing = int(diff.reshape(diff.shape[0], diff.shape[1], -1).any(axis=2).sum())
-    now = make_recipe(pipeline, int(recipe["seed"]), torch.device(device), None)["versions"]
-    changes = {key: (str(old), str(now.get(key))) for key, old in recipe.get("versions", {}).items() if now.get(key) != old}
-    return ReplayReport(replayed, recipe, identical, max_diff, differing, changes)
+    now = make_recipe(pipeline, int(recipe["seed"]), torch.device(device), None)
+    return ReplayReport(replayed, recipe, identical, max_diff, differing, _changes(recipe, now, "versions"),
+                        _changes(recipe, now, "platform"))
+
+
+def _changes(recorded: dict[str, Any], now: dict[str, Any], section: str) -> dict[str, tuple[str, str]]:
+    old, new = recorded.get(section) or {}, now.get(section) or {}
+    return {key: (str(old.get(key)), str(new.get(key))) for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key) and key in old}

@@ -101,6 +101,7 @@ def make_recipe(pipeline: Pipeline, seed: int, device: torch.device, source: dic
         "seed": seed,
         "device": device.type,
         "input": source,
+        "platform": platform_facts(device),
         "versions": {
             "dreamkit": __version__,
             "torch": torch.__version__,
@@ -108,6 +109,18 @@ def make_recipe(pipeline: Pipeline, seed: int, device: torch.device, source: dic
             "python": platform.python_version(),
         },
     }
+
+
+def platform_facts(device: torch.device) -> dict[str, Any]:
+    """What besides the recipe can change the last bits of a result: float sums are grouped by
+    thread count, vector width (the CPU capability torch dispatches to) and the device's kernels."""
+    from .precision import cpu_name
+
+    facts: dict[str, Any] = {"threads": torch.get_num_threads(),
+                             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_name()}
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
 
 
 def describe_input(path: Path, background: tuple[int, int, int]) -> dict[str, Any]:

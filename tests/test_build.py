@@ -5,6 +5,7 @@ import sys
 import warnings
 
 import pytest
+import torch
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -92,7 +93,11 @@ def test_the_extension_is_built_and_loaded():
     if sys.platform.startswith("linux"):
         assert info["openmp"], "built without -fopenmp: at::parallel_for would run every CPU kernel on one thread"
     if info["compiled_with_cuda"]:
-        assert info["cuda_version"] >= 12000 and info["cuda_driver_version"] >= 0
+        assert info["cuda_version"] >= 12000
+        if torch.cuda.is_available():  # a driver that runs kernels is at least as new as the toolkit's runtime
+            assert info["cuda_driver_version"] >= info["cuda_runtime_version"] > 0
+        else:
+            assert info["cuda_driver_version"] == 0  # no driver: reported as 0, never a made-up version
 
 
 def test_a_missing_extension_falls_back_with_one_warning(monkeypatch):
@@ -107,6 +112,29 @@ def test_a_missing_extension_falls_back_with_one_warning(monkeypatch):
         assert _extension.extension() is None  # no second warning
     assert _extension.backend() == "reference" and _extension.build_info() is None
     assert "dreamkit._C" in _extension.load_error()
+
+
+def test_an_extension_built_for_another_torch_is_refused(monkeypatch):
+    from dreamkit.ops import _extension
+
+    assert _extension.torch_mismatch("2.14.1", "2.14.1+cu130") is None
+    reason = _extension.torch_mismatch("2.14.1", "2.15.0")
+    assert reason == ("dreamkit._C was built against torch 2.14.1 but torch 2.15.0 is running; "
+                      "install torch==2.14.1 or rebuild the extension")
+    monkeypatch.setattr(_extension, "_state", {})
+    monkeypatch.setattr(torch, "__version__", "2.99.0")
+    with pytest.warns(RuntimeWarning, match=r"built against torch .* but torch 2.99.0 is running"):
+        assert _extension.extension() is None
+    assert _extension.backend() == "reference"
+
+
+def test_the_runtime_torch_requirement_is_the_build_requirement():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    build_torch = [r for r in project["build-system"]["requires"] if r.startswith("torch")]
+    runtime_torch = [r for r in project["project"]["dependencies"] if r.startswith("torch==") or r == "torch"]
+    assert build_torch == runtime_torch == [f"torch=={torch.__version__.split('+')[0]}"]
 
 
 def test_setup_py_prints_its_configuration():

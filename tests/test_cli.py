@@ -104,6 +104,30 @@ def test_replay_detects_a_changed_image_and_a_different_input(cli, photos, tmp_p
     assert code == 2 and "is not the input this image was made from" in stderr
 
 
+def test_recipe_records_the_platform_and_replay_names_what_differs(cli, photos, tmp_path, extra):
+    out = tmp_path / "out"
+    cli("run", photos / "chelsea.png", "-e", "grain", "-o", out)
+    png = out / "chelsea.png"
+    recipe = read_recipe(png)
+    assert recipe["platform"] == {"threads": torch.get_num_threads(), "cpu": recipe["platform"]["cpu"],
+                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    assert recipe["platform"]["cpu"] and recipe["device"] == "cpu"
+    from dreamkit.io import load_image, save_image
+
+    recipe["platform"].update(threads=recipe["platform"]["threads"] + 7, cpu_capability="AVX512")
+    recipe["seed"] = 12  # the pixels differ; the note says what else differed when it was made
+    save_image(load_image(png), tmp_path / "elsewhere.png", recipe=recipe)
+    code, stdout, stderr = cli("replay", tmp_path / "elsewhere.png")
+    assert code == 0 and "differs in" in stdout
+    assert f"note: threads was {torch.get_num_threads() + 7}, now {torch.get_num_threads()}" in stderr
+    assert f"note: cpu_capability was AVX512, now {torch.backends.cpu.get_cpu_capability()}" in stderr
+    assert "cpu was" not in stderr  # only what differs
+    recipe["platform"] = read_recipe(png)["platform"]
+    save_image(load_image(png), tmp_path / "here.png", recipe=recipe)
+    code, _, stderr = cli("replay", tmp_path / "here.png")
+    assert "same versions, threads, CPU capability and device as recorded" in stderr
+
+
 def test_replay_finds_a_moved_input_with_input(cli, photos, tmp_path, extra):
     out = tmp_path / "out"
     cli("run", photos / "coffee.png", "-e", "grain", "-o", out)

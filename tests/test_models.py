@@ -1,5 +1,7 @@
 """Backbones, layer names, the frozen feature extractor, and runtime tuning."""
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -88,13 +90,43 @@ def test_gradients_reach_the_input_only():
 
 def test_channels_last_and_bf16_modes(reference_mobilenet):
     image = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
-    plain = FeatureExtractor("mobilenet_v2", ["features.7"])(image)["features.7"]
-    fast = FeatureExtractor("mobilenet_v2", ["features.7"], channels_last=True)(image)["features.7"]
+    plain = FeatureExtractor("mobilenet_v2", ["features.7"], channels_last=False)(image)["features.7"]
+    fast = FeatureExtractor("mobilenet_v2", ["features.7"])(image)["features.7"]  # channels_last by default
+    assert fast.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
     low = FeatureExtractor("mobilenet_v2", ["features.7"], channels_last=True, bf16=True)(image)["features.7"]
     assert low.dtype == torch.float32
     relative = (low - plain).norm() / plain.norm()
     assert relative < 0.1, f"bf16 relative error {relative:.3f}"
+
+
+def test_activations_run_out_of_place_with_the_same_gradient():
+    extractor = FeatureExtractor("mobilenet_v2", ["features.12"], weights="random")
+    activations = [m for m in extractor.modules() if isinstance(m, torch.nn.ReLU6)]
+    assert activations and not any(m.inplace for m in activations)
+    image = torch.rand(1, 3, 80, 96, generator=torch.Generator().manual_seed(2))
+    x = image.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(extractor(x)["features.12"].square().mean(), x)
+    for module in activations:
+        module.inplace = True
+    y = image.clone().requires_grad_()
+    (grad_inplace,) = torch.autograd.grad(extractor(y)["features.12"].square().mean(), y)
+    assert torch.equal(grad, grad_inplace)  # the same kernels on the same values: bit for bit
+
+
+def test_trace_outputs_returns_the_modules_outputs_and_nothing_past_them(reference_mobilenet):
+    from dreamkit.models import trace_outputs
+
+    body = trace_outputs(copy.deepcopy(reference_mobilenet), ["features.3", "features.5"])
+    assert not any(name.startswith(("classifier", "features.6")) for name, _ in body.named_modules())
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = body(image)
+        expected = reference_mobilenet.features[:6](image)
+    assert list(out) == ["features.3", "features.5"]
+    torch.testing.assert_close(out["features.5"], expected, rtol=0, atol=0)
+    with pytest.raises(DreamkitError, match="layer 'nowhere' is not a node of the traced MobileNetV2"):
+        trace_outputs(copy.deepcopy(reference_mobilenet), ["nowhere"])
 
 
 @pytest.mark.parametrize("backbone, layers", [

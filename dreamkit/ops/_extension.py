@@ -17,12 +17,25 @@ _state: dict[str, Any] = {}
 
 
 def _try_load() -> tuple[ModuleType | None, str | None]:
-    import torch  # noqa: F401  (the extension links against torch's libraries: load them first)
+    import torch  # the extension links against torch's libraries: load them first
 
     try:
-        return importlib.import_module("dreamkit._C"), None
+        module = importlib.import_module("dreamkit._C")
     except ImportError as exc:
         return None, f"{type(exc).__name__}: {exc}"
+    mismatch = torch_mismatch(module.build_info().get("torch_version"), torch.__version__)
+    return (None, mismatch) if mismatch else (module, None)
+
+
+def torch_mismatch(built_with: str | None, running: str) -> str | None:
+    """Why an extension built against torch ``built_with`` must not run under ``running``, or None.
+
+    torch's C++ ABI changes between releases: a mismatched extension can crash or compute garbage
+    instead of failing to import, so it is refused (the ops then use their references)."""
+    if built_with and built_with != running.split("+")[0]:
+        return (f"dreamkit._C was built against torch {built_with} but torch {running} is running; "
+                f"install torch=={built_with} or rebuild the extension")
+    return None
 
 
 def extension(warn: bool = True) -> ModuleType | None:

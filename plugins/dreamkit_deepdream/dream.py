@@ -23,7 +23,7 @@ import torchvision.transforms.v2.functional as TF
 from dreamkit import ops
 
 from .objective import Objective
-from .tiles import Geometry, activation_counts, jittered_gradient, plan_tiles
+from .tiles import Geometry, LazyGeometry, activation_counts, auto_tile_size, jittered_gradient, plan_tiles
 
 log = logging.getLogger("dreamkit.deepdream")
 
@@ -38,7 +38,8 @@ class Settings:
     step_size: float = 0.005
     jitter: int = 32
     blur: float = 0.0
-    tile_size: int = 512
+    tile_size: int | None = None  # None: tile only when a pass would need more than memory_mb
+    memory_mb: int = 768
     min_side: int = 32
 
 
@@ -63,7 +64,7 @@ class StepRecord:
     objective: float
 
 
-def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective, geometry: Geometry,
+def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective, geometry: Geometry | LazyGeometry,
           settings: Settings, generator: torch.Generator, *, progress: Callable[[int, str], Any] | None = None,
           on_step: Callable[[torch.Tensor, StepRecord], None] | None = None) -> tuple[torch.Tensor, list[StepRecord]]:
     """Dream ``image`` (1, 3, H, W, 0..1); returns the result and the objective of every step."""
@@ -78,8 +79,9 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
             detail = ops.octave_resample(detail, size)
         current = detail.add_(base).clamp_(0, 1)  # reuses the detail's memory: large images are large
         del detail
-        objective.counts = activation_counts(extractor, *size)
-        tiles = plan_tiles(*size, settings.tile_size, geometry)
+        tiles = plan_tiles(*size, _tile_size(extractor, size, settings, geometry), geometry)
+        # Tiles need the whole image's activation counts; one piece counts its own activations.
+        objective.counts = activation_counts(extractor, *size) if len(tiles) > 1 else {}
         bar = progress(settings.steps, f"octave {octave + 1}/{len(sizes)} {size[1]}x{size[0]}") if progress else nullcontext()
         with bar as tick:
             for step in range(settings.steps):
@@ -98,6 +100,13 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
         if octave < len(sizes) - 1:
             detail = current - base
     return current, history
+
+
+def _tile_size(extractor: torch.nn.Module, size: tuple[int, int], settings: Settings,
+               geometry: Geometry | LazyGeometry) -> int:
+    if settings.tile_size is not None:
+        return settings.tile_size
+    return auto_tile_size(extractor, *size, settings.memory_mb * 2**20, geometry)
 
 
 def _random_shift(jitter: int, size: tuple[int, int], generator: torch.Generator) -> tuple[int, int]:

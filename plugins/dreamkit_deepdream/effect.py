@@ -14,12 +14,14 @@ from torch import nn
 from dreamkit import Effect, Param
 from dreamkit.errors import ParameterError
 from dreamkit.io import load_image, save_image
-from dreamkit.models import FeatureExtractor, build_backbone, default_weights, resolve_layers
+from dreamkit.models import FeatureExtractor, LayerError, build_backbone, default_weights
+from dreamkit.memo import remembered
 from dreamkit.plugins import get_host
+from dreamkit.precision import bf16_pays, time_extractor_pass
 
 from .dream import Settings, dream, zoom
 from .objective import LayerTerm, Objective
-from .tiles import Geometry, feature_shapes, measure_geometry
+from .tiles import Geometry, LazyGeometry, feature_shapes, measure_geometry
 
 log = logging.getLogger("dreamkit.deepdream")
 
@@ -51,12 +53,16 @@ class DeepDream(Effect):
     step_size = Param(float, 0.005, gt=0.0, max=1.0, help="mean change per pixel and step (0..1 scale)")
     jitter = Param(int, 32, min=0, max=4096, help="largest random shift per step, pixels")
     blur = Param(float, 0.0, min=0.0, max=20.0, help="Gaussian blur of the gradient (sigma, pixels)")
-    tile_size = Param(int, 512, min=0, max=16384, help="tile core size for large images (0: never tile)")
+    tile_size = Param(int, None, min=0, max=16384,
+                      help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
+    memory_mb = Param(int, 768, min=64, max=1 << 20,
+                      help="memory for one forward+backward pass, MiB; larger images are dreamed in exact tiles")
     frames = Param(int, 1, min=1, max=10000, help="frames of a zoom sequence (1: a single image)")
     zoom = Param(float, 1.05, min=1.0, max=4.0, help="zoom factor between frames")
     save_every = Param(int, 0, min=0, help="save the image every N steps (needs save_dir)")
     save_dir = Param(str, None, help="folder for the intermediate saves")
-    fast = Param(bool, False, help="bfloat16 autocast + channels_last (CPU: about 2x faster, slightly different)")
+    fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine (slightly different "
+                                    "result); elsewhere the same as fp32")
 
     def check(self) -> None:
         if self.layer_weights is not None and len(self.layer_weights) != len(self.layers):
@@ -70,27 +76,23 @@ class DeepDream(Effect):
 
     # -- model and objective -------------------------------------------------------------
 
-    def _paths(self) -> list[str]:
-        try:
-            return resolve_layers(self.backbone, self.layers)
-        except Exception as exc:
-            raise ParameterError(f"effect 'deepdream': parameter 'layers' = {self.layers!r}: {exc}") from None
-
-    def build_objective(self, device: torch.device) -> tuple[Objective, nn.Module, Geometry]:
+    def build_objective(self, device: torch.device) -> tuple[Objective, nn.Module, LazyGeometry]:
         """The objective, the feature extractor and its geometry for these parameters."""
-        paths = self._paths()
         weights = self.layer_weights or [1.0] * len(self.layers)
         class_indices, logits_layer = self._classes()
         terms = [LayerTerm(layer, weight) for layer, weight in zip(self.layers, weights)]
         objective = Objective(terms, self.mode, classes=class_indices, logits_layer=logits_layer)
-        extractor = _extractor(self.backbone, self.weights, tuple(objective.layers), self.fast, str(device))
-        shapes = feature_shapes(extractor, 64, 64)  # channel counts and which layers are spatial
-        self._apply_channels(terms, shapes, paths)
+        try:
+            extractor = _extractor(self.backbone, self.weights, tuple(objective.layers), self.fast, str(device))
+        except LayerError as exc:
+            raise ParameterError(f"effect 'deepdream': parameter 'layers' = {self.layers!r}: {exc}") from None
+        if self.channels:
+            paths = [extractor.paths[layer] for layer in self.layers]
+            self._apply_channels(terms, feature_shapes(extractor, 64, 64), paths)
         if self.guide is not None:
             objective.guide = self._guide_features(extractor, terms, device)
-        spatial = any(len(shapes[layer]) == 4 for layer in objective.layers)
-        geometry = _geometry(extractor, tuple(objective.layers)) if spatial else Geometry({}, 0)
-        return objective, extractor, geometry
+        layers = tuple(objective.layers)
+        return objective, extractor, LazyGeometry(lambda: _geometry(extractor, layers))
 
     def _classes(self) -> tuple[list[int], str | None]:
         if not self.classes:
@@ -149,7 +151,8 @@ class DeepDream(Effect):
 
     def settings(self) -> Settings:
         return Settings(octaves=self.octaves, octave_scale=self.octave_scale, steps=self.steps,
-                        step_size=self.step_size, jitter=self.jitter, blur=self.blur, tile_size=self.tile_size)
+                        step_size=self.step_size, jitter=self.jitter, blur=self.blur, tile_size=self.tile_size,
+                        memory_mb=self.memory_mb)
 
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor | list[torch.Tensor]:
         objective, extractor, geometry = self.build_objective(image.device)
@@ -182,13 +185,29 @@ class DeepDream(Effect):
 
 @functools.lru_cache(maxsize=4)
 def _extractor(backbone: str, weights: str, layers: tuple[str, ...], fast: bool, device: str) -> FeatureExtractor:
-    extractor = FeatureExtractor(backbone, list(layers), weights, channels_last=fast, bf16=fast)
-    return extractor.to(device)
+    def make(bf16: bool) -> FeatureExtractor:
+        return FeatureExtractor(backbone, list(layers), weights, bf16=bf16).to(device)
+
+    bf16 = False
+    if fast:
+        bf16, reason = bf16_pays(torch.device(device), f"{backbone}|{weights}|{','.join(layers)}",
+                                 time_extractor_pass(make, torch.device(device)))
+        log.info("deepdream fast mode: %s", reason)
+    return make(bf16)
 
 
 @functools.lru_cache(maxsize=16)
-def _geometry(extractor: nn.Module, layers: tuple[str, ...]) -> Geometry:
-    return measure_geometry(extractor, list(layers))
+def _geometry(extractor: FeatureExtractor, layers: tuple[str, ...]) -> Geometry:
+    def measure() -> dict:
+        shapes = feature_shapes(extractor, 64, 64)
+        if not any(len(shapes[layer]) == 4 for layer in layers):
+            return {"strides": {}, "radius": 0}  # logits only: nothing spatial to align or to extend by a halo
+        measured = measure_geometry(extractor, list(layers))
+        return {"strides": measured.strides, "radius": measured.radius}
+
+    # An architecture's receptive field does not depend on its weights: measured once per machine.
+    known = remembered("receptive-field", f"{extractor.signature}|{','.join(layers)}", measure)
+    return Geometry(known["strides"], known["radius"])
 
 
 def _logits_layer(backbone: str, classes: int) -> str:
