@@ -64,6 +64,9 @@ class RunContext:
       numbers with it (on the CPU) and move them to ``device``.
     * ``results``: analysis records for the current frame; add with :meth:`add_result`.
     * ``source``: the input's file name (or ``None`` for in-memory images).
+    * ``host``: the run's :class:`~dreamkit.plugins.PluginHost`: effects load weights, models and
+      anything else plugins registered through it, never through a global (default: the
+      process-wide host, for contexts made by hand).
     """
 
     device: torch.device
@@ -72,10 +75,15 @@ class RunContext:
     source: str | None = None
     step_index: int = 0
     frame_index: int = 0
+    host: Any = None
     results: list[dict[str, Any]] = field(default_factory=list)
     generator: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.host is None:
+            from .plugins import get_host
+
+            self.host = get_host()
         self.generator = torch.Generator("cpu")
         self.reseed()
 

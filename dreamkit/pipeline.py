@@ -194,7 +194,7 @@ class Pipeline:
         for step_index, effect in enumerate(self.steps):
             produced: list[Frame] = []
             for frame_index, frame in enumerate(frames):
-                context = RunContext(target, seed, bars, source, step_index, frame_index)
+                context = RunContext(target, seed, bars, source, step_index, frame_index, host)
                 output = host.hook.dreamkit_run_step(effect=effect, image=frame.image, context=context)
                 records = [{"effect": effect.name, "step": step_index, **record} for record in context.results]
                 for image_out in _check_output(effect, output, frame.image):

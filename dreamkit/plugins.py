@@ -175,6 +175,17 @@ class PluginHost:
         caller = getattr(self.pm.hook, hook_name)
         return [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
 
+    def _call_registration(self, plugin: Any, hook_name: str, register: Any) -> None:
+        """Call ``plugin``'s implementation of a registration hook through pluggy, so wrappers of
+        other plugins (tracing, auditing) see it, but no other plugin's registrations run again:
+        one plugin at a time, so a failure is that plugin's alone."""
+        if not self._impls(plugin, hook_name):
+            return
+        caller = getattr(self.pm.hook, hook_name)
+        others = {impl.plugin for impl in caller.get_hookimpls()
+                  if impl.plugin is not plugin and not (impl.wrapper or impl.hookwrapper)}
+        self.pm.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
+
     def _collect_effects(self, plugin: Any) -> list[str]:
         added: list[str] = []
 
@@ -189,8 +200,7 @@ class PluginHost:
             added.append(name)
 
         try:
-            for impl in self._impls(plugin, "dreamkit_register_effects"):
-                impl.function(register=register)
+            self._call_registration(plugin, "dreamkit_register_effects", register)
         except BaseException:
             for effect in added:
                 self.effects.pop(effect, None)
@@ -199,8 +209,8 @@ class PluginHost:
 
     def _collect_weights(self, plugin: Any) -> list[str]:
         added: list[str] = []
-        for impl in self._impls(plugin, "dreamkit_register_weights"):
-            impl.function(register=lambda item: added.append(self.weights.add(item, owner=plugin)))
+        self._call_registration(plugin, "dreamkit_register_weights",
+                                lambda item: added.append(self.weights.add(item, owner=plugin)))
         return added
 
     def _failed_names(self) -> set[str]:

@@ -192,7 +192,11 @@ def test_weights_cli(cli, dreamkit_host, weights_home):
     code, stdout, _ = cli("weights", "path", "toy.V1")
     assert code == 0 and stdout.strip() == str(cache_dir() / "toy.pt")
     code, stdout, _ = cli("weights", "verify")
-    assert code == 0 and "toy.V1: ok" in stdout
+    assert code == 0 and "toy.V1: ok (" in stdout
+    # a prefix-only entry passes with any file of that prefix: verify shows the full hash to compare
+    dreamkit_host.weights.add(WeightsEntry("toyprefix", "V1", "toy.pt", sha256_of(data)[:8]))
+    code, stdout, _ = cli("weights", "verify", "toyprefix.V1")
+    assert code == 0 and f"toyprefix.V1: ok (prefix {sha256_of(data)[:8]} only; full sha256 {sha256_of(data)})" in stdout
     (cache_dir() / "toy.pt").write_bytes(data + b"!")
     code, stdout, stderr = cli("weights", "verify", "toy.V1")
     assert code == 2 and "MISMATCH" in stdout and "failed verification" in stderr

@@ -13,6 +13,7 @@ from dreamkit import Effect, Param
 from dreamkit.annotate import draw_panel
 from dreamkit.errors import DreamkitError, ParameterError
 from dreamkit.io import as_rgb
+from dreamkit.plugins import PluginHost, get_host
 from dreamkit.models import (check_backbone, classification_preprocess, load_backbone, resolve_weights_key,
                              weights_categories)
 
@@ -54,28 +55,30 @@ class Classify(Effect):
             raise self.invalid("backbone", str(exc)) from None
 
     # -- the model ------------------------------------------------------------------------------
-    def model(self, device: torch.device | str = "cpu") -> "Classifier":
-        """The loaded classifier (cached per backbone, weights and device)."""
+    def model(self, device: torch.device | str = "cpu", host: PluginHost | None = None) -> "Classifier":
+        """The loaded classifier with ``host``'s weights (default: the process-wide host), cached
+        per host, backbone, weights and device."""
         try:
-            return _classifier(self.backbone, self.weights, str(device))
+            return _classifier(host or get_host(), self.backbone, self.weights, str(device))
         except DreamkitError as exc:
             raise ParameterError(f"effect 'classify': {exc}") from None
 
-    def predict(self, images: Sequence[torch.Tensor], *, batch_size: int = 32) -> list[list[Prediction]]:
+    def predict(self, images: Sequence[torch.Tensor], *, batch_size: int = 32,
+                host: PluginHost | None = None) -> list[list[Prediction]]:
         """Top-k predictions for each of ``images`` (C×H×W or 1×C×H×W, 0..1, any sizes), run
         ``batch_size`` at a time after each is preprocessed on its own."""
         if batch_size < 1:
             raise ValueError(f"classify.predict: batch_size must be >= 1, got {batch_size}")
         if not images:
             return []
-        classifier = self.model(images[0].device)
+        classifier = self.model(images[0].device, host)
         results: list[list[Prediction]] = []
         for start in range(0, len(images), batch_size):
             results += classifier.top_k(images[start:start + batch_size], self.top_k)
         return results
 
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
-        classifier = self.model(context.device)
+        classifier = self.model(context.device, context.host)
         predictions = classifier.top_k([image], self.top_k)[0]
         context.add_result({
             "backbone": self.backbone,
@@ -90,12 +93,12 @@ class Classify(Effect):
 class Classifier:
     """A frozen classification model with its preprocessing and labels."""
 
-    def __init__(self, backbone: str, weights: str, device: str) -> None:
-        self.model: nn.Module = load_backbone(backbone, weights).to(device)
-        self.preprocess = classification_preprocess(backbone, weights)
-        self.categories = weights_categories(backbone, weights) or _torchvision_categories(backbone)
+    def __init__(self, backbone: str, weights: str, device: str, host: PluginHost) -> None:
+        self.model: nn.Module = load_backbone(backbone, weights, host=host).to(device)
+        self.preprocess = classification_preprocess(backbone, weights, host=host)
+        self.categories = weights_categories(backbone, weights, host=host) or _torchvision_categories(backbone)
         # What was loaded, for the record: the registered key, "random", or the user's file.
-        key = resolve_weights_key(backbone, weights)
+        key = resolve_weights_key(backbone, weights, host=host)
         self.weights = key if weights in ("default", key) else weights
 
     @torch.inference_mode()
@@ -130,5 +133,5 @@ def _torchvision_categories(backbone: str) -> Sequence[str] | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _classifier(backbone: str, weights: str, device: str) -> Classifier:
-    return Classifier(backbone, weights, device)
+def _classifier(host: PluginHost, backbone: str, weights: str, device: str) -> Classifier:
+    return Classifier(backbone, weights, device, host)

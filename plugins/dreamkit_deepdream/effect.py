@@ -16,7 +16,7 @@ from dreamkit.errors import ParameterError
 from dreamkit.io import load_image, save_image
 from dreamkit.models import FeatureExtractor, LayerError, build_backbone, default_weights
 from dreamkit.memo import remembered
-from dreamkit.plugins import get_host
+from dreamkit.plugins import PluginHost, get_host
 from dreamkit.precision import bf16_pays, time_extractor_pass
 
 from .dream import Settings, dream, zoom
@@ -76,14 +76,18 @@ class DeepDream(Effect):
 
     # -- model and objective -------------------------------------------------------------
 
-    def build_objective(self, device: torch.device) -> tuple[Objective, nn.Module, LazyGeometry]:
-        """The objective, the feature extractor and its geometry for these parameters."""
+    def build_objective(self, device: torch.device, host: PluginHost | None = None
+                        ) -> tuple[Objective, nn.Module, LazyGeometry]:
+        """The objective, the feature extractor and its geometry for these parameters, with the
+        weights of ``host`` (a run passes its own; default: the process-wide host)."""
+        host = host or get_host()
         weights = self.layer_weights or [1.0] * len(self.layers)
-        class_indices, logits_layer = self._classes()
+        class_indices, logits_layer = self._classes(host)
         terms = [LayerTerm(layer, weight) for layer, weight in zip(self.layers, weights)]
         objective = Objective(terms, self.mode, classes=class_indices, logits_layer=logits_layer)
         try:
-            extractor = _extractor(self.backbone, self.weights, tuple(objective.layers), self.fast, str(device))
+            extractor = _extractor(host, self.backbone, self.weights, tuple(objective.layers), self.fast,
+                                   str(device))
         except LayerError as exc:
             raise ParameterError(f"effect 'deepdream': parameter 'layers' = {self.layers!r}: {exc}") from None
         if self.channels:
@@ -94,10 +98,10 @@ class DeepDream(Effect):
         layers = tuple(objective.layers)
         return objective, extractor, LazyGeometry(lambda: _geometry(extractor, layers))
 
-    def _classes(self) -> tuple[list[int], str | None]:
+    def _classes(self, host: PluginHost) -> tuple[list[int], str | None]:
         if not self.classes:
             return [], None
-        entry = get_host().weights.get(default_weights(self.backbone))
+        entry = host.weights.get(default_weights(self.backbone, host))
         categories = list(entry.categories or [])
         if not categories:
             raise self.invalid("classes", f"the weights of '{self.backbone}' have no class names")
@@ -155,7 +159,7 @@ class DeepDream(Effect):
                         memory_mb=self.memory_mb)
 
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor | list[torch.Tensor]:
-        objective, extractor, geometry = self.build_objective(image.device)
+        objective, extractor, geometry = self.build_objective(image.device, context.host)
         settings = self.settings()
         frames = []
         current = image
@@ -184,9 +188,11 @@ class DeepDream(Effect):
 
 
 @functools.lru_cache(maxsize=4)
-def _extractor(backbone: str, weights: str, layers: tuple[str, ...], fast: bool, device: str) -> FeatureExtractor:
+def _extractor(host: PluginHost, backbone: str, weights: str, layers: tuple[str, ...], fast: bool,
+               device: str) -> FeatureExtractor:
+    # Keyed by the host too: two hosts may resolve the same weights name to different files.
     def make(bf16: bool) -> FeatureExtractor:
-        return FeatureExtractor(backbone, list(layers), weights, bf16=bf16).to(device)
+        return FeatureExtractor(backbone, list(layers), weights, bf16=bf16, host=host).to(device)
 
     bf16 = False
     if fast:

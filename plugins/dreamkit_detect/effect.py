@@ -15,7 +15,8 @@ from dreamkit.annotate import Box, draw_boxes
 from dreamkit.errors import DreamkitError, ParameterError
 from dreamkit.io import as_rgb
 from dreamkit.models import DETECTORS, load_detector
-from dreamkit.weights_catalog import COCO_CATEGORIES
+from dreamkit.plugins import PluginHost, get_host
+from .catalog import COCO_CATEGORIES
 
 from .mtcnn import LANDMARKS, MTCNN, MTCNNSettings
 from .objects import default_iou, detect_objects
@@ -83,17 +84,18 @@ class Detect(Effect):
     def score(self) -> float:
         return DEFAULT_SCORE[self.what] if self.score_threshold is None else self.score_threshold
 
-    def network(self, device: torch.device | str = "cpu") -> nn.Module:
-        """The loaded model (cached per model, weights and device)."""
+    def network(self, device: torch.device | str = "cpu", host: PluginHost | None = None) -> nn.Module:
+        """The loaded model with ``host``'s weights (default: the process-wide host), cached per
+        host, model, weights and device."""
         try:
-            return _network(self.model_name, self.weights, str(device))
+            return _network(host or get_host(), self.model_name, self.weights, str(device))
         except DreamkitError as exc:
             raise ParameterError(f"effect 'detect': {exc}") from None
 
-    def detect(self, image: torch.Tensor) -> list[dict[str, Any]]:
+    def detect(self, image: torch.Tensor, host: PluginHost | None = None) -> list[dict[str, Any]]:
         """Detections in one 1×3×H×W (or 3×H×W) 0..1 image, best first, as JSON-able records."""
         image = as_rgb(image, "effect 'detect'")
-        network = self.network(image.device)
+        network = self.network(image.device, host)
         if self.what == "faces":
             records = self._faces(network, image)
         else:
@@ -125,7 +127,7 @@ class Detect(Effect):
         ]
 
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
-        detections = self.detect(image)
+        detections = self.detect(image, context.host)
         context.add_result({"what": self.what, "model": self.model_name, "count": len(detections),
                             "detections": detections})
         if not self.draw or not detections:
@@ -141,6 +143,6 @@ def _round(value: float, digits: int = 2) -> float:
 
 
 @functools.lru_cache(maxsize=4)
-def _network(name: str, weights: str, device: str) -> nn.Module:
-    model = MTCNN.from_registry(weights) if name in FACE_MODELS else load_detector(name, weights)
+def _network(host: PluginHost, name: str, weights: str, device: str) -> nn.Module:
+    model = MTCNN.from_registry(weights, host) if name in FACE_MODELS else load_detector(name, weights, host=host)
     return model.to(device)

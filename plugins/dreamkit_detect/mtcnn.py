@@ -129,8 +129,9 @@ class MTCNN(nn.Module):
 
     @classmethod
     def from_registry(cls, weights: str = "default", host: Any = None) -> "MTCNN":
-        """The cascade with the registered ``mtcnn_{pnet,rnet,onet}.V1`` weights (sha256-verified,
-        loaded with ``weights_only=True``), or random weights for ``"random"``."""
+        """The cascade with ``host``'s registered ``mtcnn_{pnet,rnet,onet}.V1`` weights
+        (sha256-verified, loaded with ``weights_only=True``; default host: the process-wide one),
+        or random weights for ``"random"``."""
         from dreamkit.models import freeze
         from dreamkit.plugins import get_host
 

@@ -12,7 +12,7 @@ from torchvision.ops import box_iou
 from dreamkit import ParameterError, Pipeline, load_image
 from dreamkit.annotate import label_colour
 from dreamkit.models import DETECTORS
-from dreamkit.weights_catalog import COCO_CATEGORIES
+from dreamkit_detect.catalog import COCO_CATEGORIES
 from dreamkit_detect import LANDMARKS, MTCNN, Detect
 
 # Hand-labelled on astronaut.png (hairline to chin, cheek to cheek), read off a zoomed grid.
