@@ -125,6 +125,9 @@ def worker(rung: str, size: int) -> None:
         print(json.dumps({"peak_rss": peak, "seconds": time.perf_counter() - start}))
         return
     image = effect_input(size)
+    from dreamkit.plugins import get_host
+
+    get_host()  # `dreamkit run` loads its plugins before it loads an image: not part of the effect
     times: list[float] = []
     start = time.perf_counter()
     if rung.startswith("ours"):

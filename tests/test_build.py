@@ -145,3 +145,15 @@ def test_setup_py_prints_its_configuration():
                           env={**os.environ, "USE_CUDA": "0"})
     assert done.returncode == 0, done.stderr
     assert "dreamkit build configuration:" in done.stdout and "CUDA sources : no (USE_CUDA=0)" in done.stdout
+
+
+def test_the_op_list_is_read_from_the_registrations():
+    """`dreamkit doctor` lists the ops torch's dispatcher knows; they are exactly the schemas of
+    csrc/registration.cpp (adding an op there adds it to the list, with nothing else to edit)."""
+    import re
+
+    from dreamkit.ops import _extension
+
+    schemas = re.findall(r'm\.def\(\s*"(\w+)\(', (REPO / "csrc" / "registration.cpp").read_text())
+    assert schemas and _extension.registered_ops() == sorted(schemas)
+    assert set(_extension.op_kernels()) == set(schemas)

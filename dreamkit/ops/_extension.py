@@ -94,10 +94,17 @@ def kernel_devices(op: str) -> dict[str, bool]:
     }
 
 
-OPS = ("jitter", "gram_matrix", "gram_mse_loss", "octave_resample", "dream_update", "dream_update_")
+def registered_ops() -> list[str]:
+    """Every op in the ``dreamkit`` namespace, read from torch's dispatcher (the schemas in
+    csrc/registration.cpp, and any registered from Python): no hand-kept list to forget."""
+    import torch
+
+    extension(warn=False)
+    return sorted({name.split("::", 1)[1].split(".", 1)[0] for name in torch._C._dispatch_get_all_op_names()
+                   if name.startswith("dreamkit::")})
 
 
 def op_kernels() -> dict[str, list[str]]:
     """For each op of ``torch.ops.dreamkit``, the devices with a compiled kernel (empty: the
     pure-PyTorch reference runs)."""
-    return {op: [d for d, has in kernel_devices(f"dreamkit::{op}").items() if has] for op in OPS}
+    return {op: [d for d, has in kernel_devices(f"dreamkit::{op}").items() if has] for op in registered_ops()}

@@ -1,0 +1,36 @@
+"""Backbones by name, their layer names, frozen feature extractors with gradients to the input, the
+classifiers' own preprocessing and labels, and COCO detectors.
+
+A backbone is any torchvision classification model, by its builder name (``mobilenet_v2``,
+``vgg19``, ``resnet50``, ``googlenet``, ``inception_v3``, ...). Layers are named by torchvision
+module path (``features.7``, ``layer3``, ``inception4c``); VGG also has the usual aliases
+(``relu4_2``, ``conv1_1``, ``pool3``). Weights come from the plugin host's registry (verified), or
+``"random"`` for tests and timing.
+
+One module per job:
+
+* ``backbones``: names, layers, building and loading backbones (frozen);
+* ``loading``: what a ``weights=`` value means, and loading the verified state dict through a host;
+* ``features``: :class:`FeatureExtractor` and the graph surgery behind it (cut, BatchNorm folding,
+  out-of-place activations);
+* ``preprocess``: a classifier's own preprocessing and labels;
+* ``detectors``: torchvision's COCO detectors.
+"""
+
+from __future__ import annotations
+
+from .backbones import (LayerError, LayerInfo, backbone_names, build_backbone, check_backbone, freeze, layer_aliases,
+                        list_layers, load_backbone, resolve_layer, resolve_layers)
+from .detectors import DETECTORS, load_detector
+from .features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, fold_batchnorm, fold_batchnorm_in_sequentials,
+                       outplace_activations, trace_outputs)
+from .loading import default_weights, resolve_weights_key
+from .preprocess import classification_preprocess, weights_categories
+
+__all__ = [
+    "DETECTORS", "IMAGENET_MEAN", "IMAGENET_STD", "FeatureExtractor", "LayerError", "LayerInfo", "backbone_names",
+    "build_backbone", "check_backbone", "classification_preprocess", "default_weights", "fold_batchnorm",
+    "fold_batchnorm_in_sequentials", "freeze", "layer_aliases", "list_layers", "load_backbone", "load_detector",
+    "outplace_activations", "resolve_layer", "resolve_layers", "resolve_weights_key", "trace_outputs",
+    "weights_categories",
+]
