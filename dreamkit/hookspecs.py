@@ -41,6 +41,17 @@ def dreamkit_register_weights(register: Callable[[Any], None]) -> None:
     """
 
 
+@hookspec
+def dreamkit_register_backbones(register: Callable[[Any], None]) -> None:
+    """Register networks by name: ``register(Backbone(name, build, mean=..., std=..., ...))`` with a
+    :class:`dreamkit.models.Backbone`. Every effect that takes a ``backbone`` (deepdream,
+    classify, ...) can then use it like a torchvision one; register its weights with
+    ``dreamkit_register_weights`` (``WeightsEntry(backbone=name, ...)``). A name already taken
+    (by torchvision or another plugin) is a load failure of the later plugin. Fires once per
+    plugin when the plugin manager loads it.
+    """
+
+
 @hookspec(firstresult=True)
 def dreamkit_run_step(effect: "Effect", image: Any, context: "RunContext") -> Any:
     """Run one pipeline step: apply ``effect`` to ``image`` (1×C×H×W float tensor, 0..1).

@@ -44,6 +44,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     effects: list[str] = field(default_factory=list)
     weights: list[str] = field(default_factory=list)
+    backbones: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +96,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.effects: dict[str, type[Effect]] = {}
+        self.backbones: dict[str, Any] = {}  # name -> dreamkit.models.Backbone
         self.failures: list[PluginFailure] = []
         self.skipped: list[str] = []  # disabled by name
         self._info: dict[str, PluginInfo] = {}
@@ -158,11 +160,14 @@ class PluginHost:
         )
         try:
             info.effects = self._collect_effects(plugin)
+            info.backbones = self._collect_backbones(plugin)
             info.weights = self._collect_weights(plugin)
         except Exception as exc:
             self.pm.unregister(plugin)
             for effect in info.effects:
                 self.effects.pop(effect, None)
+            for backbone in info.backbones:
+                self.backbones.pop(backbone, None)
             self.weights.forget(plugin)
             return self._fail(name, distribution, version, str(exc) if isinstance(exc, _Clash) else f"hook raised {type(exc).__name__}: {exc}")
         self._info[name] = info
@@ -204,6 +209,28 @@ class PluginHost:
         except BaseException:
             for effect in added:
                 self.effects.pop(effect, None)
+            raise
+        return added
+
+    def _collect_backbones(self, plugin: Any) -> list[str]:
+        from .models import Backbone, torchvision_backbone_names
+
+        added: list[str] = []
+
+        def register(backbone: Backbone) -> None:
+            if not isinstance(backbone, Backbone):
+                raise TypeError(f"register() takes a dreamkit.models.Backbone, not {type(backbone).__name__}")
+            if backbone.name in self.backbones or backbone.name in torchvision_backbone_names():
+                owner = "torchvision" if backbone.name not in self.backbones else "another plugin"
+                raise _Clash(f"backbone name '{backbone.name}' is already taken by {owner}")
+            self.backbones[backbone.name] = backbone
+            added.append(backbone.name)
+
+        try:
+            self._call_registration(plugin, "dreamkit_register_backbones", register)
+        except BaseException:
+            for name in added:
+                self.backbones.pop(name, None)
             raise
         return added
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dreamkit import Effect, Pipeline, hookimpl, hookspecs
+from dreamkit.errors import PluginError
 from dreamkit.plugins import hook_names
 from dreamkit.weights import FolderSource, WeightsEntry
 
@@ -78,6 +79,63 @@ def test_hook_dreamkit_register_weights(register_plugin, dreamkit_host, tmp_path
     assert path == weights_home / "weights" / "tiny.bin" and path.read_bytes() == blob
     info = {p.name: p for p in dreamkit_host.plugins()}["tinyweights"]
     assert info.weights == ["tiny.V1", "source:FolderSource"]
+
+
+class TinyNet(torch.nn.Module):
+    """A backbone small enough to build in a test: two conv stages and a 10-class head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU6())
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+def test_hook_dreamkit_register_backbones(register_plugin, dreamkit_host, dreamkit_image):
+    from dreamkit.models import Backbone, FeatureExtractor, classification_preprocess, list_layers
+    from dreamkit_classify import Classify
+    from dreamkit_deepdream import DeepDream
+
+    tiny = Backbone("tinynet", TinyNet, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize_size=40, crop_size=32,
+                    aliases={"stage2": "body.3"})
+
+    class Plugin:
+        @hookimpl
+        def dreamkit_register_backbones(self, register):
+            register(tiny)
+
+    register_plugin(Plugin(), name="tinynets")
+    assert dreamkit_host.backbones["tinynet"] is tiny
+    assert {p.name: p for p in dreamkit_host.plugins()}["tinynets"].backbones == ["tinynet"]
+    assert [(i.path, i.alias) for i in list_layers("tinynet")][:5:4] == [("body", None), ("body.3", "stage2")]
+    extractor = FeatureExtractor("tinynet", ["stage2"], weights="random")
+    assert extractor.mean.flatten().tolist() == [0.5] * 3 and extractor.std.flatten().tolist() == [0.25] * 3
+    assert classification_preprocess("tinynet", "random").crop_size == [32]
+    # the effects use it by name, like a torchvision backbone
+    dreamed = Pipeline([DeepDream(backbone="tinynet", weights="random", layers=["stage2"], octaves=1, steps=2,
+                                  step_size=0.05)]).run(dreamkit_image, device="cpu").image
+    assert (dreamed - dreamkit_image).abs().mean() > 0.01
+    record = Pipeline([Classify(backbone="tinynet", weights="random", top_k=3)]).run(dreamkit_image, device="cpu")
+    assert [p["label"].startswith("class ") for p in record.results[0][0]["predictions"]] == [True] * 3
+
+    class Taken:
+        @hookimpl
+        def dreamkit_register_backbones(self, register):
+            register(Backbone("resnet50", TinyNet))
+
+    class Again:
+        @hookimpl
+        def dreamkit_register_backbones(self, register):
+            register(Backbone("tinynet", TinyNet))
+
+    for plugin, message in ((Taken(), "backbone name 'resnet50' is already taken by torchvision"),
+                            (Again(), "backbone name 'tinynet' is already taken by another plugin")):
+        with pytest.raises(PluginError, match=message):
+            dreamkit_host.register(plugin, name=type(plugin).__name__)
+    assert dreamkit_host.backbones["tinynet"] is tiny
 
 
 def test_hook_dreamkit_run_step(register_plugin, dreamkit_host, dreamkit_image):

@@ -9,7 +9,8 @@ module path (``features.7``, ``layer3``, ``inception4c``); VGG also has the usua
 
 One module per job:
 
-* ``backbones``: names, layers, building and loading backbones (frozen);
+* ``backbones``: names (torchvision's and plugins' :class:`Backbone`), layers, building and
+  loading backbones (frozen);
 * ``loading``: what a ``weights=`` value means, and loading the verified state dict through a host;
 * ``features``: :class:`FeatureExtractor` and the graph surgery behind it (cut, BatchNorm folding,
   out-of-place activations);
@@ -19,15 +20,16 @@ One module per job:
 
 from __future__ import annotations
 
-from .backbones import (LayerError, LayerInfo, backbone_names, build_backbone, check_backbone, freeze, layer_aliases,
-                        list_layers, load_backbone, resolve_layer, resolve_layers)
+from .backbones import (IMAGENET_MEAN, IMAGENET_STD, Backbone, LayerError, LayerInfo, backbone_names, build_backbone,
+                        check_backbone, freeze, input_normalization, layer_aliases, list_layers, load_backbone,
+                        registered_backbone, resolve_layer, resolve_layers, torchvision_backbone_names)
 from .detectors import DETECTORS, load_detector
-from .features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, fold_batchnorm, fold_batchnorm_in_sequentials,
-                       outplace_activations, trace_outputs)
+from .features import FeatureExtractor, fold_batchnorm, fold_batchnorm_in_sequentials, outplace_activations, trace_outputs
 from .loading import default_weights, resolve_weights_key
 from .preprocess import classification_preprocess, weights_categories
 
 __all__ = [
+    "Backbone", "input_normalization", "registered_backbone", "torchvision_backbone_names",
     "DETECTORS", "IMAGENET_MEAN", "IMAGENET_STD", "FeatureExtractor", "LayerError", "LayerInfo", "backbone_names",
     "build_backbone", "check_backbone", "classification_preprocess", "default_weights", "fold_batchnorm",
     "fold_batchnorm_in_sequentials", "freeze", "layer_aliases", "list_layers", "load_backbone", "load_detector",

@@ -1,12 +1,18 @@
-"""Backbones by name: torchvision's classification builders, their layer names (and VGG's aliases),
-building (random or on the meta device) and loading with verified weights, frozen."""
+"""Backbones by name: torchvision's classification builders and those plugins register
+(:class:`Backbone`, through ``dreamkit_register_backbones``), their layer names (and aliases),
+building (random or on the meta device) and loading with verified weights, frozen.
+
+Functions that take ``host`` look a name up in that plugin host's backbones first; without one
+they use the process-wide host (direct Python calls; effects pass their run's host).
+"""
 
 from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -14,7 +20,40 @@ import torch
 from torch import nn
 
 from ..errors import DreamkitError
-from .loading import _load_registered
+from .loading import _host, _load_registered
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a registration, not a value
+class Backbone:
+    """A network a plugin adds by name; ``deepdream``, ``classify`` (and every effect that takes a
+    ``backbone``) then use it exactly like torchvision's. Its weights are registered as usual
+    (``dreamkit_register_weights``, ``WeightsEntry(backbone=name, ...)``).
+
+    * ``build()``: the architecture as an ``nn.Module`` (initialised any way: dreamkit seeds the
+      random state for ``weights="random"`` and builds it on the meta device to load real weights).
+      Layers are its module paths; it must be traceable by torch.fx (no Python branches on sizes).
+    * ``mean``, ``std``: the input normalisation its weights expect, for 0..1 RGB images.
+    * ``resize_size``, ``crop_size``: its classification preprocessing (resize the shorter side,
+      centre crop).
+    * ``aliases``: friendly layer names → module paths (optional).
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize_size: int = 256
+    crop_size: int = 224
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+def registered_backbone(name: str, host: Any = None) -> Backbone | None:
+    """The :class:`Backbone` a plugin of ``host`` registered as ``name``, or None (torchvision's)."""
+    return _host(host).backbones.get(name)
 
 # Auxiliary heads are for training only. transform_input=True is how torchvision runs these two
 # with their ImageNet weights (trained on Google's own input scaling): it rescales our normalised input.
@@ -40,34 +79,52 @@ def _vgg_aliases(blocks: Sequence[int]) -> dict[str, str]:
     return aliases
 
 
-def backbone_names() -> list[str]:
+def torchvision_backbone_names() -> list[str]:
     """Every classification backbone torchvision can build."""
     import torchvision
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def layer_aliases(backbone: str) -> dict[str, str]:
-    """Friendly layer names → module paths (VGG's conv/relu/pool names; empty for others)."""
+def backbone_names(host: Any = None) -> list[str]:
+    """Every backbone by name: torchvision's and those ``host``'s plugins registered."""
+    return sorted({*torchvision_backbone_names(), *_host(host).backbones})
+
+
+def layer_aliases(backbone: str, host: Any = None) -> dict[str, str]:
+    """Friendly layer names → module paths (VGG's conv/relu/pool names, a registered backbone's
+    own; empty for others)."""
+    registered = registered_backbone(backbone, host)
+    if registered is not None:
+        return dict(registered.aliases)
     blocks = _VGG_BLOCKS.get(backbone)  # the _bn variants interleave BatchNorm: other indices
     return _vgg_aliases(blocks) if blocks else {}
 
 
-def check_backbone(name: str) -> None:
-    """Raise a DreamkitError naming close matches unless torchvision can build ``name``."""
-    names = backbone_names()
+def input_normalization(backbone: str, host: Any = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a backbone's weights expect on 0..1 RGB input (ImageNet's for torchvision's)."""
+    registered = registered_backbone(backbone, host)
+    return (registered.mean, registered.std) if registered is not None else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def check_backbone(name: str, host: Any = None) -> None:
+    """Raise a DreamkitError naming close matches unless ``name`` is torchvision's or registered."""
+    names = backbone_names(host)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise DreamkitError(f"unknown backbone '{name}'{hint}; see `dreamkit layers --list` for all {len(names)}")
 
 
-def build_backbone(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
-    """The torchvision architecture with uninitialised-but-valid random weights, in eval mode."""
+def build_backbone(name: str, *, device: str | torch.device = "cpu", host: Any = None) -> nn.Module:
+    """The architecture with seeded random weights (the same in every run), in eval mode."""
     import torchvision
 
-    check_backbone(name)
+    check_backbone(name, host)
+    registered = registered_backbone(name, host)
     with torch.device(device), _fixed_init():
+        if registered is not None:
+            return registered.build().eval()
         return torchvision.models.get_model(name, weights=None, **_BUILD_KWARGS.get(name, {})).eval()
 
 
@@ -89,17 +146,18 @@ class LayerInfo:
     kind: str
 
 
-def list_layers(backbone: str) -> list[LayerInfo]:
+def list_layers(backbone: str, host: Any = None) -> list[LayerInfo]:
     """Every module of ``backbone`` by path, with its alias and type (built on the meta device)."""
-    return list(_layers_of(backbone))
+    check_backbone(backbone, host)
+    return list(_layers_of(backbone, registered_backbone(backbone, host), _host(host)))
 
 
 @functools.lru_cache(maxsize=32)
-def _layers_of(backbone: str) -> tuple[LayerInfo, ...]:
-    # The architecture of a builder name never changes within a process; building it (even on
-    # the meta device) costs ~0.13 s, paid once instead of at every name check.
-    model = build_backbone(backbone, device="meta")
-    alias_of = {path: alias for alias, path in layer_aliases(backbone).items()}
+def _layers_of(backbone: str, registered: Backbone | None, host: Any) -> tuple[LayerInfo, ...]:
+    # An architecture never changes within a process (keyed by the registration, if any); building
+    # it, even on the meta device, costs ~0.1 s, paid once instead of at every name check.
+    model = build_backbone(backbone, device="meta", host=host)
+    alias_of = {path: alias for alias, path in layer_aliases(backbone, host).items()}
     return tuple(LayerInfo(path, alias_of.get(path), type(module).__name__)
                  for path, module in model.named_modules() if path)
 
@@ -108,14 +166,15 @@ class LayerError(DreamkitError):
     """A backbone has no layer of that name."""
 
 
-def resolve_layers(backbone: str, layers: Sequence[str], model: nn.Module | None = None) -> list[str]:
+def resolve_layers(backbone: str, layers: Sequence[str], model: nn.Module | None = None,
+                   host: Any = None) -> list[str]:
     """Layer names or aliases → module paths; unknown names list close matches. The layers are
     read from ``model`` (the built backbone) when given, else from a meta-device build."""
-    aliases = layer_aliases(backbone)
+    aliases = layer_aliases(backbone, host)
     if model is not None:
         paths = [path for path, _ in model.named_modules() if path]
     else:
-        paths = [info.path for info in list_layers(backbone)]
+        paths = [info.path for info in list_layers(backbone, host)]
     known = set(paths)
     resolved = []
     for layer in layers:
@@ -132,19 +191,19 @@ def resolve_layers(backbone: str, layers: Sequence[str], model: nn.Module | None
     return resolved
 
 
-def resolve_layer(backbone: str, layer: str) -> str:
+def resolve_layer(backbone: str, layer: str, host: Any = None) -> str:
     """A layer name or alias → module path; unknown names list close matches."""
-    return resolve_layers(backbone, [layer])[0]
+    return resolve_layers(backbone, [layer], host=host)[0]
 
 
 def load_backbone(name: str, weights: str | Path = "default", *, host: Any = None) -> nn.Module:
     """Build ``name`` and load weights: ``"default"``, ``"random"``, a key (``vgg19.IMAGENET1K_V1``)
     or a file path verified against the default key's sha256. Frozen, eval mode, on the CPU."""
     if str(weights) == "random":
-        return freeze(build_backbone(name))
+        return freeze(build_backbone(name, host=host))
     # Built on the meta device and given the loaded tensors (assign=True): no random initialisation
     # that the weights would overwrite anyway (~0.07 s for MobileNetV2, seconds for VGG).
-    model = build_backbone(name, device="meta")
+    model = build_backbone(name, device="meta", host=host)
     _load_registered(model, name, weights, host, assign=True)
     return freeze(model)
 

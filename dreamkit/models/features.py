@@ -11,12 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import DreamkitError
-from .backbones import freeze, load_backbone, resolve_layers
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-
-
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, freeze, input_normalization, load_backbone, resolve_layers
 
 
 def fold_batchnorm_in_sequentials(model: nn.Module) -> int:
@@ -141,9 +136,11 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         if not layers:
             raise DreamkitError("a feature extractor needs at least one layer")
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
         if isinstance(backbone, str):
             model = load_backbone(backbone, weights, host=host)
-            paths = resolve_layers(backbone, layers, model)
+            paths = resolve_layers(backbone, layers, model, host=host)
+            mean, std = input_normalization(backbone, host)
         else:
             paths = list(layers)
             model = freeze(backbone)
@@ -164,8 +161,8 @@ class FeatureExtractor(nn.Module):
             self.body.to(memory_format=torch.channels_last)
         if bf16:  # converted once, not recast by autocast at every call
             self.body.to(torch.bfloat16)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (image - self.mean) / self.std if self.normalize else image

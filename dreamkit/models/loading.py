@@ -13,14 +13,19 @@ from ..errors import WeightsError
 _AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 
 
-def _registry(host: Any) -> Any:
-    """The weights registry of ``host``. Effects always pass their run's host (``context.host``);
-    only a direct Python call without one gets the process-wide host."""
+def _host(host: Any) -> Any:
+    """``host``, or the process-wide host. Effects always pass their run's host (``context.host``);
+    only a direct Python call without one gets the process-wide host. The one fallback in models."""
     if host is None:
         from ..plugins import get_host
 
         host = get_host()
-    return host.weights
+    return host
+
+
+def _registry(host: Any) -> Any:
+    """The weights registry of ``host`` (see :func:`_host`)."""
+    return _host(host).weights
 
 
 def default_weights(backbone: str, host: Any = None) -> str:

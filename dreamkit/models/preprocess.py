@@ -7,18 +7,22 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from .backbones import check_backbone
+from .backbones import check_backbone, registered_backbone
 from .loading import _registry, resolve_weights_key
 
 def classification_preprocess(backbone: str, weights: str | Path = "default", *, host: Any = None) -> nn.Module:
     """The model's own preprocessing for these weights: torchvision's ``ImageClassification``
     preset (resize, centre crop, ImageNet normalisation) of the matching weights enum, e.g.
-    resize 256 / crop 224 for MobileNetV2, 342 / 299 for Inception v3. Takes 0..1 float images
-    (C×H×W or B×C×H×W)."""
+    resize 256 / crop 224 for MobileNetV2, 342 / 299 for Inception v3; a registered backbone's own
+    sizes and normalisation. Takes 0..1 float images (C×H×W or B×C×H×W)."""
     import torchvision
     from torchvision.transforms._presets import ImageClassification
 
-    check_backbone(backbone)
+    check_backbone(backbone, host)
+    registered = registered_backbone(backbone, host)
+    if registered is not None:
+        return ImageClassification(crop_size=registered.crop_size, resize_size=registered.resize_size,
+                                   mean=registered.mean, std=registered.std)
     key = resolve_weights_key(backbone, weights, host=host)
     name = _registry(host).get(key).name if key else None
     try:

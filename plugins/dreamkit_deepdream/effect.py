@@ -113,7 +113,7 @@ class DeepDream(Effect):
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise self.invalid("classes", f"'{name}' is not one of the {len(categories)} class names{hint}")
             indices.append(lookup[name.lower()])
-        return indices, _logits_layer(self.backbone, len(categories))
+        return indices, _logits_layer(self.backbone, len(categories), host)
 
     def _apply_channels(self, terms: list[LayerTerm], shapes: dict[str, torch.Size], paths: list[str]) -> None:
         if not self.channels:
@@ -216,9 +216,9 @@ def _geometry(extractor: FeatureExtractor, layers: tuple[str, ...]) -> Geometry:
     return Geometry(known["strides"], known["radius"])
 
 
-def _logits_layer(backbone: str, classes: int) -> str:
+def _logits_layer(backbone: str, classes: int, host: PluginHost) -> str:
     """The module whose output is the class logits: the last Linear with one output per class."""
-    model = build_backbone(backbone, device="meta")
+    model = build_backbone(backbone, device="meta", host=host)
     candidates = [path for path, module in model.named_modules()
                   if isinstance(module, nn.Linear) and module.out_features == classes]
     if not candidates:
