@@ -95,7 +95,8 @@ def decide_build(env: dict[str, str], cuda_home: str | None, gpu_visible: bool) 
 
 def collect_sources(with_cuda: bool) -> list[str]:
     """CPU sources always; CUDA host glue and kernels only for a CUDA build."""
-    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp"))) + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp"))) + sorted(glob.glob(os.path.join(CSRC, "ops", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     if with_cuda:
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cpp")))
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))

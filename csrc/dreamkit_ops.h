@@ -1,4 +1,5 @@
-// Declarations shared by the CPU kernels (cpu/) and the CUDA host glue (cuda/).
+// Declarations shared by the backend-independent code (ops/), the CPU kernels (cpu/) and the CUDA
+// host glue (cuda/).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -53,14 +54,14 @@ void update_in_place(const at::Tensor& image, Write write) {
   }
 }
 
-// gram: x (B, C, H, W) or (B, C, N) checked and viewed as contiguous features (B, C, N).
+// gram (ops/gram.cpp): x (B, C, H, W) or (B, C, N) checked and viewed as contiguous features (B, C, N).
 at::Tensor gram_features(const at::Tensor& x);
 // How the CPU kernel exploits symmetry here (for `dreamkit doctor`).
 std::string gram_cpu_method();
 // (loss, G - T) from a freshly computed Gram matrix (reused as the difference).
 std::tuple<at::Tensor, at::Tensor> gram_mse_loss_from_gram(const at::Tensor& gram, const at::Tensor& target);
 
-// Argument checks shared by the CPU and CUDA kernels of these ops.
+// Argument checks shared by the CPU and CUDA kernels of these ops (defined in ops/<op>.cpp).
 void check_octave_resample_args(const at::Tensor& x, at::IntArrayRef size);
 void check_dream_update_args(const at::Tensor& image, const at::Tensor& grad, double step_size,
                              std::optional<double> clamp_min, std::optional<double> clamp_max, double eps);

@@ -245,8 +245,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{info['name']}  ({origin}, {kind})")
         print(f"    hooks:   {', '.join(info['hooks']) or '-'}")
         print(f"    effects: {', '.join(info['effects']) or '-'}")
-        if info["weights"]:
-            print(f"    weights: {', '.join(info['weights'])}")
+        for kind in ("backbones", "detectors", "weights"):
+            if info[kind]:
+                print(f"    {kind}: {', '.join(info[kind])}")
     for name in sorted(host.skipped):
         print(f"{name}  (disabled by DREAMKIT_DISABLE_PLUGINS)")
     for failure in failures:

@@ -52,6 +52,15 @@ def dreamkit_register_backbones(register: Callable[[Any], None]) -> None:
     """
 
 
+@hookspec
+def dreamkit_register_detectors(register: Callable[[Any], None]) -> None:
+    """Register box detectors by name: ``register(Detector(name, build, categories, ...))`` with a
+    :class:`dreamkit.models.Detector`; ``detect:what=objects,model=NAME`` then runs it. Register
+    its weights with ``dreamkit_register_weights``. A name already taken is a load failure of the
+    later plugin. Fires once per plugin when the plugin manager loads it.
+    """
+
+
 @hookspec(firstresult=True)
 def dreamkit_run_step(effect: "Effect", image: Any, context: "RunContext") -> Any:
     """Run one pipeline step: apply ``effect`` to ``image`` (1×C×H×W float tensor, 0..1).

@@ -45,6 +45,7 @@ class PluginInfo:
     effects: list[str] = field(default_factory=list)
     weights: list[str] = field(default_factory=list)
     backbones: list[str] = field(default_factory=list)
+    detectors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +98,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.effects: dict[str, type[Effect]] = {}
         self.backbones: dict[str, Any] = {}  # name -> dreamkit.models.Backbone
+        self.detectors: dict[str, Any] = {}  # name -> dreamkit.models.Detector
         self.failures: list[PluginFailure] = []
         self.skipped: list[str] = []  # disabled by name
         self._info: dict[str, PluginInfo] = {}
@@ -161,6 +163,7 @@ class PluginHost:
         try:
             info.effects = self._collect_effects(plugin)
             info.backbones = self._collect_backbones(plugin)
+            info.detectors = self._collect_detectors(plugin)
             info.weights = self._collect_weights(plugin)
         except Exception as exc:
             self.pm.unregister(plugin)
@@ -168,6 +171,8 @@ class PluginHost:
                 self.effects.pop(effect, None)
             for backbone in info.backbones:
                 self.backbones.pop(backbone, None)
+            for detector in info.detectors:
+                self.detectors.pop(detector, None)
             self.weights.forget(plugin)
             return self._fail(name, distribution, version, str(exc) if isinstance(exc, _Clash) else f"hook raised {type(exc).__name__}: {exc}")
         self._info[name] = info
@@ -215,22 +220,35 @@ class PluginHost:
     def _collect_backbones(self, plugin: Any) -> list[str]:
         from .models import Backbone, torchvision_backbone_names
 
-        added: list[str] = []
+        return self._collect_named(plugin, "dreamkit_register_backbones", Backbone, self.backbones, "backbone",
+                                   reserved=torchvision_backbone_names())
 
-        def register(backbone: Backbone) -> None:
-            if not isinstance(backbone, Backbone):
-                raise TypeError(f"register() takes a dreamkit.models.Backbone, not {type(backbone).__name__}")
-            if backbone.name in self.backbones or backbone.name in torchvision_backbone_names():
-                owner = "torchvision" if backbone.name not in self.backbones else "another plugin"
-                raise _Clash(f"backbone name '{backbone.name}' is already taken by {owner}")
-            self.backbones[backbone.name] = backbone
-            added.append(backbone.name)
+    def _collect_detectors(self, plugin: Any) -> list[str]:
+        from .models import Detector
+
+        return self._collect_named(plugin, "dreamkit_register_detectors", Detector, self.detectors, "detector")
+
+    def _collect_named(self, plugin: Any, hook_name: str, kind: type, registry: dict[str, Any], what: str,
+                       reserved: Iterable[str] = ()) -> list[str]:
+        """Call ``plugin``'s ``hook_name`` with a ``register`` that adds ``kind`` objects to
+        ``registry`` by name; a name already taken (or ``reserved``) is a clash. All or nothing."""
+        added: list[str] = []
+        reserved = set(reserved)
+
+        def register(item: Any) -> None:
+            if not isinstance(item, kind):
+                raise TypeError(f"register() takes a {kind.__module__}.{kind.__name__}, not {type(item).__name__}")
+            if item.name in registry or item.name in reserved:
+                owner = "another plugin" if item.name in registry else "torchvision"
+                raise _Clash(f"{what} name '{item.name}' is already taken by {owner}")
+            registry[item.name] = item
+            added.append(item.name)
 
         try:
-            self._call_registration(plugin, "dreamkit_register_backbones", register)
+            self._call_registration(plugin, hook_name, register)
         except BaseException:
             for name in added:
-                self.backbones.pop(name, None)
+                registry.pop(name, None)
             raise
         return added
 

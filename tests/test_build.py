@@ -77,6 +77,7 @@ def test_find_cuda_home_prefers_a_real_toolkit(build_script, toolkit, tmp_path):
 def test_sources(build_script):
     cpu = build_script.collect_sources(False)
     assert "csrc/bindings.cpp" in cpu and not any(s.endswith(".cu") for s in cpu)
+    assert {"csrc/ops/dream_update.cpp", "csrc/ops/gram.cpp", "csrc/ops/octave_resample.cpp"} <= set(cpu)
     assert any(s.endswith(".cu") for s in build_script.collect_sources(True))
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dreamkit import Effect, Pipeline, hookimpl, hookspecs
-from dreamkit.errors import PluginError
+from dreamkit.errors import ParameterError, PluginError
 from dreamkit.plugins import hook_names
 from dreamkit.weights import FolderSource, WeightsEntry
 
@@ -136,6 +136,53 @@ def test_hook_dreamkit_register_backbones(register_plugin, dreamkit_host, dreamk
         with pytest.raises(PluginError, match=message):
             dreamkit_host.register(plugin, name=type(plugin).__name__)
     assert dreamkit_host.backbones["tinynet"] is tiny
+
+
+class FixedBoxes(torch.nn.Module):
+    """A 'detector' that always finds the same three boxes, two of them overlapping."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, images):
+        boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [2, 2, 8, 8]]) * self.scale
+        return [{"boxes": boxes, "scores": torch.tensor([0.9, 0.8, 0.7, 0.3]), "labels": torch.tensor([1, 1, 2, 2])}]
+
+
+def test_hook_dreamkit_register_detectors(register_plugin, dreamkit_host, dreamkit_image):
+    from dreamkit.models import Detector, load_detector
+    from dreamkit_detect import Detect
+
+    fixed = Detector("fixedboxes", FixedBoxes, ["background", "thing", "other"], default_iou=0.5)
+
+    class Plugin:
+        @hookimpl
+        def dreamkit_register_detectors(self, register):
+            register(fixed)
+
+    register_plugin(Plugin(), name="fixed-detector")
+    assert dreamkit_host.detectors["fixedboxes"] is fixed
+    assert {p.name: p for p in dreamkit_host.plugins()}["fixed-detector"].detectors == ["fixedboxes"]
+    assert not load_detector("fixedboxes", "random").training
+    run = Pipeline([Detect(what="objects", model="fixedboxes", weights="random")]).run(dreamkit_image, device="cpu")
+    record = run.results[0][0]
+    # score >= 0.5 drops the 0.3 box; per-class NMS at 0.5 drops the second 'thing' (IoU 0.68)
+    assert [(d["label"], d["score"], d["box"]) for d in record["detections"]] == [
+        ("thing", 0.9, [0.0, 0.0, 10.0, 10.0]), ("other", 0.7, [20.0, 20.0, 30.0, 30.0])]
+    loose = Pipeline([Detect(what="objects", model="fixedboxes", weights="random", iou_threshold=0.9,
+                             score_threshold=0.2, classes=["thing"])]).run(dreamkit_image, device="cpu")
+    assert [d["score"] for d in loose.results[0][0]["detections"]] == [0.9, 0.8]
+    with pytest.raises(ParameterError, match="'dog' is not a label of fixedboxes"):
+        Detect(what="objects", model="fixedboxes", classes=["dog"])
+
+    class Again:
+        @hookimpl
+        def dreamkit_register_detectors(self, register):
+            register(Detector("fixedboxes", FixedBoxes, ["x"]))
+
+    with pytest.raises(PluginError, match="detector name 'fixedboxes' is already taken by another plugin"):
+        dreamkit_host.register(Again(), name="again")
 
 
 def test_hook_dreamkit_run_step(register_plugin, dreamkit_host, dreamkit_image):

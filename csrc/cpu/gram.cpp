@@ -111,12 +111,6 @@ std::string gram_cpu_method() {
   return "symmetric blocks, GEMM only (no syrk reachable)";
 }
 
-at::Tensor gram_features(const at::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 || x.dim() == 4,
-              "dreamkit::gram_matrix: x must be (B, C, H, W) or (B, C, N); got ", x.dim(), " dims ", x.sizes());
-  TORCH_CHECK(x.is_floating_point(), "dreamkit::gram_matrix: x must be a floating-point tensor; got ", x.scalar_type());
-  return x.flatten(2).contiguous();  // (B, C, N); flatten, unlike reshape(-1), allows B = 0
-}
 
 at::Tensor gram_matrix_cpu(const at::Tensor& x, bool normalize) {
   TORCH_CHECK(x.device().is_cpu(), "dreamkit::gram_matrix (CPU kernel): x is on ", x.device());
@@ -135,17 +129,6 @@ at::Tensor gram_matrix_cpu(const at::Tensor& x, bool normalize) {
   return gram;
 }
 
-std::tuple<at::Tensor, at::Tensor> gram_mse_loss_from_gram(const at::Tensor& gram, const at::Tensor& target) {
-  TORCH_CHECK(target.dim() == 2 || target.dim() == 3,
-              "dreamkit::gram_mse_loss: target must be (C, C) or (B, C, C); got ", target.sizes());
-  TORCH_CHECK(target.size(-1) == gram.size(-1) && target.size(-2) == gram.size(-2) &&
-                  (target.dim() == 2 || target.size(0) == gram.size(0) || target.size(0) == 1),
-              "dreamkit::gram_mse_loss: target has shape ", target.sizes(), " but the Gram matrix of x has shape ",
-              gram.sizes());
-  at::Tensor diff = gram.sub_(target.to(gram.scalar_type()));  // gram is a fresh tensor: reuse it
-  at::Tensor loss = diff.numel() ? diff.square().mean() : at::zeros({}, diff.options());
-  return {loss, diff};
-}
 
 std::tuple<at::Tensor, at::Tensor> gram_mse_loss_cpu(const at::Tensor& x, const at::Tensor& target, bool normalize) {
   return gram_mse_loss_from_gram(gram_matrix_cpu(x, normalize), target);

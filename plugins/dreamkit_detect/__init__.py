@@ -2,7 +2,8 @@
 
 * ``effect.py``: the :class:`Detect` effect (parameters, records, drawing).
 * ``mtcnn.py``: the MTCNN face cascade, real and offline with the verified Caffe-derived weights.
-* ``objects.py``: torchvision's COCO detectors with per-call thresholds.
+* ``objects.py``: detection with any registered detector; torchvision's COCO detectors registered
+  with per-call thresholds.
 * ``catalog.py``: the weights this plugin owns and registers (MTCNN, the COCO detectors).
 """
 
@@ -13,14 +14,21 @@ from dreamkit import hookimpl
 from .catalog import COCO_WEIGHTS, MTCNN_WEIGHTS
 from .effect import Detect
 from .mtcnn import LANDMARKS, MTCNN, FaceDetections, MTCNNSettings
-from .objects import ObjectDetections, detect_objects
+from .objects import TORCHVISION_DETECTOR_SPECS, TORCHVISION_DETECTORS, ObjectDetections, detect_objects
 
-__all__ = ["Detect", "FaceDetections", "LANDMARKS", "MTCNN", "MTCNNSettings", "ObjectDetections", "detect_objects"]
+__all__ = ["Detect", "FaceDetections", "LANDMARKS", "MTCNN", "MTCNNSettings", "ObjectDetections",
+           "TORCHVISION_DETECTORS", "detect_objects"]
 
 
 @hookimpl
 def dreamkit_register_effects(register):
     register(Detect)
+
+
+@hookimpl
+def dreamkit_register_detectors(register):
+    for detector in TORCHVISION_DETECTOR_SPECS:
+        register(detector)
 
 
 @hookimpl

@@ -14,9 +14,8 @@ from dreamkit import Effect, Param
 from dreamkit.annotate import Box, draw_boxes
 from dreamkit.errors import DreamkitError, ParameterError
 from dreamkit.io import as_rgb
-from dreamkit.models import DETECTORS, load_detector
+from dreamkit.models import Detector, detector_names, load_detector, registered_detector
 from dreamkit.plugins import PluginHost, get_host
-from .catalog import COCO_CATEGORIES
 
 from .mtcnn import LANDMARKS, MTCNN, MTCNNSettings
 from .objects import default_iou, detect_objects
@@ -30,9 +29,9 @@ DEFAULT_SCORE = {"faces": 0.9, "objects": 0.5}
 FACE_IOU = 0.7
 
 
-def _coco_labels() -> list[str]:
-    """The COCO class names a filter may use (no background, no N/A slots)."""
-    return [name for name in COCO_CATEGORIES if name not in ("__background__", "N/A")]
+def _labels(categories) -> list[str]:
+    """The class names a filter may use (no background, no N/A slots)."""
+    return [name for name in categories if name not in ("__background__", "N/A")]
 
 
 class Detect(Effect):
@@ -47,8 +46,8 @@ class Detect(Effect):
     summary = "Detect faces (MTCNN, offline) or COCO objects; boxes, scores, landmarks."
 
     what = Param(str, "faces", choices=("faces", "objects"), help="faces (MTCNN) or objects (COCO classes)")
-    model = Param(str, "auto", choices=("auto", *FACE_MODELS, *DETECTORS),
-                  help="auto: mtcnn for faces, fasterrcnn_mobilenet_v3_large_fpn for objects")
+    model = Param(str, "auto", help="auto: mtcnn for faces, fasterrcnn_mobilenet_v3_large_fpn for objects; any "
+                                    "registered detector (`dreamkit plugins` lists them)")
     weights = Param(str, "default", help="'default', 'random', a registered name, or a weights file (objects)")
     score_threshold = Param(float, None, min=0.0, max=1.0, help="minimum score (default 0.9 faces, 0.5 objects)")
     iou_threshold = Param(float, None, min=0.0, max=1.0, help="NMS overlap above which the weaker box goes (default: the model's)")
@@ -61,18 +60,22 @@ class Detect(Effect):
         model = self.model_name
         if self.what == "faces" and model not in FACE_MODELS:
             raise self.invalid("model", f"what='faces' needs a face model: {', '.join(FACE_MODELS)} (or auto)")
-        if self.what == "objects" and model not in DETECTORS:
-            raise self.invalid("model", f"what='objects' needs a COCO detector: {', '.join(DETECTORS)} (or auto)")
+        if self.what == "objects" and model not in detector_names():
+            close = [n for n in detector_names() if n.startswith(model)][:3] or \
+                difflib.get_close_matches(model, detector_names(), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise self.invalid("model", f"what='objects' needs a registered detector; {hint}"
+                                        f"allowed: {', '.join(detector_names()) or 'none'} (or auto)")
         if self.what == "faces" and self.weights not in ("default", "random"):
             raise self.invalid("weights", "MTCNN uses its three registered files (mtcnn_pnet/rnet/onet.V1); "
                                           "expected 'default' or 'random'")
-        known = ["face"] if self.what == "faces" else _coco_labels()
+        known = ["face"] if self.what == "faces" else _labels(registered_detector(model).categories)
         for label in self.classes:
             if label not in known:
                 close = difflib.get_close_matches(label, known, n=3)
                 hint = f"did you mean {', '.join(close)}? " if close else ""
-                kind = "face" if self.what == "faces" else "COCO"
-                raise self.invalid("classes", f"{label!r} is not a {kind} label; {hint}"
+                kind = "a face label" if self.what == "faces" else f"a label of {model}"
+                raise self.invalid("classes", f"{label!r} is not {kind}; {hint}"
                                               f"allowed: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}")
 
     @property
@@ -99,7 +102,7 @@ class Detect(Effect):
         if self.what == "faces":
             records = self._faces(network, image)
         else:
-            records = self._objects(network, image)
+            records = self._objects(network, image, registered_detector(self.model_name, host))
         if self.classes:
             records = [r for r in records if r["label"] in self.classes]
         return records[: self.max_detections]
@@ -117,12 +120,13 @@ class Detect(Effect):
                                           found.landmarks[keep].tolist())
         ]
 
-    def _objects(self, network: nn.Module, image: torch.Tensor) -> list[dict[str, Any]]:
-        iou = default_iou(network, self.model_name) if self.iou_threshold is None else self.iou_threshold
+    def _objects(self, network: nn.Module, image: torch.Tensor, detector: Detector) -> list[dict[str, Any]]:
+        iou = default_iou(network, detector) if self.iou_threshold is None else self.iou_threshold
         limit = self.max_detections if not self.classes else max(self.max_detections, 300)  # filtered later
-        found = detect_objects(network, self.model_name, image, score=self.score, iou=iou, limit=limit)
+        found = detect_objects(network, detector, image, score=self.score, iou=iou, limit=limit)
         return [
-            {"label": COCO_CATEGORIES[index], "index": index, "score": _round(score, 4), "box": [_round(v) for v in box]}
+            {"label": detector.categories[index], "index": index, "score": _round(score, 4),
+             "box": [_round(v) for v in box]}
             for box, score, index in zip(found.boxes.tolist(), found.scores.tolist(), found.labels.tolist())
         ]
 

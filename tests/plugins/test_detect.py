@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 
 from dreamkit import ParameterError, Pipeline, load_image
 from dreamkit.annotate import label_colour
-from dreamkit.models import DETECTORS
+from dreamkit_detect import TORCHVISION_DETECTORS as DETECTORS
 from dreamkit_detect.catalog import COCO_CATEGORIES
 from dreamkit_detect import LANDMARKS, MTCNN, Detect
 
@@ -208,10 +208,11 @@ def test_missing_coco_weights_are_a_clear_error(weights_home, small_photo):
 
 @pytest.mark.parametrize("params, match", [
     ({"what": "cars"}, r"parameter 'what' = 'cars' is not allowed; expected one of 'faces', 'objects'"),
-    ({"what": "objects", "model": "mtcnn"}, r"parameter 'model' = 'mtcnn' is not allowed; what='objects' needs a COCO detector"),
+    ({"what": "objects", "model": "mtcnn"}, r"parameter 'model' = 'mtcnn' is not allowed; what='objects' needs a registered detector; allowed: fasterrcnn"),
     ({"model": "ssd300_vgg16"}, r"parameter 'model' = 'ssd300_vgg16' is not allowed; what='faces' needs a face model"),
-    ({"model": "yolo"}, r"parameter 'model' = 'yolo' is not allowed; expected one of 'auto', 'mtcnn'"),
-    ({"what": "objects", "classes": ["dgo"]}, r"parameter 'classes' = \['dgo'\] is not allowed; 'dgo' is not a COCO label; did you mean dog"),
+    ({"model": "yolo"}, r"parameter 'model' = 'yolo' is not allowed; what='faces' needs a face model: mtcnn"),
+    ({"what": "objects", "model": "retinanet"}, r"needs a registered detector; did you mean retinanet_resnet50_fpn"),
+    ({"what": "objects", "classes": ["dgo"]}, r"parameter 'classes' = \['dgo'\] is not allowed; 'dgo' is not a label of fasterrcnn_mobilenet_v3_large_fpn; did you mean dog"),
     ({"classes": ["person"]}, r"'person' is not a face label; allowed: face"),
     ({"score_threshold": 1.5}, r"parameter 'score_threshold' = 1.5 is not allowed; expected a number >= 0.0 and <= 1.0"),
     ({"max_detections": 0}, r"parameter 'max_detections' = 0"),
@@ -262,7 +263,8 @@ def test_tiny_and_single_channel_images(astronaut):
 @pytest.mark.parametrize("name", DETECTORS)
 def test_every_detector_builds_and_exposes_its_thresholds(name):
     from dreamkit.models import load_detector
+    from dreamkit.models import registered_detector
     from dreamkit_detect.objects import default_iou
 
     model = load_detector(name, "random")
-    assert 0.4 <= default_iou(model, name) <= 0.6  # torchvision's own NMS setting, read where it lives
+    assert 0.4 <= default_iou(model, registered_detector(name)) <= 0.6  # torchvision's own NMS setting, read where it lives
