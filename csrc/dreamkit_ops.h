@@ -33,6 +33,25 @@ inline at::MemoryFormat kernel_format(const at::Tensor& x) {
   return is_channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// The one description of the image layout every CPU kernel works in (cuda/kernels.h's Rows is the
+// same for the CUDA kernels): a tensor contiguous in kernel_format is `rows` rows of `width`
+// pixels of `pixel` elements (pixel = 1 for NCHW, C for channels_last), grouped into planes of
+// `height` rows (a plane is one channel of one image for NCHW, one whole image for NHWC).
+struct RowLayout {
+  int64_t rows, height, width, pixel;
+  int64_t row_len() const { return width * pixel; }
+  // Row y of the plane that row r belongs to.
+  int64_t row_in_plane(int64_t r, int64_t y) const { return r / height * height + y; }
+};
+
+// The layout of x (..., H, W) once contiguous in its kernel format. channels_last is passed, not
+// read from x: a 1x1 image is both contiguous and channels_last, and an output must follow its input.
+inline RowLayout row_layout(const at::Tensor& x, bool channels_last) {
+  const int64_t height = x.size(-2), width = x.size(-1), pixel = channels_last ? x.size(1) : 1;
+  const int64_t row_len = width * pixel;
+  return {row_len > 0 ? x.numel() / row_len : 0, height, width, pixel};
+}
+
 // The two schemas of an elementwise update (functional and in place) over one kernel
 // `write(in, out)`, where in and out are contiguous in kernel_format and out may be in itself.
 template <typename Write>

@@ -47,36 +47,36 @@ DREAMKIT_CPU_CLONES void step_row_f32(const float* in, const float* __restrict g
   step_row<float, float>(in, g, out, n, k, low, high);
 }
 
+// The image's rows (dreamkit::RowLayout) and the groups that get their own mean |grad|: one per
+// sample of a 4-D batch, whatever the memory format (a group is a contiguous run of rows).
 struct Geometry {
-  int64_t rows, row_len, H, W, pixel, groups;
-  int64_t group_of(int64_t row) const { return row * row_len / (rows * row_len / groups); }
+  dreamkit::RowLayout rows;
+  int64_t groups;
+  int64_t group_of(int64_t row) const { return row / (rows.rows / groups); }
 };
 
 Geometry geometry_of(const at::Tensor& image, bool channels_last) {
-  const int64_t W = image.size(-1), H = image.size(-2);
-  const int64_t pixel = channels_last ? image.size(1) : 1;
-  const int64_t row_len = W * pixel;
-  const int64_t groups = image.dim() == 4 ? image.size(0) : 1;
-  return {image.numel() / row_len, row_len, H, W, pixel, groups};
+  return {dreamkit::row_layout(image, channels_last), image.dim() == 4 ? image.size(0) : 1};
 }
 
 template <typename scalar_t>
 std::vector<double> step_per_group(const scalar_t* grad, const Geometry& g, double step_size, double eps) {
   using acc_t = at::opmath_type<scalar_t>;
-  std::vector<double> row_sums(g.rows);
-  at::parallel_for(0, g.rows, std::max<int64_t>(1, 16384 / g.row_len), [&](int64_t begin, int64_t end) {
+  const int64_t row_len = g.rows.row_len();
+  std::vector<double> row_sums(g.rows.rows);
+  at::parallel_for(0, g.rows.rows, std::max<int64_t>(1, 16384 / row_len), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const scalar_t* row = grad + r * g.row_len;
+      const scalar_t* row = grad + r * row_len;
       if constexpr (std::is_same_v<scalar_t, float>) {
-        row_sums[r] = abs_sum_f32(row, g.row_len);
+        row_sums[r] = abs_sum_f32(row, row_len);
       } else {
-        row_sums[r] = abs_sum<scalar_t, acc_t>(row, g.row_len);
+        row_sums[r] = abs_sum<scalar_t, acc_t>(row, row_len);
       }
     }
   });
   std::vector<double> steps(g.groups, 0.0);
-  for (int64_t r = 0; r < g.rows; ++r) steps[g.group_of(r)] += row_sums[r];
-  const double group_numel = static_cast<double>(g.rows * g.row_len / g.groups);
+  for (int64_t r = 0; r < g.rows.rows; ++r) steps[g.group_of(r)] += row_sums[r];
+  const double group_numel = static_cast<double>(g.rows.rows * row_len / g.groups);
   for (double& s : steps) s = step_size / (s / group_numel + eps);
   return steps;
 }
@@ -88,20 +88,20 @@ void update(const scalar_t* image, const scalar_t* grad, scalar_t* out, const Ge
   const std::vector<double> steps = step_per_group(grad, g, step_size, eps);
   const acc_t low = static_cast<acc_t>(lo), high = static_cast<acc_t>(hi);
   // Output element x of a row reads gradient element x + sx (wrapping): two straight segments.
-  const int64_t split = (g.W - sx) * g.pixel, offset = sx * g.pixel;
-  at::parallel_for(0, g.rows, std::max<int64_t>(1, 16384 / g.row_len), [&](int64_t begin, int64_t end) {
+  const dreamkit::RowLayout& l = g.rows;
+  const int64_t row_len = l.row_len(), split = (l.width - sx) * l.pixel, offset = sx * l.pixel;
+  at::parallel_for(0, l.rows, std::max<int64_t>(1, 16384 / row_len), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t plane = r / g.H, y = r % g.H;
-      const scalar_t* src = grad + (plane * g.H + (y + sy) % g.H) * g.row_len;
-      const scalar_t* in = image + r * g.row_len;
-      scalar_t* o = out + r * g.row_len;
+      const scalar_t* src = grad + l.row_in_plane(r, (r % l.height + sy) % l.height) * row_len;
+      const scalar_t* in = image + r * row_len;
+      scalar_t* o = out + r * row_len;
       const acc_t k = static_cast<acc_t>(steps[g.group_of(r)]);
       if constexpr (std::is_same_v<scalar_t, float>) {
         step_row_f32(in, src + offset, o, split, k, low, high);
-        step_row_f32(in + split, src, o + split, g.row_len - split, k, low, high);
+        step_row_f32(in + split, src, o + split, row_len - split, k, low, high);
       } else {
         step_row<scalar_t, acc_t>(in, src + offset, o, split, k, low, high);
-        step_row<scalar_t, acc_t>(in + split, src, o + split, g.row_len - split, k, low, high);
+        step_row<scalar_t, acc_t>(in + split, src, o + split, row_len - split, k, low, high);
       }
     }
   });
@@ -114,7 +114,7 @@ void run(const at::Tensor& image, const at::Tensor& grad, at::Tensor& out, int64
   const at::Tensor g = grad.contiguous(format);
   if (image.numel() == 0) return;
   const Geometry geo = geometry_of(image, format == at::MemoryFormat::ChannelsLast);
-  const int64_t sy = dreamkit::wrap_shift(shift_y, geo.H), sx = dreamkit::wrap_shift(shift_x, geo.W);
+  const int64_t sy = dreamkit::wrap_shift(shift_y, geo.rows.height), sx = dreamkit::wrap_shift(shift_x, geo.rows.width);
   const double inf = std::numeric_limits<double>::infinity();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, image.scalar_type(), "dreamkit::dream_update", [&] {
     update<scalar_t>(image.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),

@@ -20,23 +20,19 @@ at::Tensor jitter_cpu(const at::Tensor& x, int64_t shift_y, int64_t shift_x) {
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(format));
   if (x.numel() == 0) return out;
 
-  const int64_t H = x.size(-2), W = x.size(-1);
-  const int64_t sy = dreamkit::wrap_shift(shift_y, H), sx = dreamkit::wrap_shift(shift_x, W);
-  // A "pixel" is the unit that moves together: one element (NCHW) or C elements (NHWC).
-  const int64_t pixel = channels_last ? x.size(1) : 1;
-  const int64_t rows = x.numel() / (W * pixel);  // planes * H, or N * H for NHWC
+  const dreamkit::RowLayout l = dreamkit::row_layout(x, channels_last);
+  const int64_t sy = dreamkit::wrap_shift(shift_y, l.height), sx = dreamkit::wrap_shift(shift_x, l.width);
   const int64_t item = static_cast<int64_t>(x.element_size());
-  const int64_t row_bytes = W * pixel * item;
-  const int64_t tail_bytes = sx * pixel * item;      // the last sx pixels of the source row...
+  const int64_t row_bytes = l.row_len() * item;
+  const int64_t tail_bytes = sx * l.pixel * item;     // the last sx pixels of the source row...
   const int64_t head_bytes = row_bytes - tail_bytes;  // ...wrap to the front
   const char* src = static_cast<const char*>(in.const_data_ptr());
   char* dst = static_cast<char*>(out.mutable_data_ptr());
   const int64_t grain = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(row_bytes, 1));
 
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, l.rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t plane = r / H, y = r % H;
-      const int64_t source_row = plane * H + (y - sy + H) % H;
+      const int64_t source_row = l.row_in_plane(r, (r % l.height - sy + l.height) % l.height);
       const char* s = src + source_row * row_bytes;
       char* d = dst + r * row_bytes;
       std::memcpy(d + tail_bytes, s, static_cast<size_t>(head_bytes));

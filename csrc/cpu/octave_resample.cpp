@@ -87,13 +87,15 @@ struct Columns {
 // output rows rarely share source rows, so blend the two source rows first (contiguous) and
 // resample the blend horizontally: one gather per output row instead of two.
 template <typename scalar_t>
-void resample(const at::Tensor& in, at::Tensor& out, int64_t pixel, int64_t shift_y, int64_t shift_x) {
+void resample(const at::Tensor& in, at::Tensor& out, bool channels_last, int64_t shift_y, int64_t shift_x) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t Hi = in.size(-2), Wi = in.size(-1), Ho = out.size(-2), Wo = out.size(-1);
-  const AxisTable<acc_t> ys(Hi, Ho, shift_y), xs(Wi, Wo, shift_x);
+  const dreamkit::RowLayout source = dreamkit::row_layout(in, channels_last);
+  const dreamkit::RowLayout target = dreamkit::row_layout(out, channels_last);
+  const int64_t Hi = source.height, Ho = target.height, pixel = source.pixel;
+  const AxisTable<acc_t> ys(Hi, Ho, shift_y), xs(source.width, target.width, shift_x);
   const Columns<acc_t> columns(xs);
-  const int64_t out_row = Wo * pixel, in_row = Wi * pixel;
-  const int64_t rows = out.numel() / out_row;  // planes * Ho (NCHW) or N * Ho (NHWC)
+  const int64_t out_row = target.row_len(), in_row = source.row_len();
+  const int64_t rows = target.rows;
   const scalar_t* src = in.const_data_ptr<scalar_t>();
   scalar_t* dst = out.mutable_data_ptr<scalar_t>();
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(out_row, 1));
@@ -134,9 +136,9 @@ at::Tensor octave_resample_cpu(const at::Tensor& x, at::IntArrayRef size, int64_
   const at::Tensor in = x.contiguous(format);
   at::Tensor out = at::empty({x.size(0), x.size(1), size[0], size[1]}, x.options().memory_format(format));
   if (out.numel() == 0) return out;
-  const int64_t pixel = channels_last ? x.size(1) : 1;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dreamkit::octave_resample", [&] {
-    resample<scalar_t>(in, out, pixel, dreamkit::wrap_shift(shift_y, size[0]), dreamkit::wrap_shift(shift_x, size[1]));
+    resample<scalar_t>(in, out, channels_last, dreamkit::wrap_shift(shift_y, size[0]),
+                       dreamkit::wrap_shift(shift_x, size[1]));
   });
   return out;
 }
