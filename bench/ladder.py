@@ -70,7 +70,7 @@ def describe_cpu() -> str:
     """The CPU a figure is from: model name, torch's vector capability, threads, torch version."""
     import torch
 
-    from dreamkit.precision import cpu_name
+    from dreamkit.runtime import cpu_name
 
     return (f"{cpu_name()}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
             f"{torch.get_num_threads()} threads, torch {torch.__version__}")

@@ -14,31 +14,19 @@ of a fast recipe computes in the same precision).
 from __future__ import annotations
 
 import logging
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 from .memo import remembered
+from .runtime import cpu_name
 
 log = logging.getLogger("dreamkit.precision")
 
 #: bf16 must be at least this much faster than fp32 to be chosen (noise margin).
 REQUIRED_GAIN = 1.15
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_key() -> str:

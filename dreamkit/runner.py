@@ -114,7 +114,7 @@ def make_recipe(pipeline: Pipeline, seed: int, device: torch.device, source: dic
 def platform_facts(device: torch.device) -> dict[str, Any]:
     """What besides the recipe can change the last bits of a result: float sums are grouped by
     thread count, vector width (the CPU capability torch dispatches to) and the device's kernels."""
-    from .precision import cpu_name
+    from .runtime import cpu_name
 
     facts: dict[str, Any] = {"threads": torch.get_num_threads(),
                              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_name()}

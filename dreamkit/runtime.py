@@ -1,4 +1,5 @@
-"""Process-wide runtime tuning, in one place: thread count and keeping freed memory.
+"""Process-wide runtime tuning, in one place: thread count and keeping freed memory (and the
+CPU's name, which recipes and benchmarks record beside the thread count).
 
 glibc returns large freed blocks to the operating system, so every step of an iterative effect
 page-faults its activations back in; on this project's reference CPU that alone made MobileNetV2
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 # mallopt parameter numbers from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
@@ -35,6 +38,19 @@ class RuntimeSettings:
     threads: int
     keep_freed_memory: bool
     reason: str
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows. Read once per process:
+    every recipe written records it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def is_glibc_linux() -> bool:

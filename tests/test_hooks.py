@@ -81,6 +81,17 @@ def test_hook_dreamkit_register_weights(register_plugin, dreamkit_host, tmp_path
     assert info.weights == ["tiny.V1", "source:FolderSource"]
 
 
+def registering(hook_name, *items):
+    """A plugin object whose ``hook_name`` registration hook registers ``items``."""
+
+    def hook(self, register):
+        for item in items:
+            register(item)
+
+    hook.__name__ = hook_name
+    return type("Registering", (), {hook_name: hookimpl(hook)})()
+
+
 class TinyNet(torch.nn.Module):
     """A backbone small enough to build in a test: two conv stages and a 10-class head."""
 
@@ -102,12 +113,7 @@ def test_hook_dreamkit_register_backbones(register_plugin, dreamkit_host, dreamk
     tiny = Backbone("tinynet", TinyNet, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize_size=40, crop_size=32,
                     aliases={"stage2": "body.3"})
 
-    class Plugin:
-        @hookimpl
-        def dreamkit_register_backbones(self, register):
-            register(tiny)
-
-    register_plugin(Plugin(), name="tinynets")
+    register_plugin(registering("dreamkit_register_backbones", tiny), name="tinynets")
     assert dreamkit_host.backbones["tinynet"] is tiny
     assert {p.name: p for p in dreamkit_host.plugins()}["tinynets"].backbones == ["tinynet"]
     assert [(i.path, i.alias) for i in list_layers("tinynet")][:5:4] == [("body", None), ("body.3", "stage2")]
@@ -121,20 +127,10 @@ def test_hook_dreamkit_register_backbones(register_plugin, dreamkit_host, dreamk
     record = Pipeline([Classify(backbone="tinynet", weights="random", top_k=3)]).run(dreamkit_image, device="cpu")
     assert [p["label"].startswith("class ") for p in record.results[0][0]["predictions"]] == [True] * 3
 
-    class Taken:
-        @hookimpl
-        def dreamkit_register_backbones(self, register):
-            register(Backbone("resnet50", TinyNet))
-
-    class Again:
-        @hookimpl
-        def dreamkit_register_backbones(self, register):
-            register(Backbone("tinynet", TinyNet))
-
-    for plugin, message in ((Taken(), "backbone name 'resnet50' is already taken by torchvision"),
-                            (Again(), "backbone name 'tinynet' is already taken by another plugin")):
+    for name, message in (("resnet50", "backbone name 'resnet50' is already taken by torchvision"),
+                          ("tinynet", "backbone name 'tinynet' is already taken by another plugin")):
         with pytest.raises(PluginError, match=message):
-            dreamkit_host.register(plugin, name=type(plugin).__name__)
+            dreamkit_host.register(registering("dreamkit_register_backbones", Backbone(name, TinyNet)), name=name)
     assert dreamkit_host.backbones["tinynet"] is tiny
 
 
@@ -156,12 +152,7 @@ def test_hook_dreamkit_register_detectors(register_plugin, dreamkit_host, dreamk
 
     fixed = Detector("fixedboxes", FixedBoxes, ["background", "thing", "other"], default_iou=0.5)
 
-    class Plugin:
-        @hookimpl
-        def dreamkit_register_detectors(self, register):
-            register(fixed)
-
-    register_plugin(Plugin(), name="fixed-detector")
+    register_plugin(registering("dreamkit_register_detectors", fixed), name="fixed-detector")
     assert dreamkit_host.detectors["fixedboxes"] is fixed
     assert {p.name: p for p in dreamkit_host.plugins()}["fixed-detector"].detectors == ["fixedboxes"]
     assert not load_detector("fixedboxes", "random").training
@@ -176,13 +167,9 @@ def test_hook_dreamkit_register_detectors(register_plugin, dreamkit_host, dreamk
     with pytest.raises(ParameterError, match="'dog' is not a label of fixedboxes"):
         Detect(what="objects", model="fixedboxes", classes=["dog"])
 
-    class Again:
-        @hookimpl
-        def dreamkit_register_detectors(self, register):
-            register(Detector("fixedboxes", FixedBoxes, ["x"]))
-
     with pytest.raises(PluginError, match="detector name 'fixedboxes' is already taken by another plugin"):
-        dreamkit_host.register(Again(), name="again")
+        dreamkit_host.register(registering("dreamkit_register_detectors", Detector("fixedboxes", FixedBoxes, ["x"])),
+                               name="again")
 
 
 def test_hook_dreamkit_run_step(register_plugin, dreamkit_host, dreamkit_image):

@@ -60,12 +60,13 @@ class Detect(Effect):
         model = self.model_name
         if self.what == "faces" and model not in FACE_MODELS:
             raise self.invalid("model", f"what='faces' needs a face model: {', '.join(FACE_MODELS)} (or auto)")
-        if self.what == "objects" and model not in detector_names():
-            close = [n for n in detector_names() if n.startswith(model)][:3] or \
-                difflib.get_close_matches(model, detector_names(), n=3)
+        names = detector_names() if self.what == "objects" else []
+        if self.what == "objects" and model not in names:
+            # difflib misses a family name ("retinanet") among long builder names: prefixes first
+            close = [n for n in names if n.startswith(model)][:3] or difflib.get_close_matches(model, names, n=3)
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise self.invalid("model", f"what='objects' needs a registered detector; {hint}"
-                                        f"allowed: {', '.join(detector_names()) or 'none'} (or auto)")
+                                        f"allowed: {', '.join(names) or 'none'} (or auto)")
         if self.what == "faces" and self.weights not in ("default", "random"):
             raise self.invalid("weights", "MTCNN uses its three registered files (mtcnn_pnet/rnet/onet.V1); "
                                           "expected 'default' or 'random'")
