@@ -197,52 +197,54 @@ class PluginHost:
         self.pm.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
 
     def _collect_effects(self, plugin: Any) -> list[str]:
-        added: list[str] = []
-
-        def register(effect_class: type[Effect]) -> None:
+        def check(effect_class: Any) -> str | None:
             check_effect_class(effect_class)
-            name = effect_class.name
-            if name in self.effects:
-                owner = self.effect_owner(name)
-                raise _Clash(f"effect name '{name}' is already registered by plugin '{owner}'")
-            self.effects[name] = effect_class
-            self._owners[name] = plugin
-            added.append(name)
+            if effect_class.name in self.effects:
+                return f"is already registered by plugin '{self.effect_owner(effect_class.name)}'"
+            return None
 
-        try:
-            self._call_registration(plugin, "dreamkit_register_effects", register)
-        except BaseException:
-            for effect in added:
-                self.effects.pop(effect, None)
-            raise
-        return added
+        return self._collect_named(plugin, "dreamkit_register_effects", self.effects, "effect", check,
+                                   on_add=lambda name: self._owners.__setitem__(name, plugin))
 
     def _collect_backbones(self, plugin: Any) -> list[str]:
         from .models import Backbone, torchvision_backbone_names
 
-        return self._collect_named(plugin, "dreamkit_register_backbones", Backbone, self.backbones, "backbone",
-                                   reserved=torchvision_backbone_names())
+        return self._collect_named(plugin, "dreamkit_register_backbones", self.backbones, "backbone",
+                                   self._by_name(Backbone, self.backbones, reserved=torchvision_backbone_names))
 
     def _collect_detectors(self, plugin: Any) -> list[str]:
         from .models import Detector
 
-        return self._collect_named(plugin, "dreamkit_register_detectors", Detector, self.detectors, "detector")
+        return self._collect_named(plugin, "dreamkit_register_detectors", self.detectors, "detector",
+                                   self._by_name(Detector, self.detectors))
 
-    def _collect_named(self, plugin: Any, hook_name: str, kind: type, registry: dict[str, Any], what: str,
-                       reserved: Iterable[str] = ()) -> list[str]:
-        """Call ``plugin``'s ``hook_name`` with a ``register`` that adds ``kind`` objects to
-        ``registry`` by name; a name already taken (or ``reserved``) is a clash. All or nothing."""
-        added: list[str] = []
-        reserved = set(reserved)
-
-        def register(item: Any) -> None:
+    @staticmethod
+    def _by_name(kind: type, registry: dict[str, Any], reserved: Any = tuple) -> Any:
+        """A check for :meth:`_collect_named`: ``kind`` objects, names not taken (nor ``reserved()``)."""
+        def check(item: Any) -> str | None:
             if not isinstance(item, kind):
                 raise TypeError(f"register() takes a {kind.__module__}.{kind.__name__}, not {type(item).__name__}")
-            if item.name in registry or item.name in reserved:
-                owner = "another plugin" if item.name in registry else "torchvision"
-                raise _Clash(f"{what} name '{item.name}' is already taken by {owner}")
+            if item.name in registry:
+                return "is already taken by another plugin"
+            return "is already taken by torchvision" if item.name in reserved() else None
+
+        return check
+
+    def _collect_named(self, plugin: Any, hook_name: str, registry: dict[str, Any], what: str,
+                       check: Any, on_add: Any = None) -> list[str]:
+        """Call ``plugin``'s ``hook_name`` with a ``register`` that adds items to ``registry`` by
+        their ``name``; ``check(item)`` raises for a wrong item or returns why its name clashes.
+        All or nothing: a failure removes what the plugin added."""
+        added: list[str] = []
+
+        def register(item: Any) -> None:
+            clash = check(item)
+            if clash:
+                raise _Clash(f"{what} name '{item.name}' {clash}")
             registry[item.name] = item
             added.append(item.name)
+            if on_add is not None:
+                on_add(item.name)
 
         try:
             self._call_registration(plugin, hook_name, register)
