@@ -24,7 +24,8 @@ from .backbones import (IMAGENET_MEAN, IMAGENET_STD, Backbone, LayerError, Layer
                         check_backbone, freeze, input_normalization, layer_aliases, list_layers, load_backbone,
                         registered_backbone, resolve_layer, resolve_layers, torchvision_backbone_names)
 from .detectors import Detector, detector_names, load_detector, registered_detector
-from .features import FeatureExtractor, fold_batchnorm, fold_batchnorm_in_sequentials, outplace_activations, trace_outputs
+from .features import (FeatureExtractor, fold_batchnorm, fold_batchnorm_in_sequentials, outplace_activations, shared_extractor,
+                       trace_outputs)
 from .loading import default_weights, resolve_weights_key
 from .preprocess import classification_preprocess, weights_categories
 
@@ -33,6 +34,6 @@ __all__ = [
     "Detector", "detector_names", "registered_detector", "IMAGENET_MEAN", "IMAGENET_STD", "FeatureExtractor", "LayerError", "LayerInfo", "backbone_names",
     "build_backbone", "check_backbone", "classification_preprocess", "default_weights", "fold_batchnorm",
     "fold_batchnorm_in_sequentials", "freeze", "layer_aliases", "list_layers", "load_backbone", "load_detector",
-    "outplace_activations", "resolve_layer", "resolve_layers", "resolve_weights_key", "trace_outputs",
+    "outplace_activations", "resolve_layer", "shared_extractor", "resolve_layers", "resolve_weights_key", "trace_outputs",
     "weights_categories",
 ]

@@ -3,6 +3,8 @@ out-of-place activations, channels_last, optional bfloat16, gradients to the inp
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,6 +14,8 @@ from torch import nn
 
 from ..errors import DreamkitError
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, freeze, input_normalization, load_backbone, resolve_layers
+
+log = logging.getLogger("dreamkit.models")
 
 
 def fold_batchnorm_in_sequentials(model: nn.Module) -> int:
@@ -172,3 +176,23 @@ class FeatureExtractor(nn.Module):
             x = x.to(torch.bfloat16)
         out = self.body(x)
         return {layer: out[path].float() if self.bf16 else out[path] for layer, path in self.paths.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def shared_extractor(host: Any, backbone: str, weights: str, layers: tuple[str, ...], fast: bool,
+                     device: str) -> FeatureExtractor:
+    """A :class:`FeatureExtractor` shared by the effects of a process (building one loads and
+    verifies weights and traces the model: worth doing once). Keyed by the host too: two hosts may
+    resolve the same weights name to different files. ``fast``: bfloat16 if it is measured to pay
+    on this machine (:mod:`dreamkit.precision`), else fp32."""
+    from ..precision import bf16_pays, time_extractor_pass
+
+    def make(bf16: bool) -> FeatureExtractor:
+        return FeatureExtractor(backbone, list(layers), weights, bf16=bf16, host=host).to(device)
+
+    bf16 = False
+    if fast:
+        bf16, reason = bf16_pays(torch.device(device), f"{backbone}|{weights}|{','.join(layers)}",
+                                 time_extractor_pass(make, torch.device(device)))
+        log.info("fast mode for %s: %s", backbone, reason)
+    return make(bf16)

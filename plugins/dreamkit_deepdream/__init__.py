@@ -3,17 +3,17 @@
 * ``effect.py``: the :class:`DeepDream` effect (parameters, objective and model set-up, frames).
 * ``dream.py``: the octave loop with detail transfer, jitter and the fused update; ``zoom``.
 * ``objective.py``: layer / channel / guide / class objectives, evaluable tile by tile.
-* ``tiles.py``: exact tiling with receptive-field halos for any image size.
+* ``tiles.py``: the jittered gradient, in one piece or in exact tiles (``dreamkit.tiling``).
 """
 
 from __future__ import annotations
 
 from dreamkit import hookimpl
+from dreamkit.tiling import Geometry, measure_geometry, plan_tiles
 
 from .dream import Settings, dream, octave_sizes, zoom
 from .effect import DeepDream
 from .objective import LayerTerm, Objective
-from .tiles import Geometry, measure_geometry, plan_tiles
 
 __all__ = ["DeepDream", "Geometry", "LayerTerm", "Objective", "Settings", "dream", "measure_geometry",
            "octave_sizes", "plan_tiles", "zoom"]

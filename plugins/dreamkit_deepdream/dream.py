@@ -21,9 +21,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from dreamkit import ops
+from dreamkit.tiling import Geometry, LazyGeometry, activation_counts, auto_tile_size, plan_tiles
 
 from .objective import Objective
-from .tiles import Geometry, LazyGeometry, activation_counts, auto_tile_size, jittered_gradient, plan_tiles
+from .tiles import jittered_gradient
 
 log = logging.getLogger("dreamkit.deepdream")
 

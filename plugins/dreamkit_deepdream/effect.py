@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +12,12 @@ from torch import nn
 from dreamkit import Effect, Param
 from dreamkit.errors import ParameterError
 from dreamkit.io import load_image, save_image
-from dreamkit.models import FeatureExtractor, LayerError, build_backbone, default_weights
-from dreamkit.memo import remembered
+from dreamkit.models import LayerError, build_backbone, default_weights, shared_extractor
 from dreamkit.plugins import PluginHost, get_host
-from dreamkit.precision import bf16_pays, time_extractor_pass
+from dreamkit.tiling import LazyGeometry, feature_shapes, lazy_geometry
 
 from .dream import Settings, dream, zoom
 from .objective import LayerTerm, Objective
-from .tiles import Geometry, LazyGeometry, feature_shapes, measure_geometry
-
-log = logging.getLogger("dreamkit.deepdream")
 
 GUIDE_MAX_SIDE = 512  # the guide's features are taken once, at about this size
 
@@ -86,7 +80,7 @@ class DeepDream(Effect):
         terms = [LayerTerm(layer, weight) for layer, weight in zip(self.layers, weights)]
         objective = Objective(terms, self.mode, classes=class_indices, logits_layer=logits_layer)
         try:
-            extractor = _extractor(host, self.backbone, self.weights, tuple(objective.layers), self.fast,
+            extractor = shared_extractor(host, self.backbone, self.weights, tuple(objective.layers), self.fast,
                                    str(device))
         except LayerError as exc:
             raise ParameterError(f"effect 'deepdream': parameter 'layers' = {self.layers!r}: {exc}") from None
@@ -96,7 +90,7 @@ class DeepDream(Effect):
         if self.guide is not None:
             objective.guide = self._guide_features(extractor, terms, device)
         layers = tuple(objective.layers)
-        return objective, extractor, LazyGeometry(lambda: _geometry(extractor, layers))
+        return objective, extractor, lazy_geometry(extractor, layers)
 
     def _classes(self, host: PluginHost) -> tuple[list[int], str | None]:
         if not self.classes:
@@ -185,35 +179,6 @@ class DeepDream(Effect):
                 save_image(image, folder / name, overwrite=True)
 
         return save
-
-
-@functools.lru_cache(maxsize=4)
-def _extractor(host: PluginHost, backbone: str, weights: str, layers: tuple[str, ...], fast: bool,
-               device: str) -> FeatureExtractor:
-    # Keyed by the host too: two hosts may resolve the same weights name to different files.
-    def make(bf16: bool) -> FeatureExtractor:
-        return FeatureExtractor(backbone, list(layers), weights, bf16=bf16, host=host).to(device)
-
-    bf16 = False
-    if fast:
-        bf16, reason = bf16_pays(torch.device(device), f"{backbone}|{weights}|{','.join(layers)}",
-                                 time_extractor_pass(make, torch.device(device)))
-        log.info("deepdream fast mode: %s", reason)
-    return make(bf16)
-
-
-@functools.lru_cache(maxsize=16)
-def _geometry(extractor: FeatureExtractor, layers: tuple[str, ...]) -> Geometry:
-    def measure() -> dict:
-        shapes = feature_shapes(extractor, 64, 64)
-        if not any(len(shapes[layer]) == 4 for layer in layers):
-            return {"strides": {}, "radius": 0}  # logits only: nothing spatial to align or to extend by a halo
-        measured = measure_geometry(extractor, list(layers))
-        return {"strides": measured.strides, "radius": measured.radius}
-
-    # An architecture's receptive field does not depend on its weights: measured once per machine.
-    known = remembered("receptive-field", f"{extractor.signature}|{','.join(layers)}", measure)
-    return Geometry(known["strides"], known["radius"])
 
 
 def _logits_layer(backbone: str, classes: int, host: PluginHost) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .tiles import Features, Owned
+from dreamkit.tiling import Features, Owned
 
 
 @dataclass

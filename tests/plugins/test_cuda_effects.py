@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from dreamkit import Pipeline, load_image
 from dreamkit_classify import Classify
 from dreamkit_deepdream import DeepDream, Settings, dream, plan_tiles
-from dreamkit_deepdream.tiles import activation_counts, jittered_gradient
+from dreamkit.tiling import activation_counts
+from dreamkit_deepdream.tiles import jittered_gradient
 from dreamkit_detect import Detect
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from dreamkit import DreamkitError, ParameterError, Pipeline, load_image, memo
 from dreamkit_deepdream import DeepDream, Settings, dream, octave_sizes, plan_tiles, zoom
-from dreamkit_deepdream.tiles import (Geometry, activation_counts, auto_tile_size, feature_shapes, jittered_gradient,
-                                      owned_regions, pass_bytes_per_pixel)
+from dreamkit.tiling import (Geometry, activation_counts, auto_tile_size, feature_shapes, owned_regions,
+                             pass_bytes_per_pixel)
+from dreamkit_deepdream.tiles import jittered_gradient
 
 # The package exports the function ``dream``, which hides its module of the same name.
 dream_module = importlib.import_module("dreamkit_deepdream.dream")
-effect_module = importlib.import_module("dreamkit_deepdream.effect")
-tiles_module = importlib.import_module("dreamkit_deepdream.tiles")
+tiling_module = importlib.import_module("dreamkit.tiling")
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_tiles_only_where_memory_needs_them(monkeypatch):
     assert (core + geometry.align + 2 * geometry.halo) ** 2 * per_pixel > budget  # the largest that fits
 
     planned = []
-    real_plan = tiles_module.plan_tiles
+    real_plan = tiling_module.plan_tiles
     monkeypatch.setattr(dream_module, "plan_tiles", lambda *a: planned.append(a[2]) or real_plan(*a))
     image = torch.rand(1, 3, 160, 200, generator=torch.Generator().manual_seed(0))
     dream_with(DeepDream(octaves=1, steps=1), image)
@@ -197,18 +197,18 @@ def test_tiles_only_where_memory_needs_them(monkeypatch):
 
 
 def test_an_untiled_dream_never_measures_the_receptive_field(photo, monkeypatch):
-    effect_module._geometry.cache_clear()
-    monkeypatch.setattr(effect_module, "measure_geometry", lambda *a: pytest.fail("probed without tiles"))
+    tiling_module.extractor_geometry.cache_clear()
+    monkeypatch.setattr(tiling_module, "measure_geometry", lambda *a: pytest.fail("probed without tiles"))
     dream_with(small(layers=["features.9"]), photo)
 
 
 def test_the_receptive_field_is_measured_once_and_remembered(fresh_memo, monkeypatch):
     memo.forget("receptive-field")
-    effect_module._geometry.cache_clear()
+    tiling_module.extractor_geometry.cache_clear()
     _, _, geometry = DeepDream(layers=["features.5"]).build_objective(torch.device("cpu"))
     measured = geometry.halo
-    effect_module._geometry.cache_clear()
-    monkeypatch.setattr(effect_module, "measure_geometry", lambda *a: pytest.fail("measured again"))
+    tiling_module.extractor_geometry.cache_clear()
+    monkeypatch.setattr(tiling_module, "measure_geometry", lambda *a: pytest.fail("measured again"))
     _, _, again = DeepDream(layers=["features.5"]).build_objective(torch.device("cpu"))
     assert again.halo == measured and again.strides == {"features.5": 8}
 
@@ -257,10 +257,10 @@ def test_intermediate_saves(photo, tmp_path):
 
 def test_fast_mode_is_fp32_unless_bf16_pays_here(photo, caplog):
     fp32 = dream_with(small(), photo)
-    with caplog.at_level(logging.INFO, logger="dreamkit.deepdream"):
+    with caplog.at_level(logging.INFO, logger="dreamkit.models"):
         fast = dream_with(small(fast=True), photo)
     _, extractor, _ = small(fast=True).build_objective(torch.device("cpu"))
-    assert "deepdream fast mode: " in caplog.text
+    assert "fast mode for mobilenet_v2: " in caplog.text
     if extractor.bf16:  # chosen by measurement on this CPU: close, not equal
         assert 0 < (fast - fp32).abs().mean() < 0.05
     else:  # never slower than fp32: it *is* fp32
