@@ -67,6 +67,9 @@ class RunContext:
     * ``host``: the run's :class:`~dreamkit.plugins.PluginHost`: effects load weights, models and
       anything else plugins registered through it, never through a global (default: the
       process-wide host, for contexts made by hand).
+    * ``previous_input`` / ``previous_output``: in a frame sequence, this step's input and output
+      for the previous frame (``None`` for a single image and for the first frame). An effect that
+      keeps a sequence coherent (``style``) starts from them; others ignore them.
     """
 
     device: torch.device
@@ -76,6 +79,8 @@ class RunContext:
     step_index: int = 0
     frame_index: int = 0
     host: Any = None
+    previous_input: torch.Tensor | None = None
+    previous_output: torch.Tensor | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     generator: torch.Generator = field(init=False)
 

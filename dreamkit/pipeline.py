@@ -186,15 +186,24 @@ class Pipeline:
         source: str | None = None,
         host: PluginHost | None = None,
     ) -> RunResult:
-        """Run every step on ``image`` and return the frames with their analysis records."""
+        """Run every step on ``image`` and return the frames with their analysis records.
+
+        ``image`` may also be a list of images: a frame sequence (video frames), which every step
+        processes in order, each frame seeing the previous one's input and output."""
         host = host or get_host()
         target = resolve_device(device)
         bars = Progress(progress)
-        frames = [Frame(_as_batch(image).to(target))]
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        if not images:
+            raise ValueError("a pipeline needs an image or a non-empty list of frames")
+        frames = [Frame(_as_batch(item).to(target)) for item in images]
         for step_index, effect in enumerate(self.steps):
             produced: list[Frame] = []
             for frame_index, frame in enumerate(frames):
-                context = RunContext(target, seed, bars, source, step_index, frame_index, host)
+                previous_input = frames[frame_index - 1].image if frame_index else None
+                previous_output = produced[-1].image if frame_index else None
+                context = RunContext(target, seed, bars, source, step_index, frame_index, host,
+                                     previous_input=previous_input, previous_output=previous_output)
                 output = host.hook.dreamkit_run_step(effect=effect, image=frame.image, context=context)
                 records = [{"effect": effect.name, "step": step_index, **record} for record in context.results]
                 for image_out in _check_output(effect, output, frame.image):

@@ -1,0 +1,92 @@
+"""Colour control, both methods of Gatys et al. 2017 ("Controlling Perceptual Factors in Neural
+Style Transfer", section 5):
+
+* **luminance-only transfer**: the style is transferred between luminance images only (the
+  style's luminance first matched to the content's mean and spread), and the result's luminance is
+  combined with the content's chroma (YCbCr, ITU-R BT.601, full range). The output keeps the
+  content's colours exactly, up to rounding and clamping.
+* **colour matching**: before the transfer, the style image's colours are mapped by the affine
+  transform x ↦ A(x − μ_s) + μ_c with A = Σ_c^½ Σ_s^-½ (symmetric square roots), which makes their
+  mean and covariance the content's; the transfer then runs as usual.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# RGB → YCbCr (BT.601, full range, 0..1 with Cb/Cr centred on 0.5).
+_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114],
+                              [-0.168736, -0.331264, 0.5],
+                              [0.5, -0.418688, -0.081312]], dtype=torch.float64)
+_OFFSET = torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64)
+
+
+def rgb_to_ycbcr(image: torch.Tensor) -> torch.Tensor:
+    """(…, 3, H, W) RGB in 0..1 → Y, Cb, Cr (Cb and Cr centred on 0.5)."""
+    matrix = _RGB_TO_YCBCR.to(image)
+    return torch.einsum("ij,...jhw->...ihw", matrix, image) + _OFFSET.to(image).view(3, 1, 1)
+
+
+def ycbcr_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`rgb_to_ycbcr` (not clamped)."""
+    inverse = torch.linalg.inv(_RGB_TO_YCBCR).to(image)
+    return torch.einsum("ij,...jhw->...ihw", inverse, image - _OFFSET.to(image).view(3, 1, 1))
+
+
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """The Y channel (…, 1, H, W) of an RGB image."""
+    return rgb_to_ycbcr(image)[..., :1, :, :]
+
+
+def as_luminance_image(image: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """The luminance of ``image`` as a grey RGB image (what the network sees in luminance-only
+    mode). With ``reference``, the luminance is first shifted and scaled to the reference's
+    luminance mean and standard deviation (the paper's luminance matching of the style)."""
+    y = luminance(image)
+    if reference is not None:
+        ref = luminance(reference)
+        y = (y - y.mean()) * (ref.std() / y.std().clamp_min(1e-6)) + ref.mean()
+    return y.clamp(0, 1).expand(*y.shape[:-3], 3, *y.shape[-2:]).contiguous()
+
+
+def with_chroma(luma_image: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The luminance of ``luma_image`` (grey RGB or colour) with the chroma of ``content``."""
+    ycbcr = rgb_to_ycbcr(content)
+    ycbcr = torch.cat([luminance(luma_image), ycbcr[..., 1:, :, :]], dim=-3)
+    return ycbcr_to_rgb(ycbcr).clamp(0, 1)
+
+
+def match_colour(style: torch.Tensor, content: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
+    """``style`` with its colours' mean and covariance made the content's (computed in float64).
+
+    Unclamped, the match is exact; clamped to 0..1 (as an image must be) it is close wherever
+    the transform keeps colours in range."""
+    s = style.reshape(3, -1).double()
+    c = content.reshape(3, -1).double()
+    mu_s, mu_c = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
+    cov_s, cov_c = _covariance(s - mu_s), _covariance(c - mu_c)
+    transform = _sqrtm(cov_c) @ _inverse_sqrtm(cov_s)
+    matched = (transform @ (s - mu_s) + mu_c).reshape(style.shape).to(style.dtype)
+    return matched.clamp(0, 1) if clamp else matched
+
+
+def colour_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (3,) and covariance (3, 3) of an RGB image's pixels, in float64."""
+    x = image.reshape(3, -1).double()
+    mean = x.mean(1, keepdim=True)
+    return mean[:, 0], _covariance(x - mean)
+
+
+def _covariance(centred: torch.Tensor) -> torch.Tensor:
+    return centred @ centred.T / max(centred.shape[1] - 1, 1)
+
+
+def _sqrtm(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+
+
+def _inverse_sqrtm(matrix: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:
+    # A flat colour channel (a grey style image) has a zero eigenvalue: floored, not divided by 0.
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors @ torch.diag(values.clamp_min(floor).rsqrt()) @ vectors.T

@@ -1,0 +1,345 @@
+"""The ``style`` effect: parameters, checks, the coarse-to-fine loop, colour, masks and sequences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dreamkit import Effect, Param
+from dreamkit.errors import DreamkitError, ParameterError
+from dreamkit.io import load_image, open_image, save_image
+from dreamkit.models import LayerError, shared_extractor
+from dreamkit.plugins import PluginHost
+from dreamkit.tiling import auto_tile_size, lazy_geometry, plan_tiles
+
+from .colour import as_luminance_image, match_colour, with_chroma
+from .loss import LossParts, StyleLoss, StyleTarget, image_terms
+from .optimize import optimise
+
+#: Layers used when none are given: (style layers, content layers). MobileNetV2's block outputs
+#: from each resolution (strides 2, 4, 8, 16, 16/32); VGG's are Gatys et al.'s.
+DEFAULT_LAYERS = {
+    "mobilenet_v2": (["features.2", "features.4", "features.7", "features.11", "features.14"], ["features.11"]),
+    "vgg19": (["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], ["relu4_2"]),
+    "vgg16": (["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], ["relu4_2"]),
+}
+#: Backbones with smooth, non-residual activations: plain Gatys works there, no smoothing by default.
+UNSMOOTHED = ("vgg",)
+SMOOTHING = 4.0  # default softmax temperature, in units of the style activations' std (Wang et al. 2021)
+TEMPERATURE_SIDE = 512  # temperatures are measured on the style images at about this size
+MIN_SIDE = 64  # coarser scales than this are skipped
+CHANGED = 0.03  # a pixel whose input moved more than this (0..1, any channel) is not held by the temporal term
+
+
+@dataclass(frozen=True)
+class Record:
+    """The loss parts after one iteration at one scale (0: the coarsest)."""
+
+    scale: int
+    iteration: int
+    loss: LossParts
+
+
+class Style(Effect):
+    """Neural style transfer (Gatys, Ecker, Bethge 2016) from one or more style images.
+
+    The image is optimised so that its Gram matrices (the style) match the style images' and its
+    deeper activations (the content) match the original's, coarse to fine. Blend weights mix
+    several styles; masks give each style a region; ``color`` keeps the content's colours
+    (luminance-only transfer or colour matching, Gatys et al. 2017). Images of any size are
+    stylised in exact tiles; the frames of a sequence start from the previous result and a
+    temporal term keeps what did not change stable.
+    """
+
+    name = "style"
+    summary = "Neural style transfer (Gatys): blended styles, colour control, masks, exact tiles, sequences."
+    style = Param(list, None, item=str, help="style image(s)")
+    style_weights = Param(list, None, item=float, help="blend weight of each style (default: equal)")
+    style_scale = Param(float, 1.0, min=0.05, max=8.0, help="style image size relative to the output (longest side)")
+    masks = Param(list, None, item=str,
+                  help="one mask image per style (white: where that style goes); pixels no mask covers keep the content")
+    backbone = Param(str, "mobilenet_v2", help="backbone network (its weights must be available)")
+    weights = Param(str, "default", help="'default', a weights key, or a file path")
+    style_layers = Param(list, None, item=str, help="layers whose Gram matrices are matched (default: per backbone)")
+    style_layer_weights = Param(list, None, item=float, help="one weight per style layer (default: 1 each)")
+    content_layers = Param(list, None, item=str, help="layers whose activations are kept (default: per backbone)")
+    content_layer_weights = Param(list, None, item=float, help="one weight per content layer (default: 1 each)")
+    style_weight = Param(float, 100.0, min=0.0, help="weight of the style loss")
+    content_weight = Param(float, 1.0, min=0.0, help="weight of the content loss")
+    tv_weight = Param(float, 20.0, min=0.0, help="weight of the total-variation loss (against the pixel grid of strided networks)")
+    smoothing = Param(float, None, min=0.0,
+                      help="softmax temperature before the Gram matrices, x the style activations' std "
+                           "(0: plain Gatys; default: 4, or 0 for VGG)")
+    normalize = Param(bool, True, help="divide each layer's loss by the size of its target (layers count equally)")
+    color = Param(str, "style", choices=("style", "luminance", "match"),
+                  help="style: the style's colours; luminance: transfer luminance only, keep the content's "
+                       "colours; match: first match the style's colours to the content's")
+    init = Param(str, "content", help="start from 'content', 'noise', or an image file")
+    optimizer = Param(str, "lbfgs", choices=("lbfgs", "adam"), help="optimiser")
+    iterations = Param(int, 100, min=1, max=100000, help="iterations at each scale")
+    learning_rate = Param(float, 0.02, gt=0.0, max=1.0, help="Adam's step size (0..1 pixel scale)")
+    history = Param(int, 20, min=1, max=1000, help="L-BFGS history size (capped by memory_mb for large images)")
+    scales = Param(int, 2, min=1, max=8, help="coarse-to-fine scales, each twice the size of the one before")
+    temporal_weight = Param(float, 10.0, min=0.0,
+                            help="in a frame sequence: weight of staying close to the previous frame's result "
+                                 "where the input did not change")
+    tile_size = Param(int, None, min=0, max=16384,
+                      help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
+    memory_mb = Param(int, 768, min=64, max=1 << 20,
+                      help="memory for one forward+backward pass, MiB; larger images are stylised in exact tiles")
+    save_every = Param(int, 0, min=0, help="save the image every N iterations (needs save_dir)")
+    save_dir = Param(str, None, help="folder for the intermediate saves")
+    fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine; elsewhere fp32")
+
+    def check(self) -> None:
+        if not self.style:
+            raise self.invalid("style", "give at least one style image, e.g. style=painting.jpg")
+        for path in self.style:
+            _check_image("style", path)
+        self._check_same_length("style_weights", self.style_weights, "style image")
+        if self.style_weights is not None:
+            if any(w < 0 for w in self.style_weights) or not any(w > 0 for w in self.style_weights):
+                raise self.invalid("style_weights", "weights must be >= 0 and at least one > 0")
+        self._check_same_length("masks", self.masks, "style image")
+        for path in self.masks or []:
+            _check_image("masks", path)
+        for name in ("style_layer_weights", "content_layer_weights"):
+            values = getattr(self, name)
+            if values is not None and any(w < 0 for w in values):
+                raise self.invalid(name, "weights must be >= 0")
+        style_layers, content_layers = self.layer_names()
+        self._check_same_length("style_layer_weights", self.style_layer_weights, "style layer", len(style_layers))
+        self._check_same_length("content_layer_weights", self.content_layer_weights, "content layer",
+                                len(content_layers))
+        if self.init not in ("content", "noise"):
+            if not Path(self.init).is_file():
+                raise self.invalid("init", "expected 'content', 'noise' or an existing image file")
+            _check_image("init", self.init)
+        if self.save_every and not self.save_dir:
+            raise self.invalid("save_every", "also give save_dir, the folder to save into")
+
+    def _check_same_length(self, name: str, values: list | None, what: str, count: int | None = None) -> None:
+        count = len(self.style) if count is None else count
+        if values is not None and len(values) != count:
+            raise self.invalid(name, f"give one value per {what} ({count} {what}{'s' if count != 1 else ''})")
+
+    def layer_names(self) -> tuple[list[str], list[str]]:
+        """The style and content layers: as given, else the backbone's defaults."""
+        defaults = DEFAULT_LAYERS.get(self.backbone)
+        if defaults is None and (self.style_layers is None or self.content_layers is None):
+            raise self.invalid("backbone", "this backbone has no default layers: give style_layers and "
+                                           f"content_layers (see `dreamkit layers {self.backbone}`)")
+        style = self.style_layers if self.style_layers is not None else defaults[0]
+        content = self.content_layers if self.content_layers is not None else defaults[1]
+        if not style:
+            raise self.invalid("style_layers", "give at least one style layer")
+        return list(style), list(content)
+
+    # -- network -------------------------------------------------------------------------
+    def network(self, device: torch.device, host: PluginHost) -> tuple[torch.nn.Module, dict[str, float], dict[str, float]]:
+        """The feature extractor and the style and content layers with their weights."""
+        style, content = self.layer_names()
+        layers = tuple(dict.fromkeys(style + content))
+        try:
+            extractor = shared_extractor(host, self.backbone, self.weights, layers, self.fast, str(device))
+        except LayerError as exc:
+            bad = "style_layers" if any(layer in str(exc) for layer in style) else "content_layers"
+            raise ParameterError(f"effect 'style': parameter '{bad}' = {getattr(self, bad) or style + content!r}: "
+                                 f"{exc}") from None
+        style_weights = self.style_layer_weights or [1.0] * len(style)
+        content_weights = self.content_layer_weights or [1.0] * len(content)
+        return extractor, dict(zip(style, style_weights)), dict(zip(content, content_weights))
+
+    def smoothing_factor(self) -> float:
+        if self.smoothing is not None:
+            return self.smoothing
+        return 0.0 if self.backbone.startswith(UNSMOOTHED) else SMOOTHING
+
+    # -- inputs --------------------------------------------------------------------------
+    def style_images(self, device: torch.device) -> list[torch.Tensor]:
+        images = []
+        for path in self.style:
+            try:
+                images.append(load_image(path).to(device))
+            except DreamkitError as exc:
+                raise ParameterError(f"effect 'style': parameter 'style': cannot read {path!r}: {exc}") from None
+        return images
+
+    def mask_images(self, height: int, width: int, device: torch.device) -> list[torch.Tensor | None]:
+        """One 0..1 mask (H × W) per style, resized to the image if it has the image's shape."""
+        if not self.masks:
+            return [None] * len(self.style)
+        masks = []
+        for path in self.masks:
+            try:
+                mask = load_image(path).to(device).mean(1, keepdim=True)
+            except DreamkitError as exc:
+                raise ParameterError(f"effect 'style': parameter 'masks': cannot read {path!r}: {exc}") from None
+            mh, mw = mask.shape[-2:]
+            if (mh, mw) != (height, width):
+                if abs(mh / mw - height / width) > 0.01 * height / width:
+                    raise ParameterError(f"effect 'style': parameter 'masks': mask {path!r} is {mw}x{mh}, but the image "
+                                         f"is {width}x{height}; a mask must have the image's size (or its shape)")
+                mask = F.interpolate(mask, size=(height, width), mode="bilinear", antialias=True)
+            masks.append(mask[0, 0].clamp(0, 1))
+        return masks
+
+    # -- running -------------------------------------------------------------------------
+    def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
+        return self.stylise(image, context)[0]
+
+    def stylise(self, image: torch.Tensor, context: Any) -> tuple[torch.Tensor, list[Record]]:
+        """The stylised image and the loss of every iteration (what :meth:`apply` runs)."""
+        device = image.device
+        extractor, style_layers, content_layers = self.network(device, context.host)
+        styles = self.style_images(device)
+        masks = self.mask_images(*image.shape[-2:], device)
+        content = image
+        if self.color == "match":
+            styles = [match_colour(s, image) for s in styles]
+        elif self.color == "luminance":
+            styles = [as_luminance_image(s, image) for s in styles]
+            content = as_luminance_image(image)
+        loss = StyleLoss(extractor, style_layers, content_layers, style_weight=self.style_weight,
+                         content_weight=self.content_weight, normalize=self.normalize,
+                         temperatures=self._temperatures(extractor, styles, style_layers))
+        geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
+        previous = self._previous(context, image)
+        sizes = _scale_sizes(*image.shape[-2:], 1 if previous else self.scales)
+        current = previous[0] if previous else self._initial(content, sizes[0], context.generator)
+        history: list[Record] = []
+        bar = context.progress(self.iterations * len(sizes), "style")
+        with bar as tick:
+            for index, size in enumerate(sizes):
+                current = _resize(current, size)
+                target = _resize(content, size)
+                tiles = plan_tiles(*size, self._tile_size(extractor, size, geometry), geometry)
+                targets = [StyleTarget(self._grams(loss, s, size, geometry), w, None if m is None else _resize_mask(m, size))
+                           for s, w, m in zip(styles, self._blend(), masks)]
+                loss.set_targets(target, targets, tiles, geometry)
+                temporal = _resize_pair(previous[1:], size) if previous else None
+
+                def evaluate(x: torch.Tensor) -> tuple[LossParts, torch.Tensor]:
+                    parts, grad = loss.value_and_grad(x, tiles, geometry)
+                    parts.image, image_grad = image_terms(x, self.tv_weight, temporal, self.temporal_weight)
+                    return parts, grad if image_grad is None else grad.add_(image_grad)
+
+                current = optimise(current, evaluate, method=self.optimizer, iterations=self.iterations,
+                                   learning_rate=self.learning_rate, history=self._history(size),
+                                   on_iteration=self._reporter(tick, context, index, history,
+                                                               image if self.color == "luminance" else None))
+        return (with_chroma(current, image) if self.color == "luminance" else current), history
+
+    def _blend(self) -> list[float]:
+        return self.style_weights or [1.0] * len(self.style)
+
+    def _temperatures(self, extractor: torch.nn.Module, styles: list[torch.Tensor], layers: dict[str, float]
+                      ) -> dict[str, float]:
+        """Each style layer's softmax temperature: the smoothing factor times the standard deviation
+        of the style images' activations (measured once, on the styles at about 512 px)."""
+        factor = self.smoothing_factor()
+        if not factor:
+            return {}
+        stds: dict[str, list[float]] = {layer: [] for layer in layers}
+        with torch.no_grad():
+            for style in styles:
+                scale = min(1.0, TEMPERATURE_SIDE / max(style.shape[-2:]))
+                small = _resize(style, (max(MIN_SIDE, round(style.shape[-2] * scale)),
+                                        max(MIN_SIDE, round(style.shape[-1] * scale))))
+                features = extractor(small)
+                for layer in layers:
+                    stds[layer].append(float(features[layer].float().std()))
+        return {layer: factor * max(sum(values) / len(values), 1e-6) for layer, values in stds.items()}
+
+    def _grams(self, loss: StyleLoss, style: torch.Tensor, size: tuple[int, int], geometry) -> dict[str, torch.Tensor]:
+        scale = self.style_scale * max(size) / max(style.shape[-2:])
+        style_size = (max(MIN_SIDE // 2, round(style.shape[-2] * scale)), max(MIN_SIDE // 2, round(style.shape[-1] * scale)))
+        resized = _resize(style, style_size)
+        tiles = plan_tiles(*style_size, self._tile_size(loss.extractor, style_size, geometry), geometry)
+        return loss.gram_targets(resized, tiles, geometry)
+
+    def _tile_size(self, extractor: torch.nn.Module, size: tuple[int, int], geometry) -> int:
+        if self.tile_size is not None:
+            return self.tile_size
+        return auto_tile_size(extractor, *size, self.memory_mb * 2**20, geometry)
+
+    def _history(self, size: tuple[int, int]) -> int:
+        """L-BFGS keeps two image-sized vectors per history entry: at most half of memory_mb."""
+        per_entry = 2 * 3 * size[0] * size[1] * 4
+        return max(2, min(self.history, self.memory_mb * 2**20 // 2 // per_entry))
+
+    def _initial(self, content: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        if self.init == "content":
+            return content
+        if self.init == "noise":
+            noise = torch.rand(content.shape, generator=generator, dtype=content.dtype)
+            return noise.to(content.device)
+        start = load_image(self.init).to(content.device)
+        return as_luminance_image(start) if self.color == "luminance" else start
+
+    def _previous(self, context: Any, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """For a frame after the first of a sequence: (the start: the previous frame's result; the
+        previous result again, for the temporal term; the mask of pixels whose input did not change)."""
+        before, after = getattr(context, "previous_input", None), getattr(context, "previous_output", None)
+        if before is None or after is None or before.shape != image.shape or after.shape != image.shape:
+            return None
+        unchanged = ((image - before).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype)
+        start = as_luminance_image(after) if self.color == "luminance" else after
+        return start, start, unchanged
+
+    def _reporter(self, tick: Any, context: Any, scale: int, history: list[Record], chroma_source: torch.Tensor | None):
+        folder = Path(self.save_dir) if self.save_every else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        stem = Path(context.source).stem if context.source else "style"
+
+        def report(iteration: int, x: torch.Tensor, parts: LossParts) -> None:
+            history.append(Record(scale, iteration, parts))
+            if tick is not None:
+                tick.update(1)
+                tick.set_postfix(style=f"{parts.style:.3g}", content=f"{parts.content:.3g}", refresh=False)
+            if folder is not None and (iteration + 1) % self.save_every == 0:
+                shown = with_chroma(x, chroma_source) if chroma_source is not None else x.clamp(0, 1)
+                save_image(shown, folder / f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png",
+                           overwrite=True)
+
+        return report
+
+
+def _check_image(param: str, path: str) -> None:
+    """The file opens as an image (its header: cheap), or a ParameterError naming ``param``."""
+    try:
+        open_image(path).close()
+    except DreamkitError as exc:
+        raise ParameterError(f"effect 'style': parameter '{param}': {exc}") from None
+
+
+def _scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
+    """Sizes from coarse to fine, halving from the full size; scales below MIN_SIDE are skipped."""
+    sizes = [(height, width)]
+    for k in range(1, scales):
+        size = (round(height / 2**k), round(width / 2**k))
+        if min(size) < MIN_SIDE:
+            break
+        sizes.append(size)
+    return sizes[::-1]
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    shrinking = size[0] < image.shape[-2]
+    return F.interpolate(image, size=size, mode="bilinear", antialias=shrinking, align_corners=False).clamp(0, 1)
+
+
+def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return mask if tuple(mask.shape) == tuple(size) else F.interpolate(mask[None, None], size=size, mode="area")[0, 0]
+
+
+def _resize_pair(pair: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return _resize(pair[0], size), F.interpolate(pair[1], size=size, mode="area")
+

@@ -1,0 +1,303 @@
+"""The Gatys loss and its exact gradient, in one piece or in tiles of any image size.
+
+loss = style_weight · Σ_styles b_s Σ_layers w_l · mean((G_ls − T_ls)²) / n_ls
+     + content_weight · Σ_layers w_l · mean((F_l − P_l)²) / m_l
+     + image terms (total variation, temporal: :func:`image_terms`)
+
+G_ls is the Gram matrix of layer l's activations over style s's region (its mask; the whole
+image without masks), T_ls the style image's, b_s the blend weight; F_l and P_l are the image's
+and the content's activations. With ``normalize`` each layer is divided by the size of its target
+(n = mean(T²), m = mean(P²)), so every layer counts about equally whatever its activation scale.
+With a ``temperature`` per layer the activations are first smoothed by a softmax over channels
+(Wang et al., CVPR 2021): residual networks have peaky activations whose Gram matrices a few
+channels dominate.
+
+**Tiling is exact.** The content term is a sum over activations, like a dream's objective. The
+Gram matrix is global, but it is a sum over activations too: pass 1 (no gradients) adds up each
+tile's owned activations into G; then D = ∂loss/∂G is fixed and pass 2 back-propagates, tile by
+tile, the linear surrogate Σ D ⊙ G_tile, whose gradient is exactly the tile's share of the whole
+image's gradient. Summed over tiles it is the whole image's gradient (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from dreamkit import ops
+from dreamkit.tiling import Features, Geometry, LazyGeometry, Owned, Tile, feature_shapes, owned_regions
+
+TEMPORAL_UNIT = 0.03  # the change (0..1 pixel scale) the temporal term is measured in
+
+
+@dataclass
+class StyleTarget:
+    """One style: the Gram matrix of each style layer, the blend weight and the region (a mask at
+    image size, 0..1, or ``None`` for the whole image)."""
+
+    grams: dict[str, torch.Tensor]
+    weight: float = 1.0
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class LossParts:
+    """The value of each part of the loss (already multiplied by its weight)."""
+
+    style: float = 0.0
+    content: float = 0.0
+    image: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.style + self.content + self.image
+
+
+@dataclass
+class _Group:
+    """Styles that share a region: one Gram matrix per layer, compared with the blended target."""
+
+    target: dict[str, torch.Tensor]
+    weight: float
+    mask: torch.Tensor | None
+    layer_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # per-activation weights, whole image
+    mask_sums: dict[str, float] = field(default_factory=dict)
+
+
+class StyleLoss:
+    """The network part of the loss for one image size: content and style targets are set, then
+    :meth:`value_and_grad` gives the loss and its gradient for any image of that size.
+
+    ``style_layers`` and ``content_layers`` map layer names to weights; ``temperatures`` maps style
+    layers to their softmax temperature (empty: no smoothing).
+    """
+
+    def __init__(self, extractor: torch.nn.Module, style_layers: dict[str, float], content_layers: dict[str, float],
+                 *, style_weight: float, content_weight: float, temperatures: dict[str, float] | None = None,
+                 normalize: bool = True) -> None:
+        self.extractor = extractor
+        self.style_layers = dict(style_layers)
+        self.content_layers = dict(content_layers)
+        self.style_weight = style_weight
+        self.content_weight = content_weight
+        self.temperatures = dict(temperatures or {})
+        self.normalize = normalize
+        self.groups: list[_Group] = []
+        self.content: dict[str, torch.Tensor] = {}
+        self._content_scale: dict[str, float] = {}
+        self._shapes: dict[str, torch.Size] = {}
+        self._geometry: Geometry | LazyGeometry | None = None
+
+    # -- features ------------------------------------------------------------------------
+    def style_features(self, layer: str, activation: torch.Tensor) -> torch.Tensor:
+        """What the Gram matrix of ``layer`` is taken of: the activation, softmax-smoothed over
+        channels when the layer has a temperature (a per-position map, so tiles stay exact)."""
+        temperature = self.temperatures.get(layer)
+        return torch.softmax(activation / temperature, dim=1) if temperature else activation
+
+    def gram_targets(self, image: torch.Tensor, tiles: list[Tile], geometry: Geometry | LazyGeometry
+                     ) -> dict[str, torch.Tensor]:
+        """The style layers' Gram matrices of ``image`` (a style image), tile by tile if needed."""
+        height, width = image.shape[-2:]
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        with torch.no_grad():
+            for tile, features in _tile_features(self.extractor, image, tiles):
+                owned = _owned(tile, features, geometry, height, width, len(tiles))
+                for layer in self.style_layers:
+                    phi = _crop(self.style_features(layer, features[layer]), owned.get(layer))
+                    sums[layer] = sums.get(layer, 0) + ops.gram_matrix(phi, normalize=False)[0]
+                    counts[layer] = counts.get(layer, 0) + phi.shape[-2] * phi.shape[-1]
+        return {layer: sums[layer] / (sums[layer].shape[0] * max(counts[layer], 1)) for layer in self.style_layers}
+
+    # -- targets -------------------------------------------------------------------------
+    def set_targets(self, content: torch.Tensor, styles: list[StyleTarget], tiles: list[Tile],
+                    geometry: Geometry | LazyGeometry) -> None:
+        """Take the content's activations (whole image, assembled from tiles) and group the
+        styles: unmasked styles share one region and blend into one target (the same gradient as
+        summing their losses); each masked style has its own region."""
+        height, width = content.shape[-2:]
+        self._geometry = geometry if len(tiles) > 1 else None
+        self._shapes = feature_shapes(self.extractor, height, width)
+        self.content = {layer: content.new_zeros(self._shapes[layer]) for layer in self.content_layers}
+        with torch.no_grad():
+            for tile, features in _tile_features(self.extractor, content, tiles):
+                owned = _owned(tile, features, geometry, height, width, len(tiles))
+                for layer in self.content_layers:
+                    region = owned.get(layer)
+                    whole = _whole_region(tile, region, self._stride(layer))
+                    self.content[layer][(..., *whole)] = _crop(features[layer], region)
+        self._content_scale = {layer: _mean_square(p) if self.normalize else 1.0 for layer, p in self.content.items()}
+        self.groups = []
+        unmasked = [s for s in styles if s.mask is None]
+        total = sum(s.weight for s in styles) or 1.0
+        if unmasked:
+            weight = sum(s.weight for s in unmasked)
+            blended = {layer: sum(s.weight * s.grams[layer] for s in unmasked) / (weight or 1.0)
+                       for layer in self.style_layers}
+            self.groups.append(_Group(blended, weight / total, None))
+        for style in styles:
+            if style.mask is not None:
+                self.groups.append(_Group(style.grams, style.weight / total, style.mask))
+        for group in self.groups:
+            if group.mask is None:
+                continue
+            for layer in self.style_layers:
+                shape = self._shapes[layer]
+                layer_mask = F.interpolate(group.mask[None, None], size=tuple(shape[-2:]), mode="area")[0, 0]
+                group.layer_masks[layer] = layer_mask.to(content.dtype)
+                group.mask_sums[layer] = float(layer_mask.sum())
+        self._style_scale = [{layer: _mean_square(g.target[layer]) if self.normalize else 1.0
+                              for layer in self.style_layers} for g in self.groups]
+
+    # -- loss and gradient ---------------------------------------------------------------
+    def value_and_grad(self, image: torch.Tensor, tiles: list[Tile], geometry: Geometry | LazyGeometry
+                       ) -> tuple[LossParts, torch.Tensor]:
+        """The loss parts and the gradient with respect to ``image`` (exact, tiled or not)."""
+        if len(tiles) == 1:
+            x = image.detach().requires_grad_()
+            self._geometry = None
+            features = self.extractor(x)
+            style = self._style_direct(features)
+            content = self._content(features, None, None)
+            (grad,) = torch.autograd.grad(style + content, x)
+            return LossParts(float(style.detach()), float(content.detach())), grad
+        self._geometry = geometry
+        return self._tiled(image, tiles, geometry)
+
+    def _style_direct(self, features: Features) -> torch.Tensor:
+        """One piece: the fused ``gram_mse_loss`` (one-GEMM backward). A mask m enters as
+        √(m · N / Σm) on the activations, which makes their normalised Gram Σ m φφᵀ / (C Σm)."""
+        value = features[next(iter(self.style_layers))].new_zeros(())
+        for group, scale in zip(self.groups, self._style_scale):
+            for layer, weight in self.style_layers.items():
+                phi = self.style_features(layer, features[layer])
+                if group.mask is not None:
+                    mask = group.layer_masks[layer]
+                    phi = phi * (mask * (mask.numel() / max(group.mask_sums[layer], 1e-12))).sqrt()
+                loss = ops.gram_mse_loss(phi, group.target[layer].to(phi.dtype))
+                value = value + (self.style_weight * group.weight * weight / scale[layer]) * loss
+        return value
+
+    def _content(self, features: Features, owned: Owned | None, tile: Tile | None) -> torch.Tensor:
+        value = features[next(iter(self.content_layers or self.style_layers))].new_zeros(())
+        if not self.content_weight:
+            return value
+        for layer, weight in self.content_layers.items():
+            region = owned.get(layer) if owned else None
+            target = self.content[layer]
+            if tile is not None:
+                target = target[(..., *_whole_region(tile, region, self._stride(layer)))]
+            diff = _crop(features[layer], region) - target
+            value = value + (self.content_weight * weight / (self._content_scale[layer] * self.content[layer].numel())) \
+                * diff.square().sum()
+        return value
+
+    def _stride(self, layer: str) -> int | None:
+        return self._geometry.strides.get(layer) if self._geometry is not None else None
+
+    def _tiled(self, image: torch.Tensor, tiles: list[Tile], geometry: Geometry | LazyGeometry
+               ) -> tuple[LossParts, torch.Tensor]:
+        height, width = image.shape[-2:]
+        # Pass 1: every group's Gram matrix of the whole image, from the tiles' owned activations.
+        grams = [{layer: 0 for layer in self.style_layers} for _ in self.groups]
+        with torch.no_grad():
+            for tile, features in _tile_features(self.extractor, image, tiles):
+                owned = _owned(tile, features, geometry, height, width, len(tiles))
+                for index, group in enumerate(self.groups):
+                    for layer in self.style_layers:
+                        phi = self._masked(group, layer, tile, owned.get(layer), features[layer])
+                        grams[index][layer] = grams[index][layer] + ops.gram_matrix(phi, normalize=False)
+        # ∂loss/∂G for every group and layer, and the style loss itself.
+        style_value = 0.0
+        slopes = []
+        for index, (group, scale) in enumerate(zip(self.groups, self._style_scale)):
+            slope = {}
+            for layer, weight in self.style_layers.items():
+                gram = grams[index][layer] / self._gram_count(group, layer)
+                diff = gram - group.target[layer].to(gram.dtype)
+                factor = self.style_weight * group.weight * weight / scale[layer]
+                style_value += factor * float(diff.square().mean())
+                slope[layer] = (2 * factor / diff.numel()) * diff / self._gram_count(group, layer)
+            slopes.append(slope)
+        # Pass 2: each tile back-propagates its share: Σ D ⊙ G_tile (style) + its owned content.
+        grad = torch.zeros_like(image)
+        content_value = 0.0
+        for tile in tiles:
+            (y0, y1), (x0, x1) = tile.crop
+            crop = image[..., y0:y1, x0:x1].detach().requires_grad_()
+            features = self.extractor(crop)
+            owned = owned_regions(tile, features, geometry, height, width)
+            surrogate = crop.new_zeros(())
+            for group, slope in zip(self.groups, slopes):
+                for layer in self.style_layers:
+                    phi = self._masked(group, layer, tile, owned.get(layer), features[layer])
+                    surrogate = surrogate + (slope[layer] * ops.gram_matrix(phi, normalize=False)).sum()
+            content = self._content(features, owned, tile)
+            content_value += float(content.detach())
+            (tile_grad,) = torch.autograd.grad(surrogate + content, crop)
+            grad[..., y0:y1, x0:x1] += tile_grad
+        return LossParts(style_value, content_value), grad
+
+    def _masked(self, group: _Group, layer: str, tile: Tile, region: tuple[slice, slice] | None,
+                activation: torch.Tensor) -> torch.Tensor:
+        phi = _crop(self.style_features(layer, activation), region)
+        if group.mask is None:
+            return phi
+        mask = group.layer_masks[layer][_whole_region(tile, region, self._stride(layer))]
+        return phi * mask.sqrt()
+
+    def _gram_count(self, group: _Group, layer: str) -> float:
+        """The normaliser C·N of a group's Gram matrix (N: its region's activations)."""
+        shape = self._shapes[layer]
+        positions = group.mask_sums[layer] if group.mask is not None else shape[-2] * shape[-1]
+        return shape[1] * max(positions, 1e-12)
+
+
+def _mean_square(tensor: torch.Tensor) -> float:
+    return max(float(tensor.square().mean()), 1e-12)
+
+
+def _tile_features(extractor: torch.nn.Module, image: torch.Tensor, tiles: list[Tile]):
+    for tile in tiles:
+        (y0, y1), (x0, x1) = tile.crop
+        yield tile, extractor(image[..., y0:y1, x0:x1])
+
+
+def _owned(tile: Tile, features: Features, geometry: Geometry | LazyGeometry, height: int, width: int,
+           count: int) -> Owned:
+    return owned_regions(tile, features, geometry, height, width) if count > 1 else {}
+
+
+def _crop(activation: torch.Tensor, region: tuple[slice, slice] | None) -> torch.Tensor:
+    return activation if region is None else activation[..., region[0], region[1]]
+
+
+def _whole_region(tile: Tile, region: tuple[slice, slice] | None, stride: int | None) -> tuple[slice, slice]:
+    """A tile's owned activations (``region``, crop coordinates) in the whole image's grid."""
+    if region is None or not stride:
+        return slice(None), slice(None)
+    offsets = (tile.crop[0][0] // stride, tile.crop[1][0] // stride)
+    return tuple(slice(s.start + o, s.stop + o) for s, o in zip(region, offsets))
+
+
+def image_terms(image: torch.Tensor, tv_weight: float, temporal: tuple[torch.Tensor, torch.Tensor] | None,
+                temporal_weight: float) -> tuple[float, torch.Tensor | None]:
+    """The terms on the image itself and their gradient: total variation (mean squared difference
+    of neighbouring pixels) and, for a frame of a sequence, ``temporal = (previous result, mask)``:
+    the mean squared change from the previous frame's result where the mask (pixels whose input did
+    not change) is 1."""
+    if not tv_weight and not (temporal is not None and temporal_weight):
+        return 0.0, None
+    x = image.detach().requires_grad_()
+    value = x.new_zeros(())
+    if tv_weight:
+        value = value + tv_weight * ((x[..., 1:, :] - x[..., :-1, :]).square().mean()
+                                     + (x[..., :, 1:] - x[..., :, :-1]).square().mean())
+    if temporal is not None and temporal_weight:
+        previous, mask = temporal
+        value = value + temporal_weight * (mask * ((x - previous) / TEMPORAL_UNIT).square()).mean()
+    (grad,) = torch.autograd.grad(value, x)
+    return float(value.detach()), grad

@@ -1,0 +1,416 @@
+"""The built-in style effect, with the real offline MobileNetV2 weights on sample photos (small sizes)."""
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dreamkit import ParameterError, Pipeline, load_image, save_image
+from dreamkit.context import RunContext
+from dreamkit.models import FeatureExtractor
+from dreamkit.tiling import Geometry, extractor_geometry, plan_tiles
+from dreamkit_style import Style, StyleLoss, StyleTarget, colour_stats, match_colour, rgb_to_ycbcr, ycbcr_to_rgb
+
+effect_module = importlib.import_module("dreamkit_style.effect")
+
+
+def shrink(image, side):
+    scale = side / max(image.shape[-2:])
+    size = (round(image.shape[-2] * scale), round(image.shape[-1] * scale))
+    return F.interpolate(image, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def photo(samples):
+    """chelsea.png at 96 x 64."""
+    return shrink(load_image(samples / "chelsea.png"), 96)
+
+
+@pytest.fixture(scope="module")
+def styles(samples, tmp_path_factory):
+    """Two very different styles at 128 px: ihc.png (blue-brown cells) and retina.jpg (red, black)."""
+    folder = tmp_path_factory.mktemp("styles")
+    paths = []
+    for name in ("ihc.png", "retina.jpg"):
+        path = folder / (name.split(".")[0] + ".png")
+        save_image(shrink(load_image(samples / name), 128), path)
+        paths.append(str(path))
+    return paths
+
+
+def stylise(effect, image, seed=0):
+    return effect.stylise(image, RunContext(torch.device("cpu"), seed))
+
+
+def quick(styles, **params):
+    return Style(**{"style": [styles[0]], "iterations": 30, "scales": 1, **params})
+
+
+def style_loss_to(style_path, image, backbone="mobilenet_v2"):
+    """The plain normalised style loss of ``image`` against one style (a yardstick for tests)."""
+    effect = Style(style=[style_path])
+    extractor, style_layers, content_layers = effect.network(torch.device("cpu"), _host())
+    loss = StyleLoss(extractor, style_layers, content_layers, style_weight=1.0, content_weight=0.0,
+                     temperatures=effect._temperatures(extractor, effect.style_images(image.device), style_layers))
+    whole = plan_tiles(*image.shape[-2:], 0, Geometry({}, 0))
+    grams = loss.gram_targets(shrink(load_image(style_path), max(image.shape[-2:])), whole, Geometry({}, 0))
+    loss.set_targets(image, [StyleTarget(grams)], whole, Geometry({}, 0))
+    return loss.value_and_grad(image, whole, Geometry({}, 0))[0].style
+
+
+def _host():
+    from dreamkit.plugins import get_host
+
+    return get_host()
+
+
+# -- the optimisation works ------------------------------------------------------------------
+
+def test_style_loss_falls_to_a_tenth_while_content_stays_bounded(photo, styles):
+    result, history = stylise(quick(styles, iterations=60), photo)
+    start, end = history[0].loss, history[-1].loss
+    assert end.style <= 0.1 * start.style
+    # The content term (weight 1, normalised: 1.0 would mean "as far as all-zero activations") grew
+    # from 0 but stays a fraction of the style it traded for.
+    assert 0 < end.content < 0.5 and end.content < start.style
+    assert result.shape == photo.shape and 0 <= result.min() and result.max() <= 1
+    assert (result - photo).abs().mean() > 0.02  # visibly changed
+
+
+def test_adam_and_noise_start_are_seeded(photo, styles):
+    effect = quick(styles, optimizer="adam", init="noise", iterations=5)
+    first, _ = stylise(effect, photo, seed=3)
+    again, _ = stylise(effect, photo, seed=3)
+    other, _ = stylise(effect, photo, seed=4)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    _, history = stylise(quick(styles, optimizer="adam", iterations=40, learning_rate=0.03), photo)
+    assert history[-1].loss.style < 0.5 * history[0].loss.style
+
+
+def test_init_from_an_image_file(photo, styles, tmp_path):
+    start = torch.full_like(photo, 0.5)
+    save_image(start, tmp_path / "grey.png")
+    effect = quick(styles, init=str(tmp_path / "grey.png"), iterations=1, content_weight=0, style_weight=0, tv_weight=0)
+    result, _ = stylise(effect, photo)
+    torch.testing.assert_close(result, start, atol=1 / 255, rtol=0)  # nothing pulls it away: it stays the start
+
+
+def test_coarse_to_fine_scales(photo, styles, monkeypatch):
+    assert effect_module._scale_sizes(300, 400, 3) == [(75, 100), (150, 200), (300, 400)]
+    assert effect_module._scale_sizes(100, 400, 3) == [(100, 400)]  # 50 px is below the smallest scale
+    sizes = []
+    real = effect_module.optimise
+    monkeypatch.setattr(effect_module, "optimise", lambda x, *a, **k: sizes.append(tuple(x.shape[-2:])) or real(x, *a, **k))
+    image = shrink(photo, 160)
+    _, history = stylise(quick(styles, scales=2, iterations=2), image)
+    assert sizes == [(53, 80), (107, 160)][-len(sizes):] and len(sizes) in (1, 2)
+    assert [r.scale for r in history] == [i for i in range(len(sizes)) for _ in range(2)]
+
+
+def test_style_scale_sets_the_style_image_size(photo, styles, monkeypatch):
+    seen = []
+    real = StyleLoss.gram_targets
+    monkeypatch.setattr(StyleLoss, "gram_targets", lambda self, image, *a: seen.append(image.shape[-2:]) or real(self, image, *a))
+    stylise(quick(styles, iterations=1, style_scale=0.5), photo)
+    stylise(quick(styles, iterations=1, style_scale=2.0), photo)
+    assert [max(s) for s in seen] == [48, 192]  # the longest side: 0.5 and 2 x the image's 96
+
+
+# -- blending, colour, masks ----------------------------------------------------------------
+
+def test_blend_weights_move_the_result_between_two_styles(photo, styles):
+    to_a, to_b = [], []
+    for weights in ([1.0, 0.0], [0.5, 0.5], [0.0, 1.0]):
+        result, _ = stylise(quick(styles, style=styles, style_weights=weights, iterations=40), photo)
+        to_a.append(style_loss_to(styles[0], result))
+        to_b.append(style_loss_to(styles[1], result))
+    assert to_a[0] < to_a[1] < to_a[2]
+    assert to_b[0] > to_b[1] > to_b[2]
+
+
+def test_ycbcr_round_trip():
+    image = torch.rand(1, 3, 8, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(ycbcr_to_rgb(rgb_to_ycbcr(image)), image, atol=1e-12, rtol=0)
+    grey = torch.full((1, 3, 2, 2), 0.3)
+    torch.testing.assert_close(rgb_to_ycbcr(grey)[0, :, 0, 0], torch.tensor([0.3, 0.5, 0.5]), atol=1e-6, rtol=0)
+
+
+def test_luminance_only_keeps_the_contents_chroma(photo, styles):
+    kept, _ = stylise(quick(styles, style=[styles[1]], color="luminance"), photo)
+    plain, _ = stylise(quick(styles, style=[styles[1]]), photo)
+    chroma = lambda image: rgb_to_ycbcr(image)[:, 1:]  # noqa: E731
+    luma = lambda image: rgb_to_ycbcr(image)[:, :1]  # noqa: E731
+    # Exact up to the 0..1 clamp of the recombined pixels (where the new luminance pushes out of gamut).
+    assert (chroma(kept) - chroma(photo)).abs().mean() < 1e-3
+    assert (chroma(plain) - chroma(photo)).abs().mean() > 0.01  # control: the red style does recolour
+    assert (luma(kept) - luma(photo)).abs().mean() > 0.02  # and the luminance was stylised
+
+
+def test_colour_matching_gives_the_style_the_contents_mean_and_covariance(photo, styles):
+    style = load_image(styles[1])
+    matched = match_colour(style, photo, clamp=False)
+    mean, cov = colour_stats(matched)
+    want_mean, want_cov = colour_stats(photo)
+    torch.testing.assert_close(mean, want_mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cov, want_cov, atol=1e-5, rtol=1e-4)
+    before_mean, _ = colour_stats(style)
+    assert (before_mean - want_mean).abs().max() > 0.1  # the red retina really was far from the cat
+    clamped_mean, _ = colour_stats(match_colour(style, photo))
+    assert (clamped_mean - want_mean).abs().max() < 0.05
+
+
+def test_colour_match_mode_runs_on_the_matched_style(photo, styles, monkeypatch):
+    used = []
+    real = effect_module.match_colour
+    monkeypatch.setattr(effect_module, "match_colour", lambda s, c: used.append(1) or real(s, c))
+    result, _ = stylise(quick(styles, style=[styles[1]], color="match", iterations=10), photo)
+    assert used == [1]
+    plain, _ = stylise(quick(styles, style=[styles[1]], iterations=10), photo)
+    red = lambda image: float(image[:, 0].mean() - image[:, 1:].mean())  # noqa: E731
+    assert red(result) < red(plain)  # the retina's red was traded for the cat's colours
+
+
+def test_a_mask_confines_the_style_to_its_region(photo, styles, tmp_path):
+    mask = torch.zeros(1, 3, *photo.shape[-2:])
+    mask[..., :48] = 1
+    save_image(mask, tmp_path / "left.png")
+    result, _ = stylise(quick(styles, masks=[str(tmp_path / "left.png")], iterations=40), photo)
+    change = (result - photo).abs().mean(1)[0]
+    assert change[:, 56:].mean() < 0.35 * change[:, :40].mean()  # the unstyled right half stays near the photo
+
+
+def test_two_masks_give_each_style_its_half(photo, styles, tmp_path):
+    left = torch.zeros(1, 3, *photo.shape[-2:])
+    left[..., :48] = 1
+    save_image(left, tmp_path / "left.png")
+    save_image(1 - left, tmp_path / "right.png")
+    result, _ = stylise(quick(styles, style=styles, masks=[str(tmp_path / "left.png"), str(tmp_path / "right.png")],
+                              iterations=40), photo)
+    left_half, right_half = result[..., :, 8:40], result[..., :, 56:88]
+    assert style_loss_to(styles[0], left_half) < style_loss_to(styles[1], left_half)
+    assert style_loss_to(styles[1], right_half) < style_loss_to(styles[0], right_half)
+
+
+def test_a_mask_of_the_same_shape_is_resized(photo, styles, tmp_path):
+    mask = torch.ones(1, 3, photo.shape[-2] * 2, photo.shape[-1] * 2)
+    save_image(mask, tmp_path / "big.png")
+    masks = quick(styles, masks=[str(tmp_path / "big.png")]).mask_images(*photo.shape[-2:], torch.device("cpu"))
+    assert masks[0].shape == photo.shape[-2:]
+
+
+# -- exact tiling ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def double_loss():
+    style_layers = {"features.2": 1.0, "features.4": 1.0, "features.7": 0.5}
+    content_layers = {"features.7": 1.0}
+    extractor = FeatureExtractor("mobilenet_v2", list(dict.fromkeys([*style_layers, *content_layers]))).double()
+    geometry = extractor_geometry(extractor, tuple(dict.fromkeys([*style_layers, *content_layers])))
+    return extractor, style_layers, content_layers, geometry
+
+
+@pytest.mark.parametrize("smoothing", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_tiled_gradient_equals_the_whole_images(double_loss, smoothing, masked):
+    # float64: the comparison is about the algorithm, not float32 rounding (which differs by CPU).
+    extractor, style_layers, content_layers, geometry = double_loss
+    generator = torch.Generator().manual_seed(0)
+    height, width = 150, 200
+    content, x = (torch.rand(1, 3, height, width, generator=generator, dtype=torch.float64) for _ in range(2))
+    style = torch.rand(1, 3, 100, 120, generator=generator, dtype=torch.float64)
+    temperatures = {"features.2": 2.0, "features.4": 3.0, "features.7": 1.0} if smoothing else {}
+    loss = StyleLoss(extractor, style_layers, content_layers, style_weight=10, content_weight=1, temperatures=temperatures)
+    grams = loss.gram_targets(style, plan_tiles(100, 120, 0, geometry), geometry)
+    tiled_grams = loss.gram_targets(style, plan_tiles(100, 120, 40, geometry), geometry)
+    for layer in grams:
+        torch.testing.assert_close(tiled_grams[layer], grams[layer], atol=1e-14, rtol=1e-12)
+    mask = torch.zeros(height, width, dtype=torch.float64)
+    mask[:, :90] = 1
+    targets = [StyleTarget(grams, 1.0, mask), StyleTarget(grams, 2.0, 1 - mask)] if masked else [StyleTarget(grams)]
+    whole, tiles = plan_tiles(height, width, 0, geometry), plan_tiles(height, width, 48, geometry)
+    assert len(whole) == 1 and len(tiles) == 20
+    loss.set_targets(content, targets, whole, geometry)
+    parts, grad = loss.value_and_grad(x, whole, geometry)
+    loss.set_targets(content, targets, tiles, geometry)
+    tiled_parts, tiled_grad = loss.value_and_grad(x, tiles, geometry)
+    assert tiled_parts.style == pytest.approx(parts.style, rel=1e-12)
+    assert tiled_parts.content == pytest.approx(parts.content, rel=1e-12)
+    assert (tiled_grad - grad).abs().max() <= 1e-10 * grad.abs().max()
+    # Control: halos shorter than the receptive field leave seams (the test can fail).
+    short = Geometry(geometry.strides, 8)
+    loss.set_targets(content, targets, plan_tiles(height, width, 48, short), short)
+    _, seamed = loss.value_and_grad(x, plan_tiles(height, width, 48, short), short)
+    assert (seamed - grad).abs().max() > 1e-3 * grad.abs().max()
+
+
+def test_tiled_and_untiled_stylisations_agree(photo, styles):
+    untiled, _ = stylise(quick(styles, iterations=3, tile_size=0), photo)
+    tiled, _ = stylise(quick(styles, iterations=3, tile_size=32), photo)
+    assert len(plan_tiles(*photo.shape[-2:], 32, Geometry({"a": 16}, 85))) > 1
+    # float32 through different tile shapes: rounding-level differences (L-BFGS steps are linear in
+    # the gradient; Adam's first step, lr * sign(g), would turn rounding of g ~ 0 into +-lr).
+    assert (tiled - untiled).abs().max() < 1e-3
+
+
+def test_memory_budget_chooses_tiles_and_caps_the_lbfgs_history(styles):
+    effect = Style(style=[styles[0]], memory_mb=64)
+    assert effect._history((64, 64)) == 20
+    assert effect._history((4096, 4096)) == 2  # 2 x 192 MiB per entry: only the floor fits in 64 MiB
+    assert Style(style=[styles[0]], memory_mb=4096)._history((4096, 4096)) == 5
+
+
+# -- sequences ------------------------------------------------------------------------------
+
+def moving_square_frames(photo, count=4):
+    frames = []
+    for index in range(count):
+        frame = photo.clone()
+        frame[..., 20:36, 10 + 8 * index:26 + 8 * index] = torch.tensor([0.1, 0.6, 0.9]).view(1, 3, 1, 1)
+        frames.append(frame)
+    return frames
+
+
+def flicker(inputs, outputs):
+    """Mean change between consecutive results where the input did not change."""
+    changes = []
+    for before_in, after_in, before_out, after_out in zip(inputs, inputs[1:], outputs, outputs[1:]):
+        still = (after_in - before_in).abs().amax(1, keepdim=True) == 0
+        changes.append(((after_out - before_out).abs() * still).sum() / (still.sum() * 3))
+    return float(torch.stack(changes).mean())
+
+
+def test_temporal_term_lowers_flicker(photo, styles):
+    frames = moving_square_frames(photo)
+    results = {}
+    for weight in (0.0, 10.0):  # 10: the default
+        effect = Style(style=[styles[0]], iterations=15, scales=1, temporal_weight=weight)
+        results[weight] = [f.image for f in Pipeline([effect]).run(frames, device="cpu").frames]
+    assert len(results[0.0]) == len(frames)
+    assert flicker(frames, results[10.0]) < 0.5 * flicker(frames, results[0.0])
+    assert (results[10.0][-1][..., 20:36, 34:50] - frames[-1][..., 20:36, 34:50]).abs().mean() > 0.02  # styled
+
+
+def test_each_frame_starts_from_the_previous_result(photo, styles):
+    frames = [photo, photo.clone()]
+    effect = Style(style=[styles[0]], iterations=1, scales=1, optimizer="adam", learning_rate=1e-6, temporal_weight=0)
+    first, second = (f.image for f in Pipeline([effect]).run(frames, device="cpu").frames)
+    assert (second - first).abs().max() < 1e-4  # a tiny step from the first result, not from the photo
+    assert (first - photo).abs().max() < 1e-4 and torch.equal(frames[0], photo)
+
+
+def test_pipeline_passes_the_previous_frame_to_each_step(photo):
+    from dreamkit import Effect
+
+    seen = []
+
+    class Probe(Effect):
+        name = "probe"
+
+        def apply(self, image, context):
+            seen.append((context.frame_index, context.previous_input, context.previous_output))
+            return image * 0.5
+
+    Pipeline([Probe()]).run([photo, photo + 0], device="cpu")
+    assert seen[0][1] is None and seen[0][2] is None
+    assert torch.equal(seen[1][1], photo) and torch.equal(seen[1][2], photo * 0.5)
+    with pytest.raises(ValueError, match="non-empty list of frames"):
+        Pipeline([Probe()]).run([])
+
+
+# -- backbones and smoothing ----------------------------------------------------------------
+
+def test_vgg19_runs_with_random_weights(photo, styles):
+    effect = quick(styles, backbone="vgg19", weights="random", iterations=2)
+    assert effect.smoothing_factor() == 0.0 and effect.layer_names()[1] == ["relu4_2"]
+    result, history = stylise(effect, shrink(photo, 64))
+    assert result.shape[-1] == 64 and torch.isfinite(result).all() and len(history) == 2
+
+
+def test_smoothing_is_on_by_default_for_mobilenet_and_sets_temperatures(styles):
+    effect = Style(style=[styles[0]])
+    extractor, style_layers, _ = effect.network(torch.device("cpu"), _host())
+    assert effect.smoothing_factor() == 4.0
+    temperatures = effect._temperatures(extractor, effect.style_images(torch.device("cpu")), style_layers)
+    assert set(temperatures) == set(style_layers) and all(t > 0 for t in temperatures.values())
+    assert Style(style=[styles[0]], smoothing=0)._temperatures(extractor, [], style_layers) == {}
+
+
+def test_a_backbone_without_default_layers_needs_them_named(styles):
+    with pytest.raises(ParameterError, match="no default layers: give style_layers and content_layers"):
+        Style(style=[styles[0]], backbone="resnet18", weights="random")
+    effect = Style(style=[styles[0]], backbone="resnet18", weights="random", style_layers=["layer1", "layer2"],
+                   content_layers=["layer2"], iterations=1, scales=1)
+    result, _ = stylise(effect, torch.rand(1, 3, 64, 64))
+    assert result.shape == (1, 3, 64, 64)
+
+
+# -- intermediate saves and progress --------------------------------------------------------
+
+def test_intermediate_saves(photo, styles, tmp_path):
+    effect = quick(styles, iterations=4, save_every=2, save_dir=str(tmp_path / "steps"))
+    stylise(effect, photo)
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["style-f0000-s1-i00002.png",
+                                                                      "style-f0000-s1-i00004.png"]
+
+
+# -- bad parameters -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("params, words", [
+    ({"style": None}, "'style' = None is not allowed"),
+    ({"style": ["no-such-painting.jpg"]}, "parameter 'style': no-such-painting.jpg: no such file"),
+    ({"style_weight": -1.0}, "parameter 'style_weight' = -1.0 is not allowed; expected a number >= 0.0"),
+    ({"style_weights": [1.0]}, "parameter 'style_weights' = [1.0] is not allowed; give one value per style image (2"),
+    ({"style_weights": [-1.0, 2.0]}, "parameter 'style_weights' = [-1.0, 2.0] is not allowed; weights must be >= 0"),
+    ({"style_weights": [0.0, 0.0]}, "at least one > 0"),
+    ({"masks": ["a.png"]}, "parameter 'masks' = ['a.png'] is not allowed; give one value per style image"),
+    ({"style_layer_weights": [1.0]}, "give one value per style layer (5 style layers)"),
+    ({"content_layer_weights": [-1.0]}, "parameter 'content_layer_weights' = [-1.0] is not allowed; weights must be >= 0"),
+    ({"init": "bogus"}, "parameter 'init' = 'bogus' is not allowed; expected 'content', 'noise' or an existing image"),
+    ({"color": "sepia"}, "parameter 'color' = 'sepia' is not allowed; expected one of 'style', 'luminance', 'match'"),
+    ({"optimizer": "sgd"}, "parameter 'optimizer' = 'sgd' is not allowed"),
+    ({"save_every": 5}, "also give save_dir"),
+])
+def test_bad_parameters_are_named(styles, params, words):
+    with pytest.raises(ParameterError) as caught:
+        Style(**{"style": styles, **params})
+    assert words in str(caught.value) and "effect 'style'" in str(caught.value)
+
+
+def test_an_unreadable_style_image_is_named(tmp_path):
+    bad = tmp_path / "painting.png"
+    bad.write_text("not an image")
+    with pytest.raises(ParameterError, match=r"parameter 'style': .*painting.png: not an image"):
+        Style(style=[str(bad)])
+
+
+def test_an_unknown_layer_is_named(photo, styles):
+    with pytest.raises(ParameterError, match=r"parameter 'style_layers' = \['features.99'\]"):
+        stylise(quick(styles, style_layers=["features.99"]), photo)
+    with pytest.raises(ParameterError, match=r"parameter 'content_layers' = \['nope'\]"):
+        stylise(quick(styles, content_layers=["nope"]), photo)
+
+
+def test_a_mask_of_another_shape_is_refused(photo, styles, tmp_path):
+    save_image(torch.ones(1, 3, 50, 50), tmp_path / "square.png")
+    with pytest.raises(ParameterError, match=r"parameter 'masks': mask .*square.png' is 50x50, but the image is 96x64"):
+        stylise(quick(styles, masks=[str(tmp_path / "square.png")]), photo)
+
+
+def test_cli_stylises_and_refuses_bad_parameters_with_exit_2(cli, photo, styles, tmp_path):
+    save_image(photo, tmp_path / "photo.png")
+    out = tmp_path / "out"
+    code, _, err = cli("run", tmp_path / "photo.png", "-e", f"style:style={styles[0]},iterations=3,scales=1", "-o", out, "-q")
+    assert code == 0, err
+    assert (out / "photo.png").exists()
+    for spec, words in [
+        ("style:style=missing.jpg", "missing.jpg: no such file"),
+        (f"style:style={styles[0]},style_weights=[1,2]", "give one value per style image"),
+        (f"style:style={styles[0]},style_layers=[features.99]", "'style_layers'"),
+        (f"style:style={styles[0]},masks=[{styles[1]}]", "but the image is 96x64"),
+        (f"style:style={styles[0]},tv_weight=-2", "'tv_weight' = -2"),
+    ]:
+        target = tmp_path / "bad"
+        code, _, err = cli("run", tmp_path / "photo.png", "-e", spec, "-o", target, "-q")
+        assert code == 2 and words in err, (spec, err)
+        assert not target.exists() or not any(target.iterdir())
