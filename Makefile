@@ -41,6 +41,8 @@ test: setup weights
 SAMPLES = $(shell $(PY) -c 'import pathlib, skimage.data as d; p = pathlib.Path(d.__file__).parent; print(" ".join(str(p / n) for n in ("chelsea.png", "coffee.png", "astronaut.png")))')
 
 CHELSEA = $(word 1,$(SAMPLES))
+COFFEE = $(word 2,$(SAMPLES))
+SKIMAGE = $(dir $(CHELSEA))
 GRACE = $(shell $(PY) -c 'import pathlib, matplotlib; print(pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")')
 
 demo: setup weights
@@ -48,6 +50,8 @@ demo: setup weights
 	$(DK) replay demo-out/chelsea.png --check
 	$(DK) run $(SAMPLES) -e resize:max_side=512 -e deepdream -o demo-out/dream --overwrite
 	$(DK) run $(CHELSEA) -e resize:max_side=256 -e deepdream:frames=16,zoom=1.05,octaves=2,steps=5 -o demo-out/zoom --overwrite
+	$(DK) run $(CHELSEA) -e resize:max_side=384 -e style:style=$(SKIMAGE)ihc.png -o demo-out/style --overwrite
+	$(DK) run $(COFFEE) -e resize:max_side=384 -e style:style=$(SKIMAGE)gravel.png -o demo-out/style --overwrite
 	$(DK) run $(SAMPLES) $(GRACE) -e classify:draw=true -e detect:what=faces,draw=true -o demo-out/analysis --overwrite
 	@echo "demo images are in demo-out/"
 

@@ -4,6 +4,7 @@ out-of-place activations, channels_last, optional bfloat16, gradients to the inp
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import re
 from pathlib import Path
@@ -165,6 +166,11 @@ class FeatureExtractor(nn.Module):
             self.body.to(memory_format=torch.channels_last)
         if bf16:  # converted once, not recast by autocast at every call
             self.body.to(torch.bfloat16)
+        if isinstance(backbone, str):
+            # FX tracing leaves reference cycles that keep the whole loaded model (VGG-19's 500 MB
+            # classifier) alive until the next full collection, which may come only after a run.
+            del model
+            gc.collect()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 

@@ -17,7 +17,7 @@ from dreamkit.plugins import PluginHost
 from dreamkit.tiling import auto_tile_size, lazy_geometry, plan_tiles
 
 from .colour import as_luminance_image, match_colour, with_chroma
-from .loss import LossParts, StyleLoss, StyleTarget, image_terms
+from .loss import LossParts, StyleLoss, StyleTarget, add_image_terms
 from .optimize import optimise
 
 #: Layers used when none are given: (style layers, content layers). MobileNetV2's block outputs
@@ -221,12 +221,13 @@ class Style(Effect):
                 targets = [StyleTarget(self._grams(loss, s, size, geometry), w, None if m is None else _resize_mask(m, size))
                            for s, w, m in zip(styles, self._blend(), masks)]
                 loss.set_targets(target, targets, tiles, geometry)
-                temporal = _resize_pair(previous[1:], size) if previous else None
+                temporal = previous[1:] if previous else None  # a sequence's frames run at full size only
 
                 def evaluate(x: torch.Tensor) -> tuple[LossParts, torch.Tensor]:
                     parts, grad = loss.value_and_grad(x, tiles, geometry)
-                    parts.image, image_grad = image_terms(x, self.tv_weight, temporal, self.temporal_weight)
-                    return parts, grad if image_grad is None else grad.add_(image_grad)
+                    grad = grad.contiguous()
+                    parts.image = add_image_terms(x, grad, self.tv_weight, temporal, self.temporal_weight)
+                    return parts, grad
 
                 current = optimise(current, evaluate, method=self.optimizer, iterations=self.iterations,
                                    learning_rate=self.learning_rate, history=self._history(size),
@@ -300,8 +301,8 @@ class Style(Effect):
         def report(iteration: int, x: torch.Tensor, parts: LossParts) -> None:
             history.append(Record(scale, iteration, parts))
             if tick is not None:
-                tick.update(1)
                 tick.set_postfix(style=f"{parts.style:.3g}", content=f"{parts.content:.3g}", refresh=False)
+                tick.update(1)
             if folder is not None and (iteration + 1) % self.save_every == 0:
                 shown = with_chroma(x, chroma_source) if chroma_source is not None else x.clamp(0, 1)
                 save_image(shown, folder / f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png",
@@ -338,8 +339,3 @@ def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return mask if tuple(mask.shape) == tuple(size) else F.interpolate(mask[None, None], size=size, mode="area")[0, 0]
-
-
-def _resize_pair(pair: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    return _resize(pair[0], size), F.interpolate(pair[1], size=size, mode="area")
-

@@ -283,21 +283,32 @@ def _whole_region(tile: Tile, region: tuple[slice, slice] | None, stride: int | 
     return tuple(slice(s.start + o, s.stop + o) for s, o in zip(region, offsets))
 
 
-def image_terms(image: torch.Tensor, tv_weight: float, temporal: tuple[torch.Tensor, torch.Tensor] | None,
-                temporal_weight: float) -> tuple[float, torch.Tensor | None]:
-    """The terms on the image itself and their gradient: total variation (mean squared difference
-    of neighbouring pixels) and, for a frame of a sequence, ``temporal = (previous result, mask)``:
-    the mean squared change from the previous frame's result where the mask (pixels whose input did
-    not change) is 1."""
-    if not tv_weight and not (temporal is not None and temporal_weight):
-        return 0.0, None
-    x = image.detach().requires_grad_()
-    value = x.new_zeros(())
+def add_image_terms(image: torch.Tensor, grad: torch.Tensor, tv_weight: float,
+                    temporal: tuple[torch.Tensor, torch.Tensor] | None, temporal_weight: float) -> float:
+    """Add the gradient of the terms on the image itself to ``grad`` (in place) and return their
+    value: total variation (mean squared difference of neighbouring pixels) and, for a frame of a
+    sequence, ``temporal = (previous result, mask)``: the mean squared change from the previous
+    frame's result where the mask (pixels whose input did not change) is 1, in units of
+    ``TEMPORAL_UNIT`` (a weight of 1 costs a held pixel moved by 0.03 as much as the whole style
+    loss at weight 1 costs a layer 100% off its target).
+
+    The gradients are written out rather than taken by autograd: one image-sized temporary at a
+    time instead of four, which matters at 4096x4096 (200 MB each)."""
+    value = 0.0
     if tv_weight:
-        value = value + tv_weight * ((x[..., 1:, :] - x[..., :-1, :]).square().mean()
-                                     + (x[..., :, 1:] - x[..., :, :-1]).square().mean())
+        for dim in (-2, -1):
+            size = image.shape[dim]
+            if size < 2:
+                continue
+            diff = image.narrow(dim, 1, size - 1) - image.narrow(dim, 0, size - 1)
+            value += tv_weight * float(diff.square().mean())
+            diff.mul_(2 * tv_weight / diff.numel())
+            grad.narrow(dim, 1, size - 1).add_(diff)
+            grad.narrow(dim, 0, size - 1).sub_(diff)
+            del diff
     if temporal is not None and temporal_weight:
         previous, mask = temporal
-        value = value + temporal_weight * (mask * ((x - previous) / TEMPORAL_UNIT).square()).mean()
-    (grad,) = torch.autograd.grad(value, x)
-    return float(value.detach()), grad
+        change = (image - previous).mul_(mask / TEMPORAL_UNIT)  # mask is 0 or 1: mask² = mask
+        value += temporal_weight * float(change.square().mean())
+        grad.add_(change, alpha=2 * temporal_weight / (change.numel() * TEMPORAL_UNIT))
+    return value

@@ -199,6 +199,48 @@ def test_a_mask_of_the_same_shape_is_resized(photo, styles, tmp_path):
     assert masks[0].shape == photo.shape[-2:]
 
 
+def test_image_terms_gradient_matches_autograd():
+    from dreamkit_style.loss import TEMPORAL_UNIT, add_image_terms
+
+    generator = torch.Generator().manual_seed(0)
+    x, previous = (torch.rand(1, 3, 7, 9, generator=generator, dtype=torch.float64) for _ in range(2))
+    mask = (torch.rand(1, 1, 7, 9, generator=generator) > 0.5).double()
+    grad = torch.zeros_like(x)
+    value = add_image_terms(x, grad, 3.0, (previous, mask), 2.0)
+    y = x.clone().requires_grad_()
+    expected = 3.0 * ((y[..., 1:, :] - y[..., :-1, :]).square().mean() + (y[..., :, 1:] - y[..., :, :-1]).square().mean()) \
+        + 2.0 * (mask * ((y - previous) / TEMPORAL_UNIT).square()).mean()
+    expected.backward()
+    assert value == pytest.approx(float(expected), rel=1e-12)
+    torch.testing.assert_close(grad, y.grad, atol=1e-12, rtol=1e-12)
+
+
+def test_lbfgs_follows_torch_lbfgs_on_a_quadratic():
+    from dreamkit_style.loss import LossParts
+    from dreamkit_style.optimize import optimise
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, 4, 5, generator=generator, dtype=torch.float64) + 0.5
+    target = torch.rand(1, 3, 4, 5, generator=generator, dtype=torch.float64)
+
+    def evaluate(x):
+        return LossParts(style=float((a * (x - target) ** 2).sum())), 2 * a * (x - target)
+
+    start = torch.full_like(target, 0.5)
+    ours = optimise(start, evaluate, method="lbfgs", iterations=6, learning_rate=0, history=3)
+    x = start.clone().requires_grad_()
+    reference = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=3, tolerance_grad=-1, tolerance_change=-1)
+    for _ in range(6):
+        def closure():
+            reference.zero_grad()
+            loss = (a * (x - target) ** 2).sum()
+            loss.backward()
+            return loss
+        reference.step(closure)
+    torch.testing.assert_close(ours, x.detach().clamp(0, 1), atol=1e-10, rtol=0)
+    assert (ours - target).abs().max() < 0.05  # and it converges
+
+
 # -- exact tiling ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -352,6 +394,12 @@ def test_intermediate_saves(photo, styles, tmp_path):
     stylise(effect, photo)
     assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["style-f0000-s1-i00002.png",
                                                                       "style-f0000-s1-i00004.png"]
+
+
+def test_the_progress_bar_shows_the_losses(photo, styles, capsys):
+    Pipeline([quick(styles, iterations=2)]).run(photo, device="cpu", progress=True)
+    err = capsys.readouterr().err
+    assert "style:  50%" in err and "style=" in err and "content=" in err
 
 
 # -- bad parameters -------------------------------------------------------------------------

@@ -1,0 +1,220 @@
+"""Style transfer per-iteration time against a competent plain-PyTorch reference, with the ladder,
+and the peak memory of a 4096x4096 stylisation.
+
+    .venv/bin/python bench/style.py [--sizes 256 512] [--backbones mobilenet_v2 vgg19] [--big 4096]
+
+The reference is bench/plain_style.py: the PyTorch tutorial's algorithm written well (backbone cut
+after the last used layer, frozen, eval, autograd Gram + MSE, the same layers, loss terms, weights
+and L-BFGS settings as the effect, fp32). MobileNetV2 with its real weights, VGG-19 with random
+weights (its real ones are not available offline; the time does not depend on them). Content
+chelsea.png and style ihc.png, both resized to SIZE x SIZE. Rungs, each adding one change:
+
+    reference      plain_style.py in a default process
+    allocator      + glibc keeps freed memory (dreamkit.runtime.keep_freed_memory)
+    extractor      + dreamkit's FeatureExtractor (BatchNorm folded, channels_last, out-of-place
+                     activations), Gram still through autograd
+    ours           + the style effect's loss (dreamkit.ops.gram_mse_loss: one-GEMM backward) and
+                     optimiser loop: what `style` runs
+    ours-fast      + fast=True (bfloat16 only where measured to pay on this CPU; else identical)
+    ours-smoothed  the MobileNetV2 default (softmax smoothing before the Gram matrices): more work
+                     than the reference, shown for what the default costs, not compared for speed
+
+Each mode runs in its own process, modes alternating; the per-iteration times are medians. The
+first and last loss of every mode are printed: the same numbers on both sides show the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+MODES = ("reference", "allocator", "extractor", "ours", "ours-fast", "ours-smoothed")
+REFERENCE = "reference"
+WARMUP = 2
+
+
+def sample(name: str) -> pathlib.Path:
+    import skimage.data
+
+    return pathlib.Path(skimage.data.__file__).parent / name
+
+
+def images(size: int):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    def load(name):
+        image = np.array(Image.open(sample(name)).convert("RGB"))
+        tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        return F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
+
+    return load("chelsea.png"), load("ihc.png")
+
+
+def settings(backbone: str):
+    from dreamkit_style.effect import DEFAULT_LAYERS, Style
+
+    style_layers, content_layers = DEFAULT_LAYERS[backbone]
+    default = {name: param.default for name, param in Style.params.items()}  # the effect's default weights
+    return ({layer: 1.0 for layer in style_layers}, {layer: 1.0 for layer in content_layers},
+            default["style_weight"], default["content_weight"], default["tv_weight"], default["history"])
+
+
+def weights_file(backbone: str) -> str | None:
+    if backbone != "mobilenet_v2":
+        return None
+    from dreamkit.plugins import PluginHost
+
+    return str(PluginHost().weights.resolve("mobilenet_v2.IMAGENET1K_V1", fetch=False))
+
+
+def worker(mode: str, backbone: str, size: int, iterations: int) -> None:
+    """Run in a subprocess: print the per-iteration times, losses and peak RSS as JSON."""
+    import torch
+
+    content, style = images(size)
+    style_layers, content_layers, style_weight, content_weight, tv_weight, history = settings(backbone)
+    stamps: list[float] = []
+    losses: list[float] = []
+
+    def on_iteration(iteration, *rest):
+        stamps.append(time.perf_counter())
+        value = rest[-1]
+        losses.append(value if isinstance(value, float) else value.total)
+
+    weights = weights_file(backbone)
+    if mode in ("reference", "allocator", "extractor"):
+        import plain_style
+
+        if mode != "reference":
+            from dreamkit.runtime import keep_freed_memory
+
+            keep_freed_memory()
+        if mode == "extractor":
+            from dreamkit.models import FeatureExtractor
+
+            features = FeatureExtractor(backbone, list(dict.fromkeys([*style_layers, *content_layers])),
+                                        "random" if weights is None else "default")
+        else:
+            features = plain_style.Features(backbone, weights, list(dict.fromkeys([*style_layers, *content_layers])))
+        loss = plain_style.Loss(features, content, style, style_layers, content_layers, style_weight, content_weight,
+                                tv_weight)
+        stamps.append(time.perf_counter())
+        plain_style.stylise(loss, content, iterations + WARMUP, history=history, on_iteration=on_iteration)
+    else:
+        from dreamkit.models import shared_extractor
+        from dreamkit.plugins import PluginHost
+        from dreamkit.runtime import keep_freed_memory
+        from dreamkit.tiling import Geometry, plan_tiles
+        from dreamkit_style.effect import SMOOTHING, Style
+        from dreamkit_style.loss import StyleLoss, StyleTarget, add_image_terms
+        from dreamkit_style.optimize import optimise
+
+        keep_freed_memory()
+        extractor = shared_extractor(PluginHost(), backbone, "random" if weights is None else "default",
+                                     tuple(dict.fromkeys([*style_layers, *content_layers])), mode == "ours-fast", "cpu")
+        temperatures = {}
+        if mode == "ours-smoothed":
+            effect = Style(style=[str(sample("ihc.png"))], backbone=backbone, smoothing=SMOOTHING)
+            temperatures = effect._temperatures(extractor, [style], style_layers)
+        loss = StyleLoss(extractor, style_layers, content_layers, style_weight=style_weight,
+                         content_weight=content_weight, temperatures=temperatures)
+        geometry = Geometry({}, 0)
+        whole = plan_tiles(size, size, 0, geometry)
+        loss.set_targets(content, [StyleTarget(loss.gram_targets(style, whole, geometry))], whole, geometry)
+
+        def evaluate(x):
+            parts, grad = loss.value_and_grad(x, whole, geometry)
+            grad = grad.contiguous()
+            parts.image = add_image_terms(x, grad, tv_weight, None, 0.0)
+            return parts, grad
+
+        stamps.append(time.perf_counter())
+        optimise(content, evaluate, method="lbfgs", iterations=iterations + WARMUP, learning_rate=0.0,
+                 history=history, on_iteration=on_iteration)
+    steps = [b - a for a, b in zip(stamps, stamps[1:])][WARMUP:]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"median": statistics.median(steps), "first": losses[0], "last": losses[-1], "peak_mib": peak}))
+
+
+def big_run(side: int, iterations: int) -> None:
+    """Stylise a side x side photo with the CLI (default memory budget: exact tiles) and report
+    the wall time and the peak RSS of that process."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = pathlib.Path(tmp) / "big.png"
+        Image.open(sample("chelsea.png")).convert("RGB").resize((side, side), Image.BICUBIC).save(source)
+        dreamkit = pathlib.Path(sys.executable).parent / "dreamkit"
+        command = [str(dreamkit), "run", str(source), "-e",
+                   f"style:style={sample('ihc.png')},iterations={iterations},scales=1", "-o", str(pathlib.Path(tmp) / "out"),
+                   "-q"]
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if done.returncode != 0:
+            raise SystemExit(f"the {side}x{side} run failed:\n{done.stderr}")
+        written = (pathlib.Path(tmp) / "out" / "big.png").exists()
+    print(f"{side}x{side} style, {iterations} L-BFGS iterations at full size, memory_mb=768 (exact tiles): "
+          f"{seconds:.0f} s, peak RSS {peak / 1024:.2f} GiB, output written: {written}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512])
+    parser.add_argument("--backbones", nargs="*", default=["mobilenet_v2", "vgg19"])
+    parser.add_argument("--iterations", type=int, default=8, help="timed iterations per process (after 2 warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per mode (alternating)")
+    parser.add_argument("--big", type=int, default=0, metavar="SIDE", help="also stylise a SIDE x SIDE image (e.g. 4096)")
+    parser.add_argument("--big-iterations", type=int, default=3)
+    parser.add_argument("--worker", nargs=3, metavar=("MODE", "BACKBONE", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], int(args.worker[2]), args.iterations)
+        return
+    from ladder import describe_cpu
+
+    print(f"Gatys per-iteration time (L-BFGS), medians of {args.iterations} iterations x {args.rounds} alternating "
+          f"processes; speedup against '{REFERENCE}'")
+    print(f"CPU: {describe_cpu()}")
+    print(f"{'size':>5} {'backbone':<13} {'mode':<14} {'ms/iter':>9} {'speedup':>8} {'first loss':>11} {'last loss':>11} "
+          f"{'peak MiB':>9}")
+    for backbone in args.backbones:
+        modes = [m for m in MODES if not (m == "ours-smoothed" and backbone.startswith("vgg"))]
+        for size in args.sizes:
+            samples = {mode: [] for mode in modes}
+            details = {}
+            for _ in range(args.rounds):
+                for mode in modes:
+                    done = subprocess.run([sys.executable, __file__, "--worker", mode, backbone, str(size),
+                                           "--iterations", str(args.iterations)], capture_output=True, text=True)
+                    if done.returncode != 0:
+                        raise SystemExit(f"{mode} {backbone} {size} failed:\n{done.stderr}")
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    samples[mode].append(result["median"])
+                    details[mode] = result
+            reference = statistics.median(samples[REFERENCE])
+            for mode in modes:
+                median = statistics.median(samples[mode])
+                info = details[mode]
+                print(f"{size:>5} {backbone:<13} {mode:<14} {median * 1000:>9.1f} {reference / median:>7.2f}x "
+                      f"{info['first']:>11.4g} {info['last']:>11.4g} {info['peak_mib']:>9.0f}", flush=True)
+    if args.big:
+        big_run(args.big, args.big_iterations)
+
+
+if __name__ == "__main__":
+    main()
