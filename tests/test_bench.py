@@ -55,3 +55,20 @@ def test_analysis_benchmark_runs_every_mode():
     assert modes == ["classify-reference", "classify-ours", "classify-ours-batched", "faces-reference", "faces-ours"]
     rows = done.stdout.splitlines()[2:]
     assert all(("overhead" in row) != row.split()[0].endswith("reference") for row in rows)
+
+
+@pytest.mark.slow
+def test_style_benchmark_runs_every_rung_on_the_same_loss():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "style.py"), "--sizes", "64", "--rounds", "1",
+                           "--iterations", "1"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")]
+    by_mode = {(row[1], row[2]): row for row in rows}
+    assert [mode for backbone, mode in by_mode if backbone == "mobilenet_v2"] == [
+        "reference", "allocator", "extractor", "ours", "ours-fast", "ours-smoothed"]
+    assert [mode for backbone, mode in by_mode if backbone == "vgg19"] == [
+        "reference", "allocator", "extractor", "ours", "ours-fast"]
+    for (backbone, mode), row in by_mode.items():
+        if mode != "ours-smoothed":  # the same first loss: the same layers, weights and targets on every rung
+            assert float(row[5]) == pytest.approx(float(by_mode[(backbone, "reference")][5]), rel=1e-3), (backbone, mode)
+    assert by_mode[("mobilenet_v2", "reference")][4] == "1.00x"
