@@ -82,8 +82,6 @@ def weights_file(backbone: str) -> str | None:
 
 def worker(mode: str, backbone: str, size: int, iterations: int) -> None:
     """Run in a subprocess: print the per-iteration times, losses and peak RSS as JSON."""
-    import torch
-
     content, style = images(size)
     style_layers, content_layers, style_weight, content_weight, tv_weight, history = settings(backbone)
     stamps: list[float] = []

@@ -210,7 +210,7 @@ class Style(Effect):
         geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
         previous = self._previous(context, image)
         sizes = _scale_sizes(*image.shape[-2:], 1 if previous else self.scales)
-        current = previous[0] if previous else self._initial(content, sizes[0], context.generator)
+        current = previous[0] if previous else self._initial(content, context.generator)
         history: list[Record] = []
         bar = context.progress(self.iterations * len(sizes), "style")
         with bar as tick:
@@ -273,7 +273,7 @@ class Style(Effect):
         per_entry = 2 * 3 * size[0] * size[1] * 4
         return max(2, min(self.history, self.memory_mb * 2**20 // 2 // per_entry))
 
-    def _initial(self, content: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    def _initial(self, content: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.init == "content":
             return content
         if self.init == "noise":
