@@ -135,7 +135,6 @@ def worker(mode: str, backbone: str, size: int, iterations: int) -> None:
 
         def evaluate(x):
             parts, grad = loss.value_and_grad(x, whole, geometry)
-            grad = grad.contiguous()
             parts.image = add_image_terms(x, grad, tv_weight, None, 0.0)
             return parts, grad
 

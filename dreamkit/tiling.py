@@ -152,6 +152,15 @@ def auto_tile_size(extractor: torch.nn.Module, height: int, width: int, memory_b
     return max(geometry.align, core)
 
 
+def choose_tile_size(extractor: torch.nn.Module, height: int, width: int, tile_size: int | None, memory_mb: int,
+                     geometry: Geometry | LazyGeometry) -> int:
+    """An effect's ``tile_size`` parameter as given, or, when it is ``None``, :func:`auto_tile_size`
+    for a pass of at most ``memory_mb`` MiB (0: one piece)."""
+    if tile_size is not None:
+        return tile_size
+    return auto_tile_size(extractor, height, width, memory_mb * 2**20, geometry)
+
+
 class _OutputBytes(TorchDispatchMode):
     """Adds up the bytes of every tensor an op creates (views excluded) and the largest one."""
 

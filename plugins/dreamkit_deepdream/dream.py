@@ -21,7 +21,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from dreamkit import ops
-from dreamkit.tiling import Geometry, LazyGeometry, activation_counts, auto_tile_size, plan_tiles
+from dreamkit.tiling import Geometry, LazyGeometry, activation_counts, choose_tile_size, plan_tiles
 
 from .objective import Objective
 from .tiles import jittered_gradient
@@ -80,7 +80,8 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
             detail = ops.octave_resample(detail, size)
         current = detail.add_(base).clamp_(0, 1)  # reuses the detail's memory: large images are large
         del detail
-        tiles = plan_tiles(*size, _tile_size(extractor, size, settings, geometry), geometry)
+        tiles = plan_tiles(*size, choose_tile_size(extractor, *size, settings.tile_size, settings.memory_mb, geometry),
+                           geometry)
         # Tiles need the whole image's activation counts; one piece counts its own activations.
         objective.counts = activation_counts(extractor, *size) if len(tiles) > 1 else {}
         bar = progress(settings.steps, f"octave {octave + 1}/{len(sizes)} {size[1]}x{size[0]}") if progress else nullcontext()
@@ -101,13 +102,6 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
         if octave < len(sizes) - 1:
             detail = current - base
     return current, history
-
-
-def _tile_size(extractor: torch.nn.Module, size: tuple[int, int], settings: Settings,
-               geometry: Geometry | LazyGeometry) -> int:
-    if settings.tile_size is not None:
-        return settings.tile_size
-    return auto_tile_size(extractor, *size, settings.memory_mb * 2**20, geometry)
 
 
 def _random_shift(jitter: int, size: tuple[int, int], generator: torch.Generator) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from dreamkit.errors import DreamkitError, ParameterError
 from dreamkit.io import load_image, open_image, save_image
 from dreamkit.models import LayerError, shared_extractor
 from dreamkit.plugins import PluginHost
-from dreamkit.tiling import auto_tile_size, lazy_geometry, plan_tiles
+from dreamkit.tiling import choose_tile_size, lazy_geometry, plan_tiles
 
 from .colour import as_luminance_image, match_colour, with_chroma
 from .loss import LossParts, StyleLoss, StyleTarget, add_image_terms
@@ -161,24 +161,16 @@ class Style(Effect):
 
     # -- inputs --------------------------------------------------------------------------
     def style_images(self, device: torch.device) -> list[torch.Tensor]:
-        images = []
-        for path in self.style:
-            try:
-                images.append(load_image(path).to(device))
-            except DreamkitError as exc:
-                raise ParameterError(f"effect 'style': parameter 'style': cannot read {path!r}: {exc}") from None
-        return images
+        """The style images (1×3×H×W, 0..1) on ``device``."""
+        return [image.to(device) for image in self._decoded("style", self.style)]
 
     def mask_images(self, height: int, width: int, device: torch.device) -> list[torch.Tensor | None]:
         """One 0..1 mask (H × W) per style, resized to the image if it has the image's shape."""
         if not self.masks:
             return [None] * len(self.style)
         masks = []
-        for path in self.masks:
-            try:
-                mask = load_image(path).to(device).mean(1, keepdim=True)
-            except DreamkitError as exc:
-                raise ParameterError(f"effect 'style': parameter 'masks': cannot read {path!r}: {exc}") from None
+        for path, decoded in zip(self.masks, self._decoded("masks", self.masks)):
+            mask = decoded.to(device).mean(1, keepdim=True)
             mh, mw = mask.shape[-2:]
             if (mh, mw) != (height, width):
                 if abs(mh / mw - height / width) > 0.01 * height / width:
@@ -187,6 +179,20 @@ class Style(Effect):
                 mask = F.interpolate(mask, size=(height, width), mode="bilinear", antialias=True)
             masks.append(mask[0, 0].clamp(0, 1))
         return masks
+
+    def _decoded(self, param: str, paths: list[str]) -> list[torch.Tensor]:
+        """The images of ``param``, decoded once per effect: every frame of a sequence reuses them
+        (the parameters of an effect never change)."""
+        cache = self.__dict__.setdefault("_decoded_images", {})
+        if param not in cache:
+            images = []
+            for path in paths:
+                try:
+                    images.append(load_image(path))
+                except DreamkitError as exc:
+                    raise ParameterError(f"effect 'style': parameter '{param}': cannot read {path!r}: {exc}") from None
+            cache[param] = images
+        return cache[param]
 
     # -- running -------------------------------------------------------------------------
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
@@ -209,7 +215,7 @@ class Style(Effect):
                          temperatures=self._temperatures(extractor, styles, style_layers))
         geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
         previous = self._previous(context, image)
-        sizes = _scale_sizes(*image.shape[-2:], 1 if previous else self.scales)
+        sizes = _scale_sizes(*image.shape[-2:], 1 if previous else self.scales)  # a sequence's later frames: full size
         current = previous[0] if previous else self._initial(content, context.generator)
         history: list[Record] = []
         bar = context.progress(self.iterations * len(sizes), "style")
@@ -217,16 +223,15 @@ class Style(Effect):
             for index, size in enumerate(sizes):
                 current = _resize(current, size)
                 target = _resize(content, size)
-                tiles = plan_tiles(*size, self._tile_size(extractor, size, geometry), geometry)
+                tiles = plan_tiles(*size, choose_tile_size(extractor, *size, self.tile_size, self.memory_mb, geometry),
+                                   geometry)
                 targets = [StyleTarget(self._grams(loss, s, size, geometry), w, None if m is None else _resize_mask(m, size))
                            for s, w, m in zip(styles, self._blend(), masks)]
                 loss.set_targets(target, targets, tiles, geometry)
-                temporal = previous[1:] if previous else None  # a sequence's frames run at full size only
 
                 def evaluate(x: torch.Tensor) -> tuple[LossParts, torch.Tensor]:
                     parts, grad = loss.value_and_grad(x, tiles, geometry)
-                    grad = grad.contiguous()
-                    parts.image = add_image_terms(x, grad, self.tv_weight, temporal, self.temporal_weight)
+                    parts.image = add_image_terms(x, grad, self.tv_weight, previous, self.temporal_weight)
                     return parts, grad
 
                 current = optimise(current, evaluate, method=self.optimizer, iterations=self.iterations,
@@ -260,13 +265,9 @@ class Style(Effect):
         scale = self.style_scale * max(size) / max(style.shape[-2:])
         style_size = (max(MIN_SIDE // 2, round(style.shape[-2] * scale)), max(MIN_SIDE // 2, round(style.shape[-1] * scale)))
         resized = _resize(style, style_size)
-        tiles = plan_tiles(*style_size, self._tile_size(loss.extractor, style_size, geometry), geometry)
+        tiles = plan_tiles(*style_size, choose_tile_size(loss.extractor, *style_size, self.tile_size, self.memory_mb,
+                                                         geometry), geometry)
         return loss.gram_targets(resized, tiles, geometry)
-
-    def _tile_size(self, extractor: torch.nn.Module, size: tuple[int, int], geometry) -> int:
-        if self.tile_size is not None:
-            return self.tile_size
-        return auto_tile_size(extractor, *size, self.memory_mb * 2**20, geometry)
 
     def _history(self, size: tuple[int, int]) -> int:
         """L-BFGS keeps two image-sized vectors per history entry: at most half of memory_mb."""
@@ -282,15 +283,14 @@ class Style(Effect):
         start = load_image(self.init).to(content.device)
         return as_luminance_image(start) if self.color == "luminance" else start
 
-    def _previous(self, context: Any, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """For a frame after the first of a sequence: (the start: the previous frame's result; the
-        previous result again, for the temporal term; the mask of pixels whose input did not change)."""
-        before, after = getattr(context, "previous_input", None), getattr(context, "previous_output", None)
+    def _previous(self, context: Any, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a frame after the first of a sequence: the previous frame's result (the start, and
+        what the temporal term holds to) and the mask of the pixels whose input did not change."""
+        before, after = context.previous_input, context.previous_output
         if before is None or after is None or before.shape != image.shape or after.shape != image.shape:
             return None
         unchanged = ((image - before).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype)
-        start = as_luminance_image(after) if self.color == "luminance" else after
-        return start, start, unchanged
+        return (as_luminance_image(after) if self.color == "luminance" else after), unchanged
 
     def _reporter(self, tick: Any, context: Any, scale: int, history: list[Record], chroma_source: torch.Tensor | None):
         folder = Path(self.save_dir) if self.save_every else None

@@ -62,6 +62,7 @@ class _Group:
     target: dict[str, torch.Tensor]
     weight: float
     mask: torch.Tensor | None
+    scale: dict[str, float] = field(default_factory=dict)  # per layer: mean(target²), or 1 without normalize
     layer_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # per-activation weights, whole image
     mask_sums: dict[str, float] = field(default_factory=dict)
 
@@ -88,7 +89,6 @@ class StyleLoss:
         self.content: dict[str, torch.Tensor] = {}
         self._content_scale: dict[str, float] = {}
         self._shapes: dict[str, torch.Size] = {}
-        self._geometry: Geometry | LazyGeometry | None = None
 
     # -- features ------------------------------------------------------------------------
     def style_features(self, layer: str, activation: torch.Tensor) -> torch.Tensor:
@@ -100,17 +100,10 @@ class StyleLoss:
     def gram_targets(self, image: torch.Tensor, tiles: list[Tile], geometry: Geometry | LazyGeometry
                      ) -> dict[str, torch.Tensor]:
         """The style layers' Gram matrices of ``image`` (a style image), tile by tile if needed."""
-        height, width = image.shape[-2:]
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
-        with torch.no_grad():
-            for tile, features in _tile_features(self.extractor, image, tiles):
-                owned = _owned(tile, features, geometry, height, width, len(tiles))
-                for layer in self.style_layers:
-                    phi = _crop(self.style_features(layer, features[layer]), owned.get(layer))
-                    sums[layer] = sums.get(layer, 0) + ops.gram_matrix(phi, normalize=False)[0]
-                    counts[layer] = counts.get(layer, 0) + phi.shape[-2] * phi.shape[-1]
-        return {layer: sums[layer] / (sums[layer].shape[0] * max(counts[layer], 1)) for layer in self.style_layers}
+        (sums,) = self._gram_sums(image, tiles, geometry, [None])
+        shapes = feature_shapes(self.extractor, *image.shape[-2:])
+        return {layer: sums[layer] / (shapes[layer][1] * max(shapes[layer][-2] * shapes[layer][-1], 1))
+                for layer in self.style_layers}
 
     # -- targets -------------------------------------------------------------------------
     def set_targets(self, content: torch.Tensor, styles: list[StyleTarget], tiles: list[Tile],
@@ -119,7 +112,6 @@ class StyleLoss:
         styles: unmasked styles share one region and blend into one target (the same gradient as
         summing their losses); each masked style has its own region."""
         height, width = content.shape[-2:]
-        self._geometry = geometry if len(tiles) > 1 else None
         self._shapes = feature_shapes(self.extractor, height, width)
         self.content = {layer: content.new_zeros(self._shapes[layer]) for layer in self.content_layers}
         with torch.no_grad():
@@ -127,8 +119,7 @@ class StyleLoss:
                 owned = _owned(tile, features, geometry, height, width, len(tiles))
                 for layer in self.content_layers:
                     region = owned.get(layer)
-                    whole = _whole_region(tile, region, self._stride(layer))
-                    self.content[layer][(..., *whole)] = _crop(features[layer], region)
+                    self.content[layer][(..., *_whole_region(tile, region, geometry, layer))] = _crop(features[layer], region)
         self._content_scale = {layer: _mean_square(p) if self.normalize else 1.0 for layer, p in self.content.items()}
         self.groups = []
         unmasked = [s for s in styles if s.mask is None]
@@ -142,6 +133,8 @@ class StyleLoss:
             if style.mask is not None:
                 self.groups.append(_Group(style.grams, style.weight / total, style.mask))
         for group in self.groups:
+            group.scale = {layer: _mean_square(group.target[layer]) if self.normalize else 1.0
+                           for layer in self.style_layers}
             if group.mask is None:
                 continue
             for layer in self.style_layers:
@@ -149,78 +142,80 @@ class StyleLoss:
                 layer_mask = F.interpolate(group.mask[None, None], size=tuple(shape[-2:]), mode="area")[0, 0]
                 group.layer_masks[layer] = layer_mask.to(content.dtype)
                 group.mask_sums[layer] = float(layer_mask.sum())
-        self._style_scale = [{layer: _mean_square(g.target[layer]) if self.normalize else 1.0
-                              for layer in self.style_layers} for g in self.groups]
 
     # -- loss and gradient ---------------------------------------------------------------
     def value_and_grad(self, image: torch.Tensor, tiles: list[Tile], geometry: Geometry | LazyGeometry
                        ) -> tuple[LossParts, torch.Tensor]:
         """The loss parts and the gradient with respect to ``image`` (exact, tiled or not)."""
-        if len(tiles) == 1:
-            x = image.detach().requires_grad_()
-            self._geometry = None
-            features = self.extractor(x)
-            style = self._style_direct(features)
-            content = self._content(features, None, None)
-            (grad,) = torch.autograd.grad(style + content, x)
-            return LossParts(float(style.detach()), float(content.detach())), grad
-        self._geometry = geometry
-        return self._tiled(image, tiles, geometry)
+        if len(tiles) > 1:
+            return self._tiled(image, tiles, geometry)
+        x = image.detach().requires_grad_()
+        features = self.extractor(x)
+        style = self._style_direct(features)
+        content = self._content(features, {}, tiles[0], geometry)
+        (grad,) = torch.autograd.grad(style + content, x)
+        return LossParts(float(style.detach()), float(content.detach())), grad
 
     def _style_direct(self, features: Features) -> torch.Tensor:
         """One piece: the fused ``gram_mse_loss`` (one-GEMM backward). A mask m enters as
         √(m · N / Σm) on the activations, which makes their normalised Gram Σ m φφᵀ / (C Σm)."""
         value = features[next(iter(self.style_layers))].new_zeros(())
-        for group, scale in zip(self.groups, self._style_scale):
+        for group in self.groups:
             for layer, weight in self.style_layers.items():
                 phi = self.style_features(layer, features[layer])
                 if group.mask is not None:
                     mask = group.layer_masks[layer]
                     phi = phi * (mask * (mask.numel() / max(group.mask_sums[layer], 1e-12))).sqrt()
                 loss = ops.gram_mse_loss(phi, group.target[layer].to(phi.dtype))
-                value = value + (self.style_weight * group.weight * weight / scale[layer]) * loss
+                value = value + (self.style_weight * group.weight * weight / group.scale[layer]) * loss
         return value
 
-    def _content(self, features: Features, owned: Owned | None, tile: Tile | None) -> torch.Tensor:
+    def _content(self, features: Features, owned: Owned, tile: Tile, geometry: Geometry | LazyGeometry) -> torch.Tensor:
+        """The content term of the activations a tile owns (``owned`` empty: the whole image)."""
         value = features[next(iter(self.content_layers or self.style_layers))].new_zeros(())
         if not self.content_weight:
             return value
         for layer, weight in self.content_layers.items():
-            region = owned.get(layer) if owned else None
-            target = self.content[layer]
-            if tile is not None:
-                target = target[(..., *_whole_region(tile, region, self._stride(layer)))]
-            diff = _crop(features[layer], region) - target
-            value = value + (self.content_weight * weight / (self._content_scale[layer] * self.content[layer].numel())) \
+            region = owned.get(layer)
+            whole = self.content[layer]
+            diff = _crop(features[layer], region) - whole[(..., *_whole_region(tile, region, geometry, layer))]
+            value = value + (self.content_weight * weight / (self._content_scale[layer] * whole.numel())) \
                 * diff.square().sum()
         return value
 
-    def _stride(self, layer: str) -> int | None:
-        return self._geometry.strides.get(layer) if self._geometry is not None else None
+    def _gram_sums(self, image: torch.Tensor, tiles: list[Tile], geometry: Geometry | LazyGeometry,
+                   masks: list[dict[str, torch.Tensor] | None]) -> list[dict[str, torch.Tensor]]:
+        """Σ φφᵀ over the owned activations of every tile (no gradients), one dict of unnormalised
+        Gram matrices per region (``masks``: per-layer masks of the whole image, or None)."""
+        height, width = image.shape[-2:]
+        sums: list[dict[str, torch.Tensor]] = [{} for _ in masks]
+        with torch.no_grad():
+            for tile, features in _tile_features(self.extractor, image, tiles):
+                owned = _owned(tile, features, geometry, height, width, len(tiles))
+                for index, layer_masks in enumerate(masks):
+                    for layer in self.style_layers:
+                        phi = self._masked(layer_masks, layer, tile, owned.get(layer), features[layer], geometry)
+                        gram = ops.gram_matrix(phi, normalize=False)[0]
+                        sums[index][layer] = sums[index][layer] + gram if layer in sums[index] else gram
+        return sums
 
     def _tiled(self, image: torch.Tensor, tiles: list[Tile], geometry: Geometry | LazyGeometry
                ) -> tuple[LossParts, torch.Tensor]:
         height, width = image.shape[-2:]
+        masks = [group.layer_masks if group.mask is not None else None for group in self.groups]
         # Pass 1: every group's Gram matrix of the whole image, from the tiles' owned activations.
-        grams = [{layer: 0 for layer in self.style_layers} for _ in self.groups]
-        with torch.no_grad():
-            for tile, features in _tile_features(self.extractor, image, tiles):
-                owned = _owned(tile, features, geometry, height, width, len(tiles))
-                for index, group in enumerate(self.groups):
-                    for layer in self.style_layers:
-                        phi = self._masked(group, layer, tile, owned.get(layer), features[layer])
-                        grams[index][layer] = grams[index][layer] + ops.gram_matrix(phi, normalize=False)
+        grams = self._gram_sums(image, tiles, geometry, masks)
         # ∂loss/∂G for every group and layer, and the style loss itself.
         style_value = 0.0
         slopes = []
-        for index, (group, scale) in enumerate(zip(self.groups, self._style_scale)):
+        for group, sums in zip(self.groups, grams):
             slope = {}
             for layer, weight in self.style_layers.items():
-                gram = grams[index][layer] / self._gram_count(group, layer)
-                diff = gram - group.target[layer].to(gram.dtype)
-                factor = self.style_weight * group.weight * weight / scale[layer]
+                count = self._gram_count(group, layer)
+                diff = sums[layer] / count - group.target[layer].to(sums[layer].dtype)
+                factor = self.style_weight * group.weight * weight / group.scale[layer]
                 style_value += factor * float(diff.square().mean())
-                slope[layer] = (2 * factor / diff.numel()) * diff / self._gram_count(group, layer)
+                slope[layer] = (2 * factor / diff.numel()) * diff / count
             slopes.append(slope)
         # Pass 2: each tile back-propagates its share: Σ D ⊙ G_tile (style) + its owned content.
         grad = torch.zeros_like(image)
@@ -231,23 +226,24 @@ class StyleLoss:
             features = self.extractor(crop)
             owned = owned_regions(tile, features, geometry, height, width)
             surrogate = crop.new_zeros(())
-            for group, slope in zip(self.groups, slopes):
+            for layer_masks, slope in zip(masks, slopes):
                 for layer in self.style_layers:
-                    phi = self._masked(group, layer, tile, owned.get(layer), features[layer])
-                    surrogate = surrogate + (slope[layer] * ops.gram_matrix(phi, normalize=False)).sum()
-            content = self._content(features, owned, tile)
+                    phi = self._masked(layer_masks, layer, tile, owned.get(layer), features[layer], geometry)
+                    surrogate = surrogate + (slope[layer] * ops.gram_matrix(phi, normalize=False)[0]).sum()
+            content = self._content(features, owned, tile, geometry)
             content_value += float(content.detach())
             (tile_grad,) = torch.autograd.grad(surrogate + content, crop)
             grad[..., y0:y1, x0:x1] += tile_grad
         return LossParts(style_value, content_value), grad
 
-    def _masked(self, group: _Group, layer: str, tile: Tile, region: tuple[slice, slice] | None,
-                activation: torch.Tensor) -> torch.Tensor:
+    def _masked(self, layer_masks: dict[str, torch.Tensor] | None, layer: str, tile: Tile,
+                region: tuple[slice, slice] | None, activation: torch.Tensor,
+                geometry: Geometry | LazyGeometry) -> torch.Tensor:
+        """The smoothed activations a tile owns, weighted by √mask (so their Gram is mask-weighted)."""
         phi = _crop(self.style_features(layer, activation), region)
-        if group.mask is None:
+        if layer_masks is None:
             return phi
-        mask = group.layer_masks[layer][_whole_region(tile, region, self._stride(layer))]
-        return phi * mask.sqrt()
+        return phi * layer_masks[layer][_whole_region(tile, region, geometry, layer)].sqrt()
 
     def _gram_count(self, group: _Group, layer: str) -> float:
         """The normaliser C·N of a group's Gram matrix (N: its region's activations)."""
@@ -275,10 +271,13 @@ def _crop(activation: torch.Tensor, region: tuple[slice, slice] | None) -> torch
     return activation if region is None else activation[..., region[0], region[1]]
 
 
-def _whole_region(tile: Tile, region: tuple[slice, slice] | None, stride: int | None) -> tuple[slice, slice]:
-    """A tile's owned activations (``region``, crop coordinates) in the whole image's grid."""
-    if region is None or not stride:
+def _whole_region(tile: Tile, region: tuple[slice, slice] | None, geometry: Geometry | LazyGeometry,
+                  layer: str) -> tuple[slice, slice]:
+    """A tile's owned activations of ``layer`` (``region``, crop coordinates) in the whole image's
+    grid; everything when the image is one piece (no region: the geometry is never measured)."""
+    if region is None:
         return slice(None), slice(None)
+    stride = geometry.strides[layer]
     offsets = (tile.crop[0][0] // stride, tile.crop[1][0] // stride)
     return tuple(slice(s.start + o, s.stop + o) for s, o in zip(region, offsets))
 
