@@ -1,7 +1,8 @@
 """The ``dreamkit`` command line.
 
 Exit codes: 0 success, 2 usage errors and bad inputs (a message on stderr, no traceback),
-1 internal errors (with a traceback: that is a bug to report).
+1 internal errors (with a traceback: that is a bug to report) and batches where some inputs
+failed (each named, with the reason), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = logging.getLogger("dreamkit")
 
 
@@ -36,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run effects on images", description="Run a pipeline of effects on images.")
-    run.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    run.add_argument("inputs", nargs="*", metavar="INPUT",
+                     help="image or video files, folders, glob patterns; - reads paths from stdin")
+    run.add_argument("-r", "--recursive", action="store_true", help="walk folders' subfolders (mirrored under OUTDIR)")
+    run.add_argument("--list", action="append", dest="list_files", default=[], type=Path, metavar="FILE",
+                     help="a file of input paths, one per line (- for stdin); repeatable")
     how = run.add_mutually_exclusive_group(required=True)
     how.add_argument("-e", "--effect", action="append", dest="effects", metavar="EFFECT[:key=value,...]",
                      help="an effect step; repeat for a pipeline (lists in brackets: layers=[a,b])")
@@ -49,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse larger inputs (default 89,478,485)")
     run.add_argument("--save-recipe", type=Path, metavar="FILE", help="also write the pipeline as a .json or .toml recipe")
     run.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
-    run.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never overwritten)")
+    run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON-lines report: one line per input")
+    run.add_argument("--overwrite", action="store_true",
+                     help="redo and replace existing outputs (default: skip those this recipe made from the same input)")
+    run.add_argument("--engine", default="local", choices=["local", "ray"], help="where images run (default local)")
+    run.add_argument("--workers", type=int, metavar="N", help="Ray actors (default: the cluster's CPUs / 2)")
+    run.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (auto, HOST:PORT, ray://HOST:PORT) "
+                     "instead of starting a local Ray")
     run.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: torch's choice)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
 
@@ -154,46 +165,75 @@ def _print_json(value: Any) -> None:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from .batch import BatchSettings, BatchSummary, ReportWriter, make_engine, plan_batch, run_batch
+    from .errors import DreamkitError
+    from .io import check_output_path, parse_color
     from .pipeline import Pipeline
-    from .runner import run_files
     from .runtime import configure
 
     _require_positive(args.threads, "--threads")
     _require_positive(args.max_pixels, "--max-pixels")
+    if not args.inputs and not args.list_files:
+        raise DreamkitError("no inputs: name image files, folders or patterns, - for stdin, or --list FILE")
     log.debug("runtime: %s", configure(args.threads))
     pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects)
+    engine = make_engine(args.engine, workers=args.workers, address=args.ray_address)
+    settings = BatchSettings(seed=args.seed, device=args.device, background=parse_color(args.background),
+                             max_pixels=args.max_pixels, progress=None if not args.quiet else False)
+    if engine.name == "local":  # a bad or absent device is a usage error before any work (Ray checks its cluster)
+        from .context import resolve_device
+
+        resolve_device(settings.device)
+    plan = plan_batch(pipeline, args.inputs, args.output, settings=settings, fmt=args.format,
+                      overwrite=args.overwrite, recursive=args.recursive, list_files=args.list_files)
+    inputs = [job.plan.item.path for job in plan.jobs]
+    for extra in (args.save_recipe, args.report):
+        if extra is not None:
+            check_output_path(extra, overwrite=True, inputs=inputs)
     if args.save_recipe:
-        from .io import check_output_path
-
         check_output_path(args.save_recipe, overwrite=args.overwrite)
-    records = run_files(
-        pipeline, args.inputs, args.output, seed=args.seed, device=args.device, fmt=args.format,
-        overwrite=args.overwrite, background=args.background, max_pixels=args.max_pixels,
-        progress=None if not args.quiet else False,
-    )
-    first = True
-    for record in records:
-        if first and args.save_recipe:
-            pipeline.save(args.save_recipe)  # only once the checks in run_files have passed
-        first = False
-        if args.json:
-            _print_json(record)
-        else:
-            _print_record(record)
-    return EXIT_OK
+        pipeline.save(args.save_recipe)
+    stdout = sys.stdout  # the Ray engine sends Ray's own chatter to stderr while it runs
+    summary = BatchSummary(plan.total)
+    report = ReportWriter(args.report) if args.report else None
+    try:
+        for record in run_batch(plan, engine, progress=None if not args.quiet else False, summary=summary):
+            if report:
+                report.write(record)
+            if args.json:
+                print(json.dumps(record, default=str), file=stdout, flush=True)
+            else:
+                _print_record(record, stdout)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if report:
+            report.close()
+    if plan.total > 1 or summary.interrupted:
+        print(f"dreamkit: {summary.describe()}" + (f"; report: {args.report}" if args.report else ""), file=sys.stderr)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_INTERNAL if summary.failed else EXIT_OK
 
 
-def _print_record(record: dict[str, Any]) -> None:
+def _print_record(record: dict[str, Any], stream: Any) -> None:
+    status = record["status"]
+    where = record["input"] + (f"#frame={record['video_frame']}" if record.get("video_frame") is not None else "")
+    if status in ("failed", "ignored"):
+        if status == "failed":
+            print(f"dreamkit: failed: {record['error']}" if where in record["error"] else
+                  f"dreamkit: failed: {where}: {record['error']}", file=sys.stderr)
+        return
     outputs = [frame["output"] for frame in record["frames"]]
     target = outputs[0] if len(outputs) == 1 else f"{len(outputs)} frames in {Path(outputs[0]).parent}/ + {record['animation']}"
-    print(f"{record['input']} -> {target}")
+    print(f"{where} -> {target}" + (" (done before: skipped)" if status == "skipped" else ""), file=stream)
     for result in record["results"]:
         fields = {k: v for k, v in result.items() if k not in ("effect", "step", "frame")}
         items = {k: v for k, v in fields.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)}
-        print(f"  {result['effect']}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if k not in items))
+        print(f"  {result['effect']}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if k not in items), file=stream)
         for values in items.values():  # predictions, detections: one line each
             for item in values:
-                print("    - " + _describe_item(item))
+                print("    - " + _describe_item(item), file=stream)
 
 
 def _describe_item(item: dict[str, Any]) -> str:

@@ -4,7 +4,8 @@ Loading: an allowlist of formats, decompression bombs refused before decoding, E
 applied, every pixel mode converted on purpose (see :func:`load_image`), errors that name the
 file. Saving: written to a temporary file in the same folder and moved into place with
 ``os.replace`` (a failed save never destroys an existing file), inputs are never overwritten,
-existing outputs only with ``overwrite=True``. PNGs carry the run's recipe in an iTXt chunk.
+existing outputs only with ``overwrite=True``. Outputs carry the run's recipe (and the analysis
+records made for them): PNGs in iTXt chunks, JPEG and WebP in the EXIF ImageDescription.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
 #: Pillow's own warning threshold; above it an image is refused unless the limit is raised.
 DEFAULT_MAX_PIXELS = 89_478_485
 RECIPE_KEY = "dreamkit-recipe"
+RESULTS_KEY = "dreamkit-results"
+#: EXIF ImageDescription: where JPEG and WebP outputs keep {RECIPE_KEY: ..., RESULTS_KEY: ...} as JSON.
+_EXIF_DESCRIPTION = 0x010E
 
 _PIL_LIMIT_LOCK = threading.Lock()
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -79,6 +83,8 @@ def open_image(path: str | Path, *, max_pixels: int | None = None) -> Image.Imag
         raise ImageLoadError(f"{path}: no such file")
     if not path.is_file():
         raise ImageLoadError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(f"{path}: empty file (0 bytes)")
     with _PIL_LIMIT_LOCK:
         previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we check the size ourselves
         try:
@@ -190,6 +196,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     _atomic(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of a new file under this process's umask (mkstemp's temporaries are 0600).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix + ".part")
@@ -197,6 +213,7 @@ def _atomic(path: Path, write: Any) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -229,23 +246,33 @@ def save_image(
     path: str | Path,
     *,
     recipe: dict[str, Any] | None = None,
+    results: list[dict[str, Any]] | None = None,
     overwrite: bool = False,
     inputs: Iterable[str | Path] = (),
     quality: int = 95,
 ) -> Path:
-    """Save as PNG, JPEG or WebP (by extension), atomically; PNGs embed ``recipe`` as iTXt."""
+    """Save as PNG, JPEG or WebP (by extension), atomically.
+
+    ``recipe`` and ``results`` (the analysis records made for this image) are embedded: in PNG
+    iTXt chunks, in JPEG/WebP the EXIF ImageDescription. :func:`read_metadata` reads them back."""
     path = Path(path)
     fmt = _checked_target(path, OUTPUT_FORMATS, "output", overwrite, inputs)
     pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
     options: dict[str, Any] = {}
-    if fmt == "PNG" and recipe is not None:
+    metadata = {key: value for key, value in ((RECIPE_KEY, recipe), (RESULTS_KEY, results)) if value}
+    if fmt == "PNG" and metadata:
         info = PngImagePlugin.PngInfo()
-        info.add_itxt(RECIPE_KEY, json.dumps(recipe, sort_keys=True), zip=True)
+        for key, value in metadata.items():
+            info.add_itxt(key, json.dumps(value, sort_keys=True), zip=True)
         options["pnginfo"] = info
     elif fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
         if fmt == "JPEG" and pil.mode == "RGBA":
             pil = pil.convert("RGB")
+        if metadata:
+            exif = Image.Exif()
+            exif[_EXIF_DESCRIPTION] = json.dumps(metadata, sort_keys=True)  # ASCII: json escapes the rest
+            options["exif"] = exif.tobytes()
     _atomic(path, lambda tmp: pil.save(tmp, format=fmt, **options))
     return path
 
@@ -269,20 +296,40 @@ def save_animation(
     return path
 
 
-def read_recipe(path: str | Path) -> dict[str, Any]:
-    """The recipe embedded in a PNG written by dreamkit."""
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """What dreamkit embedded in an output it wrote: ``{"dreamkit-recipe": ..., "dreamkit-results": ...}``
+    (keys absent when not embedded; ``{}`` for any other image). Raises for text that is not JSON."""
     path = Path(path)
     image = open_image(path)
     try:
-        text = getattr(image, "text", {}).get(RECIPE_KEY)
+        if image.format == "PNG":
+            texts = getattr(image, "text", {})
+            raw = {key: texts[key] for key in (RECIPE_KEY, RESULTS_KEY) if key in texts}
+        else:
+            description = image.getexif().get(_EXIF_DESCRIPTION)
+            raw = {}
+            if isinstance(description, str) and RECIPE_KEY in description:
+                try:
+                    raw = {key: json.dumps(value) for key, value in json.loads(description).items()}
+                except (json.JSONDecodeError, AttributeError):
+                    raw = {RECIPE_KEY: description}
     finally:
         image.close()
-    if text is None:
-        raise DreamkitError(f"{path}: no dreamkit recipe in this image (only PNGs written by dreamkit carry one)")
-    try:
-        recipe = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DreamkitError(f"{path}: the embedded recipe is not valid JSON: {exc}") from None
+    metadata = {}
+    for key, text in raw.items():
+        try:
+            metadata[key] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DreamkitError(f"{path}: the embedded {key} is not valid JSON: {exc}") from None
+    return metadata
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The recipe embedded in an image written by dreamkit (PNG, or JPEG/WebP in EXIF)."""
+    path = Path(path)
+    recipe = read_metadata(path).get(RECIPE_KEY)
+    if recipe is None:
+        raise DreamkitError(f"{path}: no dreamkit recipe in this image (only images written by dreamkit carry one)")
     if not isinstance(recipe, dict) or "pipeline" not in recipe:
         raise DreamkitError(f"{path}: the embedded recipe has no pipeline")
     return recipe

@@ -13,7 +13,7 @@ from .errors import DreamkitError
 from .io import load_image, open_image, read_recipe, tensor_to_pil
 from .pipeline import Pipeline
 from .plugins import PluginHost
-from .runner import RECIPE_FORMAT, make_recipe
+from .recipe import RECIPE_FORMAT, make_recipe
 from .weights import sha256_of
 
 

@@ -192,17 +192,9 @@ def test_other_formats(cli, photos, tmp_path):
 )
 def test_bad_arguments(cli, photos, tmp_path, args, message):
     out = tmp_path / "out"
-    code, stdout, stderr = cli("run", photos, *args, "-o", out)
+    code, stdout, stderr = cli("run", photos / "coffee.png", *args, "-o", out)
     assert code == 2
     assert message in stderr and "Traceback" not in stderr
-    assert files_in(out) == []
-
-
-def test_bad_input_files_stop_the_batch_before_anything_is_written(cli, photos, tmp_path):
-    (photos / "zz-broken.png").write_text("not an image")
-    out = tmp_path / "out"
-    code, _, stderr = cli("run", photos, "-e", "adjust", "-o", out)
-    assert code == 2 and "zz-broken.png: not an image in an allowed format" in stderr
     assert files_in(out) == []
 
 
@@ -217,7 +209,7 @@ def test_existing_outputs_need_overwrite_and_inputs_are_never_overwritten(cli, p
     assert cli("run", photos / "coffee.png", "-e", "adjust", "-o", out)[0] == 0
     before = (out / "coffee.png").read_bytes()
     code, _, stderr = cli("run", photos / "coffee.png", "-e", "adjust:brightness=0.5", "-o", out)
-    assert code == 2 and "exists already; pass --overwrite" in stderr
+    assert code == 2 and "coffee.png exists already and was not made by this recipe from this input; pass --overwrite" in stderr
     assert (out / "coffee.png").read_bytes() == before
     assert cli("run", photos / "coffee.png", "-e", "adjust:brightness=0.5", "-o", out, "--overwrite")[0] == 0
     assert (out / "coffee.png").read_bytes() != before
@@ -227,13 +219,14 @@ def test_existing_outputs_need_overwrite_and_inputs_are_never_overwritten(cli, p
     assert (photos / "coffee.png").read_bytes() == original
 
 
-def test_two_inputs_with_the_same_name_are_refused(cli, photos, tmp_path):
+def test_two_inputs_with_the_same_name_get_distinct_outputs(cli, photos, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(photos / "coffee.png", other / "coffee.png")
-    code, _, stderr = cli("run", photos / "coffee.png", other / "coffee.png", "-e", "adjust", "-o", tmp_path / "out")
-    assert code == 2 and "would both be written" in stderr
-    assert files_in(tmp_path / "out") == []
+    code, _, _ = cli("run", photos / "coffee.png", other / "coffee.png", "-e", "adjust", "-o", tmp_path / "out")
+    assert code == 0
+    assert files_in(tmp_path / "out") == ["coffee.png-2.png", "coffee.png.png"]  # rule 3: -2 for the second
+    assert read_recipe(tmp_path / "out" / "coffee.png-2.png")["input"]["path"] == str((other / "coffee.png").resolve())
 
 
 def test_usage_errors_exit_2(cli, tmp_path):
@@ -330,13 +323,22 @@ def _text(folder):
     return path, "notes.jpg: not an image in an allowed format"
 
 
-@pytest.mark.parametrize("make_bad", [_truncated, _bomb, _tga, _text])
-def test_each_bad_image_is_a_clear_error_and_nothing_is_written(cli, photos, tmp_path, make_bad):
+def _empty(folder):
+    path = folder / "empty.png"
+    path.write_bytes(b"")
+    return path, "empty.png: empty file (0 bytes)"
+
+
+@pytest.mark.parametrize("make_bad", [_truncated, _bomb, _tga, _text, _empty])
+def test_each_bad_image_is_a_clear_error(cli, photos, tmp_path, make_bad):
     bad, message = make_bad(tmp_path)
     out = tmp_path / "out"
-    code, _, stderr = cli("run", photos / "chelsea.png", bad, "-e", "adjust", "-o", out)
+    code, _, stderr = cli("run", bad, "-e", "adjust", "-o", out)  # alone: exit 2, as a usage error
     assert code == 2 and message in stderr and "Traceback" not in stderr
-    assert files_in(out) == []  # chelsea.png came first and was valid, but nothing was written
+    assert files_in(out) == []
+    code, stdout, stderr = cli("run", photos / "chelsea.png", bad, "-e", "adjust", "-o", out)  # among others
+    assert code == 1 and f"dreamkit: failed: {bad}" in stderr and message in stderr and "Traceback" not in stderr
+    assert "1 done, 1 failed" in stderr and files_in(out) == ["chelsea.png"]
 
 
 def test_progress_bars_only_on_a_terminal_and_never_when_quiet(capsys):

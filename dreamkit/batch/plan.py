@@ -1,0 +1,109 @@
+"""Planning a batch: everything decided before the first image is processed.
+
+Usage errors (output folder not writable, outputs that would replace an input, outputs made by
+another recipe without ``--overwrite``) stop the run here, with nothing written. Bad *inputs* do
+not: they become ``failed`` records and the rest of the batch runs. Outputs already made by this
+very job (same recipe and input hash) become ``skipped`` records: that is how a re-run resumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Sequence
+
+from ..errors import OutputError
+from ..pipeline import Pipeline
+from ..recipe import describe_input
+from .inputs import InputProblem, list_inputs
+from .jobs import BatchSettings, Job, base_record, results_by_frame
+from .outputs import OutputPlan, assign_outputs, check_writable, output_suffix
+from .resume import State, existing_state, identity
+
+
+@dataclass
+class BatchPlan:
+    """What a batch will do: ``jobs`` to run, and the records already known (inputs that could
+    not be listed, ignored files, outputs already done)."""
+
+    pipeline: Pipeline
+    settings: BatchSettings
+    outdir: Path
+    jobs: list[Job] = field(default_factory=list)
+    known: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Records the run will produce: one per input, listed problem and ignored file."""
+        return len(self.jobs) + len(self.known)
+
+    def single_input(self) -> bool:
+        """Exactly one input and nothing else: it keeps the one-image command's exit codes."""
+        return len(self.jobs) + len(self.known) == 1
+
+
+def plan_batch(
+    pipeline: Pipeline,
+    sources: Sequence[str | Path],
+    outdir: str | Path,
+    *,
+    settings: BatchSettings = BatchSettings(),
+    fmt: str = "png",
+    overwrite: bool = False,
+    recursive: bool = False,
+    list_files: Sequence[str | Path] = (),
+    stdin: IO[str] | None = None,
+) -> BatchPlan:
+    """List the inputs, name the outputs, and sort each input into run / skip / failed."""
+    outdir = Path(outdir)
+    output_suffix(fmt)
+    check_writable(outdir)
+    listing = list_inputs(sources, recursive=recursive, list_files=list_files, exclude=outdir, stdin=stdin)
+    plan = BatchPlan(pipeline, settings, outdir)
+    plan.known += [_problem_record(problem, settings.seed) for problem in listing.problems]
+    plan.known += [{**base_record(path, "ignored", settings.seed), "error": "not an image or video file name"}
+                   for path in listing.ignored]
+    foreign = []
+    for output in assign_outputs(listing.items, outdir, fmt):
+        if not output.existing():
+            plan.jobs.append(Job(output))
+        elif overwrite:
+            plan.jobs.append(Job(output, replace=True))
+        else:
+            state, results = existing_state(output, _identity_of(pipeline, settings, output))
+            if state is State.DONE:
+                plan.known.append(_skipped_record(output, results, settings.seed))
+            elif state is State.INCOMPLETE:
+                plan.jobs.append(Job(output, replace=True))
+            else:
+                foreign.append(output)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise OutputError(f"{foreign[0].existing()[0]} exists already and was not made by this recipe from this "
+                          f"input{more}; pass --overwrite to replace, or choose another output folder")
+    return plan
+
+
+def _identity_of(pipeline: Pipeline, settings: BatchSettings, output: OutputPlan) -> str:
+    item = output.item
+    try:
+        source = describe_input(item.path, settings.background, video_frame=item.video_frame)
+    except OSError:  # unreadable: it will fail as a job and say why
+        source = {}
+    return identity({"pipeline": pipeline.to_config(), "seed": settings.seed, "input": source})
+
+
+def _problem_record(problem: InputProblem, seed: int) -> dict[str, Any]:
+    return {**base_record(problem.source, "failed", seed), "error": problem.reason}
+
+
+def _skipped_record(output: OutputPlan, results: list[list[dict[str, Any]]], seed: int) -> dict[str, Any]:
+    record = base_record(output.item.path, "skipped", seed, output.item.video_frame)
+    if output.image.exists():
+        outputs = [output.image]
+    else:
+        outputs = sorted(output.frames_dir.glob(f"frame_*{output.image.suffix}"))
+        record["animation"] = str(output.animation)
+    record["frames"] = [{"output": str(path), "results": frame} for path, frame in zip(outputs, results)]
+    record["results"] = results_by_frame(record["frames"])
+    return record

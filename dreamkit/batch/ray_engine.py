@@ -1,0 +1,183 @@
+"""The Ray engine: jobs run in a pool of Ray actors (Ray Data, ``ActorPoolStrategy``).
+
+Each actor builds the pipeline once (models load once per actor) and runs jobs through the same
+:class:`~.jobs.JobRunner` as the local engine, reading inputs and writing outputs itself: on a
+cluster, the inputs and the output folder must be on storage every node sees at the same path
+(as for Ray Data's own ``read_*`` functions). Records come back to this process, which writes the
+report. A bad input is a ``failed`` record as locally. An actor that dies (a crash, the OOM killer)
+is restarted and its job retried; a job whose actor dies on every try is reported as failed and
+the run goes on (Ray Data's ``max_errored_blocks``).
+
+Never asks for what the cluster does not have: Ray waits forever for GPUs that are not there, and
+more actors than CPUs never start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from contextlib import contextmanager, redirect_stdout
+from typing import Any, Iterator, Sequence
+
+from ..errors import DreamkitError
+from ..pipeline import Pipeline
+from ..plugins import PluginHost
+from .jobs import BatchSettings, Job, JobRunner, base_record
+from .outputs import remove_stale_temporaries
+
+#: How often a dead actor is restarted and a job on it retried.
+RETRIES = 2
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the [data] extra)
+    except ImportError:
+        raise DreamkitError("--engine ray needs Ray Data: pip install 'dreamkit[ray]'") from None
+    return ray
+
+
+class PipelineWorker:
+    """A Ray actor's callable: one pipeline, built once; a batch of jobs in, their records out."""
+
+    def __init__(self, config: dict[str, Any], settings: dict[str, Any], threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.runner = JobRunner(Pipeline.from_config(config), BatchSettings(**settings))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        jobs = [Job.from_dict(json.loads(text)) for text in batch["job"]]
+        return {"record": [json.dumps(self.runner(job), default=str) for job in jobs]}
+
+
+class RayEngine:
+    """Run jobs on Ray: a local instance, or the cluster at ``address`` (``auto``, ``HOST:PORT`` or
+    ``ray://HOST:PORT``); an already connected session (``ray.init`` by the caller) is used as is."""
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, address: str | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise DreamkitError(f"--workers {workers} is not allowed; expected a positive integer")
+        self.workers = workers
+        self.address = address
+
+    def run(self, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings, host: PluginHost | None,
+            *, reraise: bool = False) -> Iterator[dict]:
+        ray = import_ray()
+        started = self._connect(ray)
+        try:
+            if jobs:
+                yield from self._run(ray, jobs, pipeline, settings)
+        finally:
+            remove_stale_temporaries([job.plan for job in jobs])
+            if started:
+                ray.shutdown()
+
+    def _run(self, ray: Any, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings) -> Iterator[dict]:
+        resources = ray.cluster_resources()
+        cpus, gpus = int(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        workers = self.workers or max(1, cpus // 2)
+        if workers > cpus:
+            raise DreamkitError(f"--workers {workers} asks for more actors than the Ray cluster's {cpus} CPUs; "
+                                f"use --workers {max(cpus, 1)} or fewer")
+        if settings.device not in ("auto", "cpu", "cuda"):
+            raise DreamkitError(f"--device {settings.device} is not allowed with --engine ray; expected auto, cpu or cuda "
+                                "(Ray gives each actor its GPU)")
+        wants_gpu = settings.device == "cuda"
+        if wants_gpu and gpus < 1:
+            raise DreamkitError(f"--device {settings.device} asks for a GPU but the Ray cluster has none; use --device cpu or auto")
+        use_gpu = gpus >= 1 and settings.device != "cpu"
+        threads = max(1, cpus // workers)
+        actor_settings = {**settings.to_dict(), "device": "cuda" if use_gpu else "cpu", "progress": False}
+        returned: set[tuple[str, Any]] = set()
+        # Ray prints worker deaths on stdout; keep stdout for records (--json).
+        with _data_context(ray), redirect_stdout(sys.stderr):
+            dataset = ray.data.from_items([{"job": json.dumps(job.to_dict())} for job in jobs],
+                                          override_num_blocks=len(jobs))
+            dataset = dataset.map_batches(
+                PipelineWorker,
+                fn_constructor_kwargs={"config": pipeline.to_config(), "settings": actor_settings, "threads": threads},
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=workers),
+                num_cpus=threads,
+                num_gpus=min(1.0, gpus / workers) if use_gpu else 0,
+                **_bounded_retries(),
+            )
+            for row in dataset.iter_rows():
+                record = json.loads(row["record"])
+                returned.add((record["input"], record["video_frame"]))
+                yield record
+        for job in jobs:
+            item = job.plan.item
+            if (str(item.path), item.video_frame) not in returned:
+                yield {**base_record(item.path, "failed", settings.seed, item.video_frame),
+                       "error": f"the Ray worker running it died {RETRIES + 1} times (a crash, or killed for "
+                                "memory); see the Ray logs"}
+
+    def _connect(self, ray: Any) -> bool:
+        """Connect (True) or use the caller's session (False)."""
+        if ray.is_initialized():
+            return False
+        # Ray's C++ core logs at ERROR that actor constructor arguments live in the object store
+        # (always so for Ray Data's actors): noise to a user. RAY_BACKEND_LOG_LEVEL set by the user wins.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+        if self.address is None:
+            ray.init(num_cpus=os.cpu_count(), **quiet)
+            return True
+        _check_reachable(self.address)
+        try:
+            ray.init(address=self.address, **({} if self.address.startswith("ray://") else quiet))
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise DreamkitError(f"--ray-address {self.address}: cannot join the Ray cluster: {exc}") from None
+        return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with a clear message, where ``ray.init`` would retry for a minute."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise DreamkitError(f"--ray-address {address!r} is not allowed; expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DreamkitError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                            "start one with `ray start --head`, or check the address") from None
+
+
+def _bounded_retries() -> dict[str, int]:
+    """Ray Data restarts dead actors and retries their tasks forever by default: one input that
+    kills its actor every time (a decoder crash, the OOM killer) would hang the run. Bounding it
+    is only possible through ``map_batches``' extra remote args, deprecated for removal in Ray
+    2.64 (our extra pins 2.60); the warning says nothing the user can act on."""
+    return {"max_restarts": RETRIES, "max_task_retries": RETRIES}
+
+
+@contextmanager
+def _data_context(ray: Any) -> Iterator[None]:
+    """Skip (and let us report) jobs whose actor died on every try, instead of failing the run;
+    no Ray progress bars or execution logs (ours counts images)."""
+    import warnings
+
+    context = ray.data.DataContext.get_current()
+    saved = context.max_errored_blocks, context.enable_progress_bars
+    context.max_errored_blocks, context.enable_progress_bars = -1, False
+    data_log = logging.getLogger("ray.data")
+    level = data_log.level
+    data_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            yield
+    finally:
+        context.max_errored_blocks, context.enable_progress_bars = saved
+        data_log.setLevel(level)

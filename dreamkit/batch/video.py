@@ -1,0 +1,85 @@
+"""Video files as inputs: one image per frame, decoded with PyAV (the extra ``dreamkit[video]``).
+
+Frames are decoded in order and one at a time, never the whole video at once. A
+:class:`FrameReader` keeps the file open between consecutive frames, so a batch that walks a
+video's frames in order decodes each frame once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import DreamkitError, ImageLoadError
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise DreamkitError("video inputs need PyAV: pip install 'dreamkit[video]'") from None
+    return av
+
+
+def count_frames(path: Path) -> int:
+    """How many video frames ``path`` holds (counted from its packets: nothing is decoded)."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ImageLoadError(f"{path}: no video stream in this file")
+            stream = container.streams.video[0]
+            count = sum(1 for packet in container.demux(stream) if packet.size)
+    except av.FFmpegError as exc:
+        raise ImageLoadError(f"{path}: cannot read the video: {exc}") from None
+    if count == 0:
+        raise ImageLoadError(f"{path}: the video holds no frames")
+    return count
+
+
+class FrameReader:
+    """Decode frame N of a video as a 1×3×H×W float32 tensor in 0..1, reading forward from the
+    last frame asked for (asking for an earlier frame reopens the file)."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._frames: Iterator[Any] | None = None
+        self._container: Any = None
+        self._next = 0
+
+    def read(self, path: Path, index: int, max_pixels: int) -> torch.Tensor:
+        av = _av()
+        if self._path != path or index < self._next:
+            self.close()
+            try:
+                self._container = av.open(str(path))
+                self._frames = self._container.decode(video=0)
+            except av.FFmpegError as exc:
+                raise ImageLoadError(f"{path}: cannot read the video: {exc}") from None
+            self._path, self._next = path, 0
+        try:
+            while True:
+                frame = next(self._frames)
+                self._next += 1
+                if self._next - 1 == index:
+                    break
+        except StopIteration:
+            self.close()
+            raise ImageLoadError(f"{path}: frame {index} is past the end of the video") from None
+        except av.FFmpegError as exc:
+            self.close()
+            raise ImageLoadError(f"{path}: cannot decode frame {index} (truncated or corrupt?): {exc}") from None
+        if frame.width * frame.height > max_pixels:
+            raise ImageLoadError(f"{path}: frame of {frame.width}×{frame.height} pixels is over the limit of {max_pixels:,}")
+        array = frame.to_ndarray(format="rgb24")
+        return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container = self._frames = self._path = None
+        self._next = 0

@@ -1,0 +1,345 @@
+"""Batch runs on one machine: inputs of every kind, bad files among good ones, output names,
+resume, the report, Ctrl-C, video frames (the Ray engine: tests/test_ray.py)."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dreamkit import Effect, Param, hookimpl
+from dreamkit.batch import BatchSettings, LocalEngine, list_inputs, plan_batch, run_batch
+from dreamkit.batch.inputs import InputItem
+from dreamkit.batch.outputs import assign_outputs
+from dreamkit.io import read_metadata, read_recipe
+from dreamkit.pipeline import Pipeline
+
+STOP = {"at": None, "calls": 0}
+
+
+class Interrupt(Effect):
+    """Passes images through; raises KeyboardInterrupt (a Ctrl-C) on call number STOP['at']."""
+
+    name = "interrupt"
+
+    def apply(self, image, context):
+        STOP["calls"] += 1
+        if STOP["at"] is not None and STOP["calls"] == STOP["at"]:
+            raise KeyboardInterrupt
+        return image
+
+
+class Brightness(Effect):
+    """Records the mean brightness: an analysis effect whose records must survive a resume."""
+
+    name = "brightness"
+    fail_above = Param(float, 2.0, help="fail (a bug) on images brighter than this")
+
+    def apply(self, image, context):
+        mean = round(float(image.mean()), 4)
+        if mean > self.fail_above:
+            raise ZeroDivisionError("too bright")
+        context.add_result({"mean": mean})
+        return image
+
+
+class Plugin:
+    @hookimpl
+    def dreamkit_register_effects(self, register):
+        register(Interrupt)
+        register(Brightness)
+
+
+@pytest.fixture
+def batch_effects(register_plugin):
+    STOP.update(at=None, calls=0)
+    return register_plugin(Plugin(), name="batch-test")
+
+
+def files_in(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+def tiny(path, seed=0, size=(12, 9)):
+    array = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def report_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def mixed(tmp_path, samples):
+    """Good photos among a corrupt, a truncated, a zero-byte, a bomb and a non-image file."""
+    folder = tmp_path / "mixed"
+    for index, name in enumerate(("a.png", "b.jpg", "c.webp", "d.png")):
+        tiny(folder / name, index)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    data = (samples / "coffee.png").read_bytes()
+    (folder / "truncated.png").write_bytes(data[: len(data) // 3])
+    (folder / "zero.jpg").write_bytes(b"")
+    Image.new("1", (10000, 9000)).save(folder / "bomb.png")
+    (folder / "notes.jpg").write_text("not a picture")
+    (folder / "README.txt").write_text("ignored: not an image name")
+    return folder
+
+
+BAD = {"corrupt.png": "not an image in an allowed format", "truncated.png": "cannot decode the image",
+       "zero.jpg": "empty file (0 bytes)", "bomb.png": "over the limit", "notes.jpg": "not an image in an allowed format"}
+
+
+# -- bad inputs among many ----------------------------------------------------------------------
+def test_a_folder_with_bad_files_completes_reports_them_and_exits_1(cli, mixed, tmp_path):
+    out, report = tmp_path / "out", tmp_path / "report.jsonl"
+    code, stdout, stderr = cli("run", mixed, "-e", "resize:scale=2", "-o", out, "--report", report)
+    assert code == 1
+    assert files_in(out) == ["a.png", "b.png", "c.png", "d.png"]
+    for name, reason in BAD.items():
+        assert f"dreamkit: failed: {mixed / name}" in stderr and reason in stderr
+    assert "4 done, 5 failed, 1 ignored" in stderr and "Traceback" not in stderr
+    records = {os.path.basename(r["input"]): r for r in report_lines(report)}
+    assert len(records) == 10
+    assert {n for n, r in records.items() if r["status"] == "failed"} == set(BAD)
+    assert all(BAD[n] in records[n]["error"] for n in BAD)
+    assert records["README.txt"]["status"] == "ignored"
+    assert records["a.png"]["status"] == "done" and records["a.png"]["frames"][0]["output"] == str(out / "a.png")
+    assert all(r["seconds"] >= 0 for r in records.values())
+    with Image.open(out / "a.png") as image:
+        assert image.size == (24, 18)
+
+
+def test_usage_errors_still_stop_a_batch_before_any_work(cli, mixed, tmp_path):
+    out = tmp_path / "out"
+    for args, message in [(["-e", "nope"], "unknown effect 'nope'"),
+                          (["-e", "resize:scale=-1"], "parameter 'scale' = -1.0 is not allowed"),
+                          (["-e", "resize:scale=2", "--engine", "local", "--workers", "2"], "--workers and --ray-address need --engine ray")]:
+        code, _, stderr = cli("run", mixed, *args, "-o", out)
+        assert code == 2 and message in stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    code, _, stderr = cli("run", mixed, "-e", "resize:scale=2", "-o", blocker / "out")
+    assert code == 2 and f"output folder {blocker / 'out'} cannot be written" in stderr
+    assert files_in(out) == []
+
+
+def test_an_internal_error_on_one_input_is_reported_with_its_traceback_and_the_rest_run(cli, batch_effects, tmp_path):
+    folder = tmp_path / "in"
+    tiny(folder / "dark.png", 1)
+    Image.new("RGB", (8, 8), "white").save(folder / "white.png")
+    report = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", folder, "-e", "brightness:fail_above=0.9", "-o", tmp_path / "out", "--report", report)
+    assert code == 1 and "internal error: ZeroDivisionError: too bright" in stderr
+    records = {os.path.basename(r["input"]): r for r in report_lines(report)}
+    assert records["dark.png"]["status"] == "done"
+    assert "ZeroDivisionError" in records["white.png"]["traceback"]
+
+
+# -- inputs and output names --------------------------------------------------------------------
+def test_same_stem_keeps_the_source_extension(cli, tmp_path):
+    folder = tmp_path / "in"
+    tiny(folder / "truncated.png", 1)
+    Image.open(folder / "truncated.png").save(folder / "truncated.jpg")
+    tiny(folder / "other.png", 2)
+    code, _, _ = cli("run", folder, "-e", "resize:scale=1", "-o", tmp_path / "out")
+    assert code == 0
+    assert files_in(tmp_path / "out") == ["other.png", "truncated.jpg.png", "truncated.png.png"]
+
+
+def test_names_that_differ_only_in_case_count_as_a_clash(tmp_path):
+    items = [InputItem(tmp_path / n, PureName(n).with_suffix(""), PureName(n)) for n in ("Cat.JPG", "cat.png")]
+    names = [plan.image.name for plan in assign_outputs(items, tmp_path / "out", "png")]
+    assert names == ["Cat.JPG.png", "cat.png.png"]
+
+
+def PureName(text):
+    from pathlib import PurePosixPath
+
+    return PurePosixPath(text)
+
+
+def test_recursive_folders_are_mirrored_and_the_output_folder_inside_is_never_an_input(cli, tmp_path):
+    trip = tmp_path / "trip"
+    tiny(trip / "day1" / "IMG_1.JPG", 1)
+    tiny(trip / "day2" / "IMG_1.JPG", 2)
+    tiny(trip / "top.png", 3)
+    tiny(trip / ".thumbnails" / "hidden.png", 4)
+    out = trip / "styled"
+    assert cli("run", trip, "-e", "resize:scale=1", "-o", out)[0] == 0
+    assert files_in(out) == ["top.png"]  # not recursive: only the folder's own images
+    code, _, stderr = cli("run", trip, "-r", "-e", "resize:scale=1", "-o", out)
+    assert code == 0 and "1 skipped" in stderr
+    assert files_in(out) == ["day1", "day1/IMG_1.png", "day2", "day2/IMG_1.png", "top.png"]
+    code, _, stderr = cli("run", trip, "-r", "-e", "resize:scale=1", "-o", out)  # outputs inside trip/ not taken as inputs
+    assert code == 0 and "0 done, 3 skipped, 0 failed" in stderr
+
+
+def test_globs_list_files_and_stdin(cli, tmp_path, monkeypatch):
+    base = tmp_path / "lib"
+    paths = [tiny(base / "2024" / "IMG_1.png", 1), tiny(base / "2025" / "IMG_1.png", 2), tiny(base / "2025" / "x.png", 3)]
+    out = tmp_path / "out"
+    assert cli("run", f"{base}/**/IMG_*.png", "-e", "resize:scale=1", "-o", out / "glob")[0] == 0
+    assert files_in(out / "glob") == ["2024", "2024/IMG_1.png", "2025", "2025/IMG_1.png"]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# my picks\n{paths[0]}\n\n{paths[2]}\n{base / 'missing.png'}\n")
+    code, _, stderr = cli("run", "--list", listing, "-e", "resize:scale=1", "-o", out / "list")
+    assert code == 1 and f"{base / 'missing.png'}: no such file (listed in list file {listing})" in stderr
+    assert files_in(out / "list") == ["2024", "2024/IMG_1.png", "2025", "2025/x.png"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{paths[1]}\n{paths[2]}\n"))
+    assert cli("run", "-", "-e", "resize:scale=1", "-o", out / "stdin")[0] == 0
+    assert files_in(out / "stdin") == ["IMG_1.png", "x.png"]  # one folder in common: flat
+    code, _, stderr = cli("run", "-e", "resize:scale=1", "-o", out / "none")
+    assert code == 2 and "no inputs" in stderr
+
+
+def test_list_inputs_reports_what_cannot_be_listed(tmp_path):
+    (tmp_path / "empty").mkdir()
+    tiny(tmp_path / "deep" / "sub" / "a.png")
+    listing = list_inputs([tmp_path / "nope.png", tmp_path / "empty", f"{tmp_path}/*.gif", tmp_path / "deep"],
+                          list_files=[tmp_path / "no-list.txt"])
+    reasons = [p.reason for p in listing.problems]
+    assert reasons[0].endswith("nope.png: no such file")
+    assert "empty: folder holds no images" in reasons[1]
+    assert "*.gif: no files match this pattern" in reasons[2]
+    assert "deep: folder holds no images" in reasons[3] and "need --recursive" in reasons[3]
+    assert "list file" in reasons[4] and "cannot read it" in reasons[4]
+    assert listing.items == []
+
+
+# -- resume, overwrite and Ctrl-C -----------------------------------------------------------------
+def fifty(tmp_path):
+    folder = tmp_path / "fifty"
+    for index in range(50):
+        tiny(folder / f"img_{index:02d}.png", index)
+    return folder
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(cli, batch_effects, tmp_path):
+    folder, out, report = fifty(tmp_path), tmp_path / "out", tmp_path / "r.jsonl"
+    STOP["at"] = 21
+    code, _, stderr = cli("run", folder, "-e", "interrupt", "-e", "brightness", "-o", out, "--report", report)
+    assert code == 130
+    assert "interrupted: 20 done, 0 failed" in stderr and "30 not started" in stderr
+    assert files_in(out) == [f"img_{i:02d}.png" for i in range(20)]  # nothing partial, no temporaries
+    assert [r["status"] for r in report_lines(report)] == ["done"] * 20
+    STOP["at"] = None
+    code, stdout, stderr = cli("run", folder, "-e", "interrupt", "-e", "brightness", "-o", out, "--report", report, "--json")
+    assert code == 0 and "30 done, 20 skipped, 0 failed" in stderr
+    records = report_lines(report)
+    assert [r["status"] for r in records] == ["skipped"] * 20 + ["done"] * 30
+    assert [json.loads(line) for line in stdout.splitlines()] == records
+    skipped = records[0]
+    assert skipped["results"] == [{"effect": "brightness", "step": 1, "mean": skipped["results"][0]["mean"], "frame": 0}]
+    assert STOP["calls"] == 20 + 1 + 30  # the skipped images were not run again
+    code, _, stderr = cli("run", folder, "-e", "interrupt", "-e", "brightness", "-o", out, "--overwrite")
+    assert code == 0 and "50 done, 0 failed" in stderr
+
+
+def test_resume_needs_the_same_recipe_seed_and_input(cli, tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    tiny(folder / "a.png", 1)
+    tiny(folder / "b.png", 2)
+    assert cli("run", folder, "-e", "resize:scale=2", "-o", out, "--format", "jpg")[0] == 0
+    code, _, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", out, "--format", "jpg")
+    assert code == 0 and "0 done, 2 skipped" in stderr  # JPEGs carry their recipe too (EXIF)
+    assert read_recipe(out / "a.jpg")["pipeline"]["steps"][0]["effect"] == "resize"
+    for change in (["--seed", "3"], ["-e", "resize:scale=3"]):
+        args = ["-e", "resize:scale=2", *change] if change[0] == "--seed" else change
+        code, _, stderr = cli("run", folder, *args, "-o", out, "--format", "jpg")
+        assert code == 2 and "exists already and was not made by this recipe from this input (and 1 more)" in stderr
+    tiny(folder / "b.png", 9)  # the input changed: its output is not this job's
+    code, _, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", out, "--format", "jpg")
+    assert code == 2 and "b.jpg exists already" in stderr
+
+
+def test_a_sequence_without_its_animation_is_redone(cli, tmp_path, register_plugin):
+    from tests.test_cli import Plugin as SequencePlugin
+
+    register_plugin(SequencePlugin(), name="sequences")
+    folder, out = tmp_path / "in", tmp_path / "out"
+    tiny(folder / "a.png", 1)
+    tiny(folder / "b.png", 2)
+    assert cli("run", folder, "-e", "fade", "-o", out)[0] == 0
+    (out / "b.gif").unlink()  # as if stopped between the frames and the animation
+    code, stdout, stderr = cli("run", folder, "-e", "fade", "-o", out, "--json")
+    assert code == 0 and "1 done, 1 skipped" in stderr
+    assert (out / "b.gif").exists() and len(list((out / "b").iterdir())) == 3
+    skipped = json.loads(stdout.splitlines()[0])
+    assert skipped["status"] == "skipped" and len(skipped["frames"]) == 3 and skipped["animation"] == str(out / "a.gif")
+
+
+def test_ctrl_c_in_a_real_process_leaves_no_partial_files_and_a_rerun_finishes(tmp_path):
+    folder, out, report = fifty(tmp_path), tmp_path / "out", tmp_path / "r.jsonl"
+    command = [sys.executable, "-m", "dreamkit", "run", str(folder), "-e", "deepdream:octaves=1,steps=6", "-o", str(out),
+               "--report", str(report), "-q", "--threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while len(list(out.glob("*.png"))) < 5 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    done = sorted(p.name for p in out.iterdir())
+    assert 5 <= len(done) < 50 and all(not name.startswith(".") for name in done)
+    assert "interrupted:" in stderr and f"{len(done)} done" in stderr
+    for name in done:  # every file there is complete: it opens and carries its recipe
+        assert read_recipe(out / name)["input"]["name"] == name
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    statuses = [r["status"] for r in report_lines(report)]
+    assert statuses.count("skipped") == len(done) and statuses.count("done") == 50 - len(done)
+
+
+def test_the_python_api(dreamkit_host, tmp_path):
+    folder = tmp_path / "in"
+    tiny(folder / "a.png", 1)
+    (folder / "b.png").write_text("nope")
+    pipeline = Pipeline.from_specs(["resize:scale=2"])
+    plan = plan_batch(pipeline, [folder], tmp_path / "out", settings=BatchSettings(seed=4))
+    assert len(plan.jobs) == 2 and plan.total == 2
+    records = list(run_batch(plan, LocalEngine(), progress=False))
+    assert [r["status"] for r in records] == ["done", "failed"]
+    assert read_metadata(tmp_path / "out" / "a.png")["dreamkit-recipe"]["seed"] == 4
+
+
+# -- video --------------------------------------------------------------------------------------
+def make_video(path, frames=5, size=(32, 24)):
+    av = pytest.importorskip("av")
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(frames)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)  # lossless: decoded frames are the pictures
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "bgr0"
+        for picture in pictures:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return pictures
+
+
+def test_a_video_file_is_one_input_per_frame(cli, tmp_path):
+    folder, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "r.jsonl"
+    folder.mkdir()
+    pictures = make_video(folder / "clip.mkv")
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(100))
+    code, _, stderr = cli("run", folder, "-e", "resize:scale=1", "-o", out, "--report", report)
+    assert code == 1 and "broken.mp4: cannot read the video" in stderr
+    assert files_in(out) == ["clip"] + [f"clip/frame_{i:06d}.png" for i in range(1, 6)]
+    for index, picture in enumerate(pictures):
+        with Image.open(out / "clip" / f"frame_{index + 1:06d}.png") as image:
+            assert np.array_equal(np.asarray(image), picture)
+        recipe = read_recipe(out / "clip" / f"frame_{index + 1:06d}.png")
+        assert recipe["input"]["video_frame"] == index and recipe["input"]["name"] == "clip.mkv"
+    frames = [r["video_frame"] for r in report_lines(report) if r["status"] == "done"]
+    assert frames == [0, 1, 2, 3, 4]
+    code, _, stderr = cli("run", folder / "clip.mkv", "-e", "resize:scale=1", "-o", out)
+    assert code == 0 and "0 done, 5 skipped" in stderr
