@@ -343,3 +343,16 @@ def test_a_video_file_is_one_input_per_frame(cli, tmp_path):
     assert frames == [0, 1, 2, 3, 4]
     code, _, stderr = cli("run", folder / "clip.mkv", "-e", "resize:scale=1", "-o", out)
     assert code == 0 and "0 done, 5 skipped" in stderr
+
+
+def test_models_load_once_per_batch_not_per_image(cli, tmp_path):
+    from dreamkit_classify.effect import _classifier
+
+    folder = tmp_path / "in"
+    for index in range(4):
+        tiny(folder / f"p{index}.png", index, size=(40, 30))
+    _classifier.cache_clear()
+    code, stdout, _ = cli("run", folder, "-e", "classify:weights=random,top_k=2", "-o", tmp_path / "out", "--json")
+    assert code == 0 and len(stdout.splitlines()) == 4
+    info = _classifier.cache_info()
+    assert (info.misses, info.hits) == (1, 3)

@@ -72,3 +72,11 @@ def test_style_benchmark_runs_every_rung_on_the_same_loss():
         if mode != "ours-smoothed":  # the same first loss: the same layers, weights and targets on every rung
             assert float(row[5]) == pytest.approx(float(by_mode[(backbone, "reference")][5]), rel=1e-3), (backbone, mode)
     assert by_mode[("mobilenet_v2", "reference")][4] == "1.00x"
+
+
+def test_batch_benchmark_runs_every_mode():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "batch.py"), "--count", "3", "--rounds", "1", "--workers", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for mode in ("reference ", "reference-batched", "local ", "ray-1 "):
+        assert mode in done.stdout, done.stdout

@@ -45,9 +45,9 @@ class PipelineWorker:
     """A Ray actor's callable: one pipeline, built once; a batch of jobs in, their records out."""
 
     def __init__(self, config: dict[str, Any], settings: dict[str, Any], threads: int) -> None:
-        import torch
+        from ..runtime import configure
 
-        torch.set_num_threads(threads)
+        configure(threads)  # as `dreamkit run` does: threads, and freed memory kept for reuse
         self.runner = JobRunner(Pipeline.from_config(config), BatchSettings(**settings))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:

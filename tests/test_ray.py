@@ -1,0 +1,174 @@
+"""The Ray engine: a local Ray instance, the same outputs and report as the local engine, failures
+isolated per input, dead actors retried, clear errors for what Ray cannot do."""
+
+import json
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from dreamkit.batch import BatchSettings, plan_batch, run_batch  # noqa: E402
+from dreamkit.batch.ray_engine import RayEngine  # noqa: E402
+from dreamkit.pipeline import Pipeline  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# A third-party plugin the actors find through its entry point, like any installed plugin:
+# ``die`` kills its process (as a segfault or the OOM killer would) once, or on every try.
+DIE_PLUGIN = '''
+import os
+from pathlib import Path
+
+from dreamkit import Effect, Param, hookimpl
+
+
+class Die(Effect):
+    name = "die"
+    once = Param(str, "", help="marker file: die if it is absent (and create it)")
+    always_on = Param(str, "", help="input file name that kills the process every time")
+
+    def apply(self, image, context):
+        if self.once and not Path(self.once).exists():
+            Path(self.once).touch()
+            os._exit(1)
+        if self.always_on and context.source == self.always_on:
+            os._exit(1)
+        return image
+
+
+@hookimpl
+def dreamkit_register_effects(register):
+    register(Die)
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("die-plugin")
+    (root / "dreamkit_die_test.py").write_text(textwrap.dedent(DIE_PLUGIN))
+    info = root / "dreamkit_die_test-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dreamkit-die-test\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[dreamkit]\ndie = dreamkit_die_test\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_session(plugin_path):
+    """One local Ray instance for the module (2 CPUs, as this machine), whose workers see the plugin."""
+    env = {"PYTHONPATH": os.pathsep.join([str(plugin_path), *sys.path])}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def die_host(plugin_path, monkeypatch, dreamkit_host):
+    monkeypatch.syspath_prepend(str(plugin_path))
+    import dreamkit_die_test
+
+    dreamkit_host.register(dreamkit_die_test, name="die")
+    return dreamkit_host
+
+
+def photos(folder, count=6):
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        array = np.random.default_rng(index).integers(0, 256, (20 + index, 30, 3), dtype=np.uint8)
+        Image.fromarray(array).save(folder / f"p{index}.png")
+    return folder
+
+
+def comparable(records):
+    """Records without timings, outputs relative to their run's folder."""
+    return sorted((json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in records))
+
+
+def run(pipeline, folder, out, engine, **options):
+    plan = plan_batch(pipeline, [folder], out, settings=BatchSettings(device="cpu"), **options)
+    return list(run_batch(plan, engine, progress=False))
+
+
+def test_the_cli_starts_its_own_ray_and_stops_it(cli, tmp_path):
+    if ray.is_initialized():
+        pytest.skip("a Ray session of another test is still connected")
+    folder = photos(tmp_path / "in", 3)
+    report = tmp_path / "r.jsonl"
+    code, stdout, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", tmp_path / "out", "--engine", "ray",
+                               "--workers", "1", "--report", report, "--json")
+    assert code == 0, stderr
+    assert "3 done, 0 failed" in stderr and not ray.is_initialized()
+    assert [json.loads(line)["status"] for line in stdout.splitlines()] == ["done"] * 3  # stdout holds records only
+    assert len(report.read_text().splitlines()) == 3
+
+
+def test_ray_errors_are_clear(cli, tmp_path, monkeypatch):
+    folder = photos(tmp_path / "in", 2)
+    code, _, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", tmp_path / "out", "--engine", "ray",
+                          "--ray-address", "127.0.0.1:1")
+    assert code == 2 and "--ray-address 127.0.0.1:1: no Ray cluster answers there" in stderr
+    code, _, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", tmp_path / "out", "--engine", "ray",
+                          "--ray-address", "nonsense")
+    assert code == 2 and "expected auto, HOST:PORT or ray://HOST:PORT" in stderr
+    code, _, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", tmp_path / "out", "--engine", "ray", "--workers", "0")
+    assert code == 2 and "--workers 0 is not allowed" in stderr
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    code, _, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", tmp_path / "out", "--engine", "ray")
+    assert code == 2 and "pip install 'dreamkit[ray]'" in stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_ray_matches_the_local_engine_pixel_for_pixel_and_in_the_report(ray_session, dreamkit_host, tmp_path):
+    folder = photos(tmp_path / "in")
+    (folder / "broken.png").write_text("not an image")
+    pipeline = Pipeline.from_specs(["resize:scale=1.5", "adjust:contrast=1.3,saturation=0.7"])
+    local = run(pipeline, folder, tmp_path / "local", None)
+    remote = run(pipeline, folder, tmp_path / "ray", RayEngine(workers=2))
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == [f"p{i}.png" for i in range(6)]
+    for index in range(6):
+        with Image.open(tmp_path / "local" / f"p{index}.png") as a, Image.open(tmp_path / "ray" / f"p{index}.png") as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+            assert _recipe(a) == _recipe(b)
+    strip = [json.loads(s.replace(str(tmp_path / "ray"), str(tmp_path / "local"))) for s in comparable(remote)]
+    assert strip == [json.loads(s) for s in comparable(local)]
+    assert [r["status"] for r in remote].count("failed") == 1
+    resumed = run(pipeline, folder, tmp_path / "ray", RayEngine(workers=1))
+    assert sorted(r["status"] for r in resumed) == ["failed"] + ["skipped"] * 6
+
+
+def _recipe(image):
+    """The embedded recipe but its platform facts (the actors run with their own thread count)."""
+    recipe = json.loads(image.text["dreamkit-recipe"])
+    del recipe["platform"]
+    return recipe
+
+
+def test_an_actor_that_dies_is_replaced_and_an_input_that_always_kills_is_reported(ray_session, die_host, tmp_path):
+    folder = photos(tmp_path / "in", 4)
+    marker = tmp_path / "died-once"
+    pipeline = Pipeline.from_specs([f"die:once={marker},always_on=p2.png"])
+    records = {os.path.basename(r["input"]): r for r in run(pipeline, folder, tmp_path / "out", RayEngine(workers=2))}
+    assert marker.exists()  # one actor did die, and its job was retried on a new one
+    assert {n: r["status"] for n, r in records.items()} == {"p0.png": "done", "p1.png": "done", "p2.png": "failed",
+                                                           "p3.png": "done"}
+    assert "the Ray worker running it died 3 times" in records["p2.png"]["error"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png", "p3.png"]  # no temporaries
+
+
+def test_never_asks_for_more_than_the_cluster_has(ray_session, dreamkit_host, tmp_path):
+    from dreamkit.errors import DreamkitError
+
+    folder = photos(tmp_path / "in", 1)
+    pipeline = Pipeline.from_specs(["resize:scale=2"])
+    with pytest.raises(DreamkitError, match="--workers 3 asks for more actors than the Ray cluster's 2 CPUs"):
+        run(pipeline, folder, tmp_path / "out", RayEngine(workers=3))
+    if ray.cluster_resources().get("GPU", 0) == 0:
+        plan = plan_batch(pipeline, [folder], tmp_path / "out", settings=BatchSettings(device="cuda"))
+        with pytest.raises(DreamkitError, match="asks for a GPU but the Ray cluster has none"):
+            list(run_batch(plan, RayEngine(workers=1), progress=False))
+    assert list((tmp_path / "out").iterdir()) == []
