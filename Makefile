@@ -46,7 +46,7 @@ SKIMAGE = $(dir $(CHELSEA))
 GRACE = $(shell $(PY) -c 'import pathlib, matplotlib; print(pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")')
 
 demo: setup weights
-	$(DK) run $(SAMPLES) -e resize:max_side=512 -e adjust:contrast=1.15,saturation=1.4 -o demo-out --overwrite
+	$(DK) run $(SAMPLES) -e resize:max_side=512 -e adjust:contrast=1.15,saturation=1.4 -o demo-out --overwrite --report demo-out/report.jsonl
 	$(DK) replay demo-out/chelsea.png --check
 	$(DK) run $(SAMPLES) -e resize:max_side=512 -e deepdream -o demo-out/dream --overwrite
 	$(DK) run $(CHELSEA) -e resize:max_side=256 -e deepdream:frames=16,zoom=1.05,octaves=2,steps=5 -o demo-out/zoom --overwrite

@@ -127,7 +127,7 @@ def test_usage_errors_still_stop_a_batch_before_any_work(cli, mixed, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     code, _, stderr = cli("run", mixed, "-e", "resize:scale=2", "-o", blocker / "out")
-    assert code == 2 and f"output folder {blocker / 'out'} cannot be written" in stderr
+    assert code == 2 and f"output folder {blocker / 'out'} cannot be written: {blocker} is not a folder" in stderr
     assert files_in(out) == []
 
 

@@ -100,13 +100,20 @@ def _clashing(names: Sequence[PurePosixPath], suffix: str) -> set[int]:
 
 
 def check_writable(outdir: Path) -> None:
-    """Create ``outdir`` and prove a file can be written there, before any work."""
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".dreamkit-write-test-"):
-            pass
-    except OSError as exc:
-        raise OutputError(f"output folder {outdir} cannot be written: {exc.strerror or exc}") from None
+    """Prove, before any work, that ``outdir`` can be written (or created), creating nothing."""
+    existing = outdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"output folder {outdir} cannot be written: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {outdir} cannot be written: no permission in {existing}")
+    if existing == outdir:  # permissions do not tell all (a read-only mount): write and remove a file
+        try:
+            with tempfile.NamedTemporaryFile(dir=outdir, prefix=".dreamkit-write-test-"):
+                pass
+        except OSError as exc:
+            raise OutputError(f"output folder {outdir} cannot be written: {exc.strerror or exc}") from None
 
 
 def write_result(result: Any, plan: OutputPlan, recipe: dict[str, Any], *, overwrite: bool,

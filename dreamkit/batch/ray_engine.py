@@ -74,10 +74,10 @@ class RayEngine:
         try:
             if jobs:
                 yield from self._run(ray, jobs, pipeline, settings)
-        finally:
-            remove_stale_temporaries([job.plan for job in jobs])
+        finally:  # (Ctrl-C included) actors stopped first, then what a killed one left is swept
             if started:
                 ray.shutdown()
+            remove_stale_temporaries([job.plan for job in jobs])
 
     def _run(self, ray: Any, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings) -> Iterator[dict]:
         resources = ray.cluster_resources()
