@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the results")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0): same recipe + seed = same image")
-    run.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format (recipes are embedded in PNG only)")
+    run.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format (each embeds its recipe: PNG in iTXt, JPEG/WebP in EXIF)")
     run.add_argument("--background", default="white", help="colour behind transparent pixels (name, #rrggbb or r,g,b)")
     run.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse larger inputs (default 89,478,485)")
     run.add_argument("--save-recipe", type=Path, metavar="FILE", help="also write the pipeline as a .json or .toml recipe")

@@ -65,6 +65,8 @@ class InputProblem:
 
 @dataclass
 class InputListing:
+    """What :func:`list_inputs` found: inputs to run, names it could not list, files it ignored."""
+
     items: list[InputItem] = field(default_factory=list)
     problems: list[InputProblem] = field(default_factory=list)
     #: Files inside folders whose names are not images or videos (README.txt, .xmp sidecars).
