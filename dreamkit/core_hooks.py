@@ -14,6 +14,12 @@ def dreamkit_run_step(effect: Any, image: Any, context: Any) -> Any:
     return effect.apply(image, context)
 
 
+@hookimpl(trylast=True)
+def dreamkit_run_batch_step(effect: Any, images: Any, contexts: Any) -> Any:
+    """The innermost batched step: ``effect.apply_batch``. Plugins wrap it as ``dreamkit_run_step``."""
+    return effect.apply_batch(images, contexts)
+
+
 @hookimpl
 def dreamkit_register_weights(register: Any) -> None:
     """The weights dreamkit knows by itself (see dreamkit/weights_catalog.py)."""

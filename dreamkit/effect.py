@@ -243,6 +243,16 @@ class Effect:
         ``context.add_result(...)``."""
         raise NotImplementedError
 
+    #: True when :meth:`apply_batch` does several images in one call (one model call for many):
+    #: batch runs then hand it several inputs at once (:meth:`Pipeline.run_many`).
+    batchable: ClassVar[bool] = False
+
+    def apply_batch(self, images: list[Any], contexts: list[Any]) -> list[Any]:
+        """Several independent images, each with its own context (seed, records); one output image
+        per image, in order. A batchable effect must not use ``context.previous_output`` (it is
+        ``None`` here). Default: :meth:`apply` on each."""
+        return [self.apply(image, context) for image, context in zip(images, contexts)]
+
     @property
     def values(self) -> dict[str, Any]:
         """All parameter values, defaults included (a copy)."""

@@ -71,3 +71,12 @@ def dreamkit_run_step(effect: "Effect", image: Any, context: "RunContext") -> An
     return it (or a replacement). Use it for timing, logging or caching. Fires once per step and
     frame.
     """
+
+
+@hookspec(firstresult=True)
+def dreamkit_run_batch_step(effect: "Effect", images: list[Any], contexts: list["RunContext"]) -> Any:
+    """Run one pipeline step of a ``batchable`` effect on several images at once, when a batch run
+    groups inputs (:meth:`dreamkit.Pipeline.run_many`). dreamkit implements it last and calls
+    ``effect.apply_batch(images, contexts)``; wrap it as :func:`dreamkit_run_step` (the result is
+    the list of output images). Fires once per group, instead of ``dreamkit_run_step`` once per image.
+    """

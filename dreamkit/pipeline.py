@@ -190,26 +190,52 @@ class Pipeline:
 
         ``image`` may also be a list of images: a frame sequence (video frames), which every step
         processes in order, each frame seeing the previous one's input and output."""
-        host = host or get_host()
-        target = resolve_device(device)
-        bars = Progress(progress)
+        run = _Run(host or get_host(), resolve_device(device), seed, Progress(progress))
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         if not images:
             raise ValueError("a pipeline needs an image or a non-empty list of frames")
-        frames = [Frame(_as_batch(item).to(target)) for item in images]
+        frames = [Frame(_as_batch(item).to(run.device)) for item in images]
         for step_index, effect in enumerate(self.steps):
-            produced: list[Frame] = []
-            for frame_index, frame in enumerate(frames):
-                previous_input = frames[frame_index - 1].image if frame_index else None
-                previous_output = produced[-1].image if frame_index else None
-                context = RunContext(target, seed, bars, source, step_index, frame_index, host,
-                                     previous_input=previous_input, previous_output=previous_output)
-                output = host.hook.dreamkit_run_step(effect=effect, image=frame.image, context=context)
-                records = [{"effect": effect.name, "step": step_index, **record} for record in context.results]
-                for image_out in _check_output(effect, output, frame.image):
-                    produced.append(Frame(image_out, [*frame.results, *records]))
-            frames = produced
+            frames = run.step(effect, step_index, frames, source)
         return RunResult(frames)
+
+    def run_many(
+        self,
+        images: Sequence[Any],
+        *,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool | None = False,
+        sources: Sequence[str | None] | None = None,
+        host: PluginHost | None = None,
+    ) -> list[RunResult | Exception]:
+        """Run several independent images, each exactly as :meth:`run` would, but the steps of
+        ``batchable`` effects (``classify``) see all of them in one call. An image whose step
+        raises gets the exception in its place and drops out; the others go on.
+
+        A batched step that raises is run again image by image, so only the culprit fails."""
+        run = _Run(host or get_host(), resolve_device(device), seed, Progress(progress))
+        sources = list(sources) if sources is not None else [None] * len(images)
+        lanes: list[list[Frame] | Exception] = []
+        for image in images:
+            try:
+                lanes.append([Frame(_as_batch(image).to(run.device))])
+            except Exception as exc:  # noqa: BLE001 (one bad image drops out, as in any step)
+                lanes.append(exc)
+        for step_index, effect in enumerate(self.steps):
+            live = [i for i, lane in enumerate(lanes) if not isinstance(lane, Exception)]
+            if effect.batchable and len(live) > 1:
+                batched = run.batched_step(effect, step_index, [lanes[i] for i in live], [sources[i] for i in live])
+                if batched is not None:
+                    for i, frames in zip(live, batched):
+                        lanes[i] = frames
+                    continue
+            for i in live:
+                try:
+                    lanes[i] = run.step(effect, step_index, lanes[i], sources[i])
+                except Exception as exc:  # noqa: BLE001
+                    lanes[i] = exc
+        return [lane if isinstance(lane, Exception) else RunResult(lane) for lane in lanes]
 
     # -- container protocol ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -223,6 +249,60 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.steps!r})"
+
+
+@dataclass
+class _Run:
+    """What every step of one run shares: the host, the device, the seed and the progress bars."""
+
+    host: PluginHost
+    device: torch.device
+    seed: int
+    bars: Progress
+
+    def context(self, step_index: int, frame_index: int, source: str | None,
+                previous_input: torch.Tensor | None = None, previous_output: torch.Tensor | None = None) -> RunContext:
+        return RunContext(self.device, self.seed, self.bars, source, step_index, frame_index, self.host,
+                          previous_input=previous_input, previous_output=previous_output)
+
+    def step(self, effect: Effect, step_index: int, frames: list[Frame], source: str | None) -> list[Frame]:
+        """One step on every frame of one image, in order (``dreamkit_run_step`` per frame)."""
+        produced: list[Frame] = []
+        for frame_index, frame in enumerate(frames):
+            previous_input = frames[frame_index - 1].image if frame_index else None
+            previous_output = produced[-1].image if frame_index else None
+            context = self.context(step_index, frame_index, source, previous_input, previous_output)
+            output = self.host.hook.dreamkit_run_step(effect=effect, image=frame.image, context=context)
+            produced += _frames_out(effect, output, frame, context)
+        return produced
+
+    def batched_step(self, effect: Effect, step_index: int, lanes: list[list[Frame]],
+                     sources: list[str | None]) -> list[list[Frame]] | None:
+        """One step on every frame of several images in one ``dreamkit_run_batch_step`` call;
+        ``None`` if it raised or broke the contract (the caller then goes image by image)."""
+        pairs = [(lane_index, frame_index, frame) for lane_index, lane in enumerate(lanes)
+                 for frame_index, frame in enumerate(lane)]
+        contexts = [self.context(step_index, frame_index, sources[lane_index],
+                                 lanes[lane_index][frame_index - 1].image if frame_index else None)
+                    for lane_index, frame_index, _ in pairs]
+        try:
+            outputs = self.host.hook.dreamkit_run_batch_step(effect=effect, images=[f.image for _, _, f in pairs],
+                                                             contexts=contexts)
+            if not isinstance(outputs, (list, tuple)) or len(outputs) != len(pairs):
+                raise TypeError(f"effect '{effect.name}': apply_batch must return one image per image")
+            results: list[list[Frame]] = [[] for _ in lanes]
+            for (lane_index, _, frame), context, output in zip(pairs, contexts, outputs):
+                if isinstance(output, (list, tuple)):
+                    raise TypeError(f"effect '{effect.name}': apply_batch must return one image per image")
+                results[lane_index] += _frames_out(effect, output, frame, context)
+        except Exception:  # noqa: BLE001 (retried image by image, which says who failed and why)
+            return None
+        return results
+
+
+def _frames_out(effect: Effect, output: Any, frame: Frame, context: RunContext) -> list[Frame]:
+    records = [{"effect": effect.name, "step": context.step_index, **record} for record in context.results]
+    return [Frame(image, [*frame.results, *records]) for image in _check_output(effect, output, frame.image)]
 
 
 def _check_output(effect: Effect, output: Any, given: torch.Tensor) -> list[torch.Tensor]:

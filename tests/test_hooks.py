@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from dreamkit import Effect, Pipeline, hookimpl, hookspecs
+from dreamkit import Effect, Param, Pipeline, hookimpl, hookspecs
 from dreamkit.errors import ParameterError, PluginError
 from dreamkit.plugins import hook_names
 from dreamkit.weights import FolderSource, WeightsEntry
@@ -200,3 +200,45 @@ def test_hook_dreamkit_run_step(register_plugin, dreamkit_host, dreamkit_image):
     out = Pipeline([Shout(), Shout()]).run(dreamkit_image, device="cpu").image
     assert [(name, step) for name, step, _ in seen] == [("shout", 0), ("shout", 1)]
     assert torch.allclose(out, dreamkit_image)  # (x * 0.5 * 2) * 0.5 * 2
+
+
+class Tally(Effect):
+    """A batchable analysis effect: records how many images each call saw, and each image's mean."""
+
+    name = "tally"
+    batchable = True
+    fail_on_dark = Param(bool, False)
+
+    def apply_batch(self, images, contexts):
+        for image, context in zip(images, contexts):
+            if self.fail_on_dark and float(image.mean()) < 0.2:
+                raise ValueError("too dark")
+            context.add_result({"group": len(images), "mean": round(float(image.mean()), 6)})
+        return list(images)
+
+    def apply(self, image, context):
+        return self.apply_batch([image], [context])[0]
+
+
+def test_hook_dreamkit_run_batch_step(register_plugin, dreamkit_host, dreamkit_image):
+    calls = []
+
+    class Watcher:
+        @hookimpl(wrapper=True)
+        def dreamkit_run_batch_step(self, effect, images, contexts):
+            calls.append((effect.name, len(images), [c.step_index for c in contexts]))
+            result = yield
+            return [image * 0.5 for image in result]  # a wrapper may replace the result
+
+        @hookimpl(wrapper=True)
+        def dreamkit_run_step(self, effect, image, context):
+            calls.append((effect.name, 1, "single"))
+            return (yield)
+
+    register_plugin(Watcher(), name="watcher")
+    images = [dreamkit_image, dreamkit_image.flip(-1), dreamkit_image * 0.5]
+    results = Pipeline([Shout(), Tally()]).run_many(images, device="cpu")
+    assert calls == [("shout", 1, "single")] * 3 + [("tally", 3, [1, 1, 1])]  # shout one by one, tally once
+    for image, result in zip(images, results):
+        assert torch.equal(result.image, image * 0.5 * 0.5)
+        assert result.results == [[{"effect": "tally", "step": 1, "group": 3, "mean": round(float((image * 0.5).mean()), 6)}]]

@@ -206,7 +206,7 @@ def test_default_host_can_be_replaced_and_reset():
 
 def test_hook_names():
     assert hook_names() == ["dreamkit_register_backbones", "dreamkit_register_detectors", "dreamkit_register_effects",
-                            "dreamkit_register_weights", "dreamkit_run_step"]
+                            "dreamkit_register_weights", "dreamkit_run_batch_step", "dreamkit_run_step"]
 
 
 def test_bare_host_fixture_has_only_the_core(dreamkit_bare_host):

@@ -41,9 +41,17 @@ class Die(Effect):
         return image
 
 
+class DieInGroups(Die):
+    """The same, batchable: batch runs hand it several inputs at once, so a death takes a group."""
+
+    name = "die_in_groups"
+    batchable = True
+
+
 @hookimpl
 def dreamkit_register_effects(register):
     register(Die)
+    register(DieInGroups)
 '''
 
 
@@ -148,12 +156,20 @@ def _recipe(image):
     return recipe
 
 
-def test_an_actor_that_dies_is_replaced_and_an_input_that_always_kills_is_reported(ray_session, die_host, tmp_path):
+def test_an_actor_that_dies_is_replaced_and_its_image_completes(ray_session, die_host, tmp_path):
     folder = photos(tmp_path / "in", 4)
     marker = tmp_path / "died-once"
-    pipeline = Pipeline.from_specs([f"die:once={marker},always_on=p2.png"])
-    records = {os.path.basename(r["input"]): r for r in run(pipeline, folder, tmp_path / "out", RayEngine(workers=2))}
+    pipeline = Pipeline.from_specs([f"die:once={marker}"])
+    records = run(pipeline, folder, tmp_path / "out", RayEngine(workers=2))
     assert marker.exists()  # one actor did die, and its job was retried on a new one
+    assert sorted(r["status"] for r in records) == ["done"] * 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"p{i}.png" for i in range(4)]
+
+
+def test_an_input_that_always_kills_its_actor_is_reported_and_its_group_still_completes(ray_session, die_host, tmp_path):
+    folder = photos(tmp_path / "in", 4)
+    pipeline = Pipeline.from_specs(["die_in_groups:always_on=p2.png"])  # batchable: all 4 go to one actor at once
+    records = {os.path.basename(r["input"]): r for r in run(pipeline, folder, tmp_path / "out", RayEngine(workers=2))}
     assert {n: r["status"] for n, r in records.items()} == {"p0.png": "done", "p1.png": "done", "p2.png": "failed",
                                                            "p3.png": "done"}
     assert "the Ray worker running it died 3 times" in records["p2.png"]["error"]

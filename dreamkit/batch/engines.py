@@ -10,7 +10,7 @@ from typing import Iterator, Protocol, Sequence
 
 from ..pipeline import Pipeline
 from ..plugins import PluginHost
-from .jobs import BatchSettings, Job, JobRunner
+from .jobs import BatchSettings, Job, JobRunner, batch_size_for
 
 
 class Engine(Protocol):
@@ -22,16 +22,17 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """Every job in this process, in input order."""
+    """Every job in this process, in input order (in groups for a pipeline with a batchable step)."""
 
     name = "local"
 
     def run(self, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings, host: PluginHost | None,
             *, reraise: bool = False) -> Iterator[dict]:
         runner = JobRunner(pipeline, settings, host)
+        size = batch_size_for(pipeline)
         try:
-            for job in jobs:
-                yield runner(job, reraise=reraise)
+            for start in range(0, len(jobs), size):
+                yield from runner.run_chunk(jobs[start:start + size], reraise=reraise)
         finally:
             runner.close()
 

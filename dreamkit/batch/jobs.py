@@ -11,7 +11,7 @@ import logging
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -26,6 +26,16 @@ from .outputs import OutputPlan, write_result
 from .video import FrameReader
 
 log = logging.getLogger("dreamkit")
+
+#: Inputs a batched group holds decoded at once, in pixels (float32 RGB: 12 bytes a pixel, ~380 MB).
+MAX_BATCH_PIXELS = 32_000_000
+#: How many inputs the engines hand a pipeline with a batchable step at once.
+BATCH_SIZE = 16
+
+
+def batch_size_for(pipeline: Pipeline) -> int:
+    """:data:`BATCH_SIZE` when some step is ``batchable`` (``classify``), else 1."""
+    return BATCH_SIZE if any(step.batchable for step in pipeline.steps) else 1
 
 
 @dataclass(frozen=True)
@@ -86,34 +96,73 @@ class JobRunner:
     def __call__(self, job: Job, *, reraise: bool = False) -> dict[str, Any]:
         """Run ``job``; a failure becomes a ``failed`` record (``reraise``: the exception itself,
         for a run of one input, which keeps the single-image command's exit codes)."""
-        plan = job.plan
-        record = base_record(plan.item.path, "done", self.settings.seed, plan.item.video_frame)
+        return self.run_chunk([job], reraise=reraise)[0]
+
+    def run_chunk(self, jobs: Sequence[Job], *, reraise: bool = False) -> list[dict[str, Any]]:
+        """Run several jobs, with the pipeline's batchable steps seeing them together
+        (:meth:`Pipeline.run_many`); decoded images are held at most :data:`MAX_BATCH_PIXELS` at
+        a time. A record's ``seconds`` is its share of its group's time."""
+        records: list[dict[str, Any]] = []
+        group: list[tuple[Job, dict[str, Any], Any]] = []
+        pixels = 0
         start = time.perf_counter()
+        for job in jobs:
+            record = base_record(job.plan.item.path, "done", self.settings.seed, job.plan.item.video_frame)
+            records.append(record)
+            loaded = self._guard(record, reraise, lambda: self._load(job.plan))
+            if loaded is None:
+                continue
+            group.append((job, record, loaded))
+            pixels += loaded.shape[-1] * loaded.shape[-2]
+            if pixels >= MAX_BATCH_PIXELS:
+                self._run_group(group, reraise)
+                group, pixels = [], 0
+        self._run_group(group, reraise)
+        share = round((time.perf_counter() - start) / max(1, len(jobs)), 4)
+        for record in records:
+            record["seconds"] = share
+        return records
+
+    def _run_group(self, group: list[tuple[Job, dict[str, Any], Any]], reraise: bool) -> None:
+        if not group:
+            return
+        results = self.pipeline.run_many([image for _, _, image in group], seed=self.settings.seed, device=self.device,
+                                         progress=self.settings.progress, host=self.host,
+                                         sources=[job.plan.item.path.name for job, _, _ in group])
+        for (job, record, _), result in zip(group, results):
+            if isinstance(result, Exception):
+                self._fail(record, result, reraise)
+            else:
+                self._guard(record, reraise, lambda: self._write(job, result, record))
+
+    def _write(self, job: Job, result: Any, record: dict[str, Any]) -> bool:
+        item = job.plan.item
+        source = describe_input(item.path, self.settings.background, video_frame=item.video_frame,
+                                sha256=self._sha256(job.plan))
+        recipe = make_recipe(self.pipeline, self.settings.seed, self.device, source)
+        record.update(write_result(result, job.plan, recipe, overwrite=job.replace,
+                                   frame_duration_ms=self.settings.frame_duration_ms))
+        record["results"] = results_by_frame(record["frames"])
+        return True
+
+    def _guard(self, record: dict[str, Any], reraise: bool, work: Callable[[], Any]) -> Any:
+        """``work()``, or ``None`` with ``record`` marked failed (KeyboardInterrupt passes)."""
         try:
-            image = self._load(plan)
-            source = describe_input(plan.item.path, self.settings.background, video_frame=plan.item.video_frame,
-                                    sha256=self._sha256(plan))
-            result = self.pipeline.run(image, seed=self.settings.seed, device=self.device,
-                                       progress=self.settings.progress, source=plan.item.path.name, host=self.host)
-            recipe = make_recipe(self.pipeline, self.settings.seed, self.device, source)
-            record.update(write_result(result, plan, recipe, overwrite=job.replace,
-                                       frame_duration_ms=self.settings.frame_duration_ms))
-            record["results"] = results_by_frame(record["frames"])
-        except KeyboardInterrupt:
-            raise
-        except DreamkitError as exc:
-            if reraise:
-                raise
+            return work()
+        except Exception as exc:  # noqa: BLE001 (a bad input or a bug on one input: report, go on)
+            self._fail(record, exc, reraise)
+            return None
+
+    def _fail(self, record: dict[str, Any], exc: Exception, reraise: bool) -> None:
+        if reraise:
+            raise exc
+        if isinstance(exc, DreamkitError):
             record.update(status="failed", error=str(exc))
-        except Exception as exc:  # a bug or out of memory on one input: report it, go on with the rest
-            if reraise:
-                raise
-            record.update(status="failed", error=f"internal error: {type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc())
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-        record["seconds"] = round(time.perf_counter() - start, 4)
-        return record
+            return
+        record.update(status="failed", error=f"internal error: {type(exc).__name__}: {exc}",
+                      traceback="".join(traceback.format_exception(exc)))
+        if self.device.type == "cuda":  # out of memory on one input must not fail the next ones
+            torch.cuda.empty_cache()
 
     def _load(self, plan: OutputPlan) -> torch.Tensor:
         item = plan.item

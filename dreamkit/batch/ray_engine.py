@@ -20,12 +20,12 @@ import os
 import socket
 import sys
 from contextlib import contextmanager, redirect_stdout
-from typing import Any, Iterator, Sequence
+from typing import Any, Generator, Iterator, Sequence
 
 from ..errors import DreamkitError
 from ..pipeline import Pipeline
 from ..plugins import PluginHost
-from .jobs import BatchSettings, Job, JobRunner, base_record
+from .jobs import BatchSettings, Job, JobRunner, base_record, batch_size_for
 from .outputs import remove_stale_temporaries
 
 #: How often a dead actor is restarted and a job on it retried.
@@ -52,7 +52,7 @@ class PipelineWorker:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         jobs = [Job.from_dict(json.loads(text)) for text in batch["job"]]
-        return {"record": [json.dumps(self.runner(job), default=str) for job in jobs]}
+        return {"record": [json.dumps(record, default=str) for record in self.runner.run_chunk(jobs)]}
 
 
 class RayEngine:
@@ -95,30 +95,37 @@ class RayEngine:
         use_gpu = gpus >= 1 and settings.device != "cpu"
         threads = max(1, cpus // workers)
         actor_settings = {**settings.to_dict(), "device": "cuda" if use_gpu else "cpu", "progress": False}
+        pool = {"fn_constructor_kwargs": {"config": pipeline.to_config(), "settings": actor_settings, "threads": threads},
+                "workers": workers, "num_cpus": threads,
+                "num_gpus": min(1.0, gpus / workers) if use_gpu else 0}
+        size = batch_size_for(pipeline)
+        missing = yield from self._map(ray, jobs, pool, size)
+        if missing and size > 1:  # a group whose actor died on every try: again one by one, to find the culprit
+            missing = yield from self._map(ray, missing, pool, 1)
+        for job in missing:
+            item = job.plan.item
+            yield {**base_record(item.path, "failed", settings.seed, item.video_frame),
+                   "error": f"the Ray worker running it died {RETRIES + 1} times (a crash, or killed for "
+                            "memory); see the Ray logs"}
+
+    def _map(self, ray: Any, jobs: Sequence[Job], pool: dict[str, Any], size: int) -> Generator[dict, None, list[Job]]:
+        """Yield the records of ``jobs`` run ``size`` at a time on the actor pool; return the jobs
+        that came back with no record (their actor died on every try)."""
         returned: set[tuple[str, Any]] = set()
-        # Ray prints worker deaths on stdout; keep stdout for records (--json).
+        blocks = -(-len(jobs) // size)
+        options = {key: value for key, value in pool.items() if key != "workers"}
+        # More actors than groups would idle (and Ray warns); Ray prints worker deaths on stdout:
+        # keep stdout for records (--json).
         with _data_context(ray), redirect_stdout(sys.stderr):
-            dataset = ray.data.from_items([{"job": json.dumps(job.to_dict())} for job in jobs],
-                                          override_num_blocks=len(jobs))
-            dataset = dataset.map_batches(
-                PipelineWorker,
-                fn_constructor_kwargs={"config": pipeline.to_config(), "settings": actor_settings, "threads": threads},
-                batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=threads,
-                num_gpus=min(1.0, gpus / workers) if use_gpu else 0,
-                **_bounded_retries(),
-            )
+            dataset = ray.data.from_items([{"job": json.dumps(job.to_dict())} for job in jobs], override_num_blocks=blocks)
+            dataset = dataset.map_batches(PipelineWorker, batch_size=size,
+                                          compute=ray.data.ActorPoolStrategy(size=min(pool["workers"], blocks)),
+                                          **options, **_bounded_retries())
             for row in dataset.iter_rows():
                 record = json.loads(row["record"])
                 returned.add((record["input"], record["video_frame"]))
                 yield record
-        for job in jobs:
-            item = job.plan.item
-            if (str(item.path), item.video_frame) not in returned:
-                yield {**base_record(item.path, "failed", settings.seed, item.video_frame),
-                       "error": f"the Ray worker running it died {RETRIES + 1} times (a crash, or killed for "
-                                "memory); see the Ray logs"}
+        return [job for job in jobs if (str(job.plan.item.path), job.plan.item.video_frame) not in returned]
 
     def _connect(self, ray: Any) -> bool:
         """Connect (True) or use the caller's session (False)."""

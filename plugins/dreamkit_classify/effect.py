@@ -77,9 +77,21 @@ class Classify(Effect):
             results += classifier.top_k(images[start:start + batch_size], self.top_k)
         return results
 
+    #: Batch runs hand it several images at once: one model call for all (see :meth:`apply_batch`).
+    batchable = True
+
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
-        classifier = self.model(context.device, context.host)
-        predictions = classifier.top_k([image], self.top_k)[0]
+        return self.apply_batch([image], [context])[0]
+
+    def apply_batch(self, images: list[torch.Tensor], contexts: list[Any]) -> list[torch.Tensor]:
+        """Classify several images with one model call (each preprocessed on its own)."""
+        classifier = self.model(contexts[0].device, contexts[0].host)
+        predictions = classifier.top_k(images, self.top_k)
+        return [self._finish(image, context, classifier, found)
+                for image, context, found in zip(images, contexts, predictions)]
+
+    def _finish(self, image: torch.Tensor, context: Any, classifier: "Classifier",
+                predictions: list[Prediction]) -> torch.Tensor:
         context.add_result({
             "backbone": self.backbone,
             "weights": classifier.weights,
