@@ -135,7 +135,7 @@ class JobRunner:
             else:
                 self._guard(record, reraise, lambda: self._write(job, result, record))
 
-    def _write(self, job: Job, result: Any, record: dict[str, Any]) -> bool:
+    def _write(self, job: Job, result: Any, record: dict[str, Any]) -> None:
         item = job.plan.item
         source = describe_input(item.path, self.settings.background, video_frame=item.video_frame,
                                 sha256=self._sha256(job.plan))
@@ -143,7 +143,6 @@ class JobRunner:
         record.update(write_result(result, job.plan, recipe, overwrite=job.replace,
                                    frame_duration_ms=self.settings.frame_duration_ms))
         record["results"] = results_by_frame(record["frames"])
-        return True
 
     def _guard(self, record: dict[str, Any], reraise: bool, work: Callable[[], Any]) -> Any:
         """``work()``, or ``None`` with ``record`` marked failed (KeyboardInterrupt passes)."""
