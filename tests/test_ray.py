@@ -115,6 +115,31 @@ def test_the_cli_starts_its_own_ray_and_stops_it(cli, tmp_path):
     assert len(report.read_text().splitlines()) == 3
 
 
+def test_joins_a_cluster_started_with_ray_start(cli, tmp_path, monkeypatch):
+    """The README's cluster recipe: `ray start --head`, then --ray-address (token auth included)."""
+    if ray.is_initialized():
+        pytest.skip("a Ray session of another test is still connected")
+    import socket
+    import subprocess
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
+    subprocess.run([*ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True, timeout=120)
+    try:
+        folder = photos(tmp_path / "in", 2)
+        code, _, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", tmp_path / "out", "--engine", "ray",
+                              "--ray-address", f"127.0.0.1:{port}", "--workers", "1")
+        assert code == 0, stderr
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+    finally:
+        subprocess.run([*ray_cli, "stop", "--force"], capture_output=True, timeout=120)
+        os.environ.pop("RAY_AUTH_MODE", None)  # set by the engine for the token; monkeypatch did not set it
+
+
 def test_ray_errors_are_clear(cli, tmp_path, monkeypatch):
     folder = photos(tmp_path / "in", 2)
     code, _, stderr = cli("run", folder, "-e", "resize:scale=2", "-o", tmp_path / "out", "--engine", "ray",

@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
 from typing import Any, Generator, Iterator, Sequence
 
 from ..errors import DreamkitError
@@ -139,11 +140,26 @@ class RayEngine:
             ray.init(num_cpus=os.cpu_count(), **quiet)
             return True
         _check_reachable(self.address)
+        _use_auth_token()
         try:
             ray.init(address=self.address, **({} if self.address.startswith("ray://") else quiet))
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise DreamkitError(f"--ray-address {self.address}: cannot join the Ray cluster: {exc}") from None
+            raise DreamkitError(f"--ray-address {self.address}: cannot join the Ray cluster: {exc} (a cluster started "
+                                "with `ray start` needs its token: copy the head node's ~/.ray/auth_token here, "
+                                "or set RAY_AUTH_TOKEN)") from None
         return True
+
+
+def _use_auth_token() -> None:
+    """Ray 2.60's ``ray start`` turns on token authentication and writes ~/.ray/auth_token, but a
+    driver joining with ``ray.init(address=...)`` sends the token only in token mode: turn it on
+    when a token is there (``RAY_AUTH_MODE`` set by the user wins)."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        from ray._raylet import Config  # Ray reads its config once, at import: read it again
+
+        Config.initialize("")
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
