@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="redo and replace existing outputs (default: skip those this recipe made from the same input)")
     run.add_argument("--engine", default="local", choices=["local", "ray"], help="where images run (default local)")
-    run.add_argument("--workers", type=int, metavar="N", help="Ray actors (default: the cluster's CPUs / 2)")
+    run.add_argument("--workers", type=int, metavar="N", help="Ray actors (default: one per GPU, else the cluster's CPUs / 2)")
     run.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (auto, HOST:PORT, ray://HOST:PORT) "
                      "instead of starting a local Ray")
     run.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: torch's choice)")

@@ -3,6 +3,7 @@ isolated per input, dead actors retried, clear errors for what Ray cannot do."""
 
 import json
 import os
+import re
 import sys
 import textwrap
 
@@ -13,7 +14,7 @@ from PIL import Image
 ray = pytest.importorskip("ray")
 
 from dreamkit.batch import BatchSettings, plan_batch, run_batch  # noqa: E402
-from dreamkit.batch.ray_engine import RayEngine  # noqa: E402
+from dreamkit.batch.ray_engine import ActorPlan, RayEngine, plan_actors  # noqa: E402
 from dreamkit.pipeline import Pipeline  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -213,3 +214,26 @@ def test_never_asks_for_more_than_the_cluster_has(ray_session, dreamkit_host, tm
         with pytest.raises(DreamkitError, match="asks for a GPU but the Ray cluster has none"):
             list(run_batch(plan, RayEngine(workers=1), progress=False))
     assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+
+
+@pytest.mark.parametrize("cpus, gpus, workers, device, expected", [
+    (2, 0, None, "auto", ActorPlan(1, 2, 0.0, "cpu")),       # this machine: CPUs / 2 actors
+    (16, 0, 4, "auto", ActorPlan(4, 4, 0.0, "cpu")),
+    (16, 2, None, "auto", ActorPlan(2, 8, 1.0, "cuda")),      # one actor per GPU
+    (16, 2, 4, "cuda", ActorPlan(4, 4, 0.5, "cuda")),         # a share of one GPU each
+    (16, 2, None, "cpu", ActorPlan(8, 2, 0.0, "cpu")),        # --device cpu asks for no GPU
+])
+def test_actor_resources_fit_the_cluster(cpus, gpus, workers, device, expected):
+    assert plan_actors(cpus, gpus, workers, device) == expected
+
+
+@pytest.mark.parametrize("cpus, gpus, workers, device, message", [
+    (2, 0, 3, "auto", "--workers 3 asks for more actors than the Ray cluster's 2 CPUs"),
+    (2, 0, None, "cuda", "asks for a GPU but the Ray cluster has none"),
+    (4, 1, None, "cuda:1", "--device cuda:1 is not allowed with --engine ray"),
+])
+def test_actor_requests_the_cluster_cannot_meet_are_refused(cpus, gpus, workers, device, message):
+    from dreamkit.errors import DreamkitError
+
+    with pytest.raises(DreamkitError, match=re.escape(message)):
+        plan_actors(cpus, gpus, workers, device)

@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator, Iterator, Sequence
 
@@ -56,6 +57,35 @@ class PipelineWorker:
         return {"record": [json.dumps(record, default=str) for record in self.runner.run_chunk(jobs)]}
 
 
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many actors, and what each asks Ray for."""
+
+    workers: int
+    threads: int
+    gpus_each: float
+    device: str
+
+
+def plan_actors(cpus: int, gpus: float, workers: int | None, device: str) -> ActorPlan:
+    """Actors for a cluster of ``cpus`` CPUs and ``gpus`` GPUs, never asking for more than it has.
+
+    With GPUs (and ``device`` auto or cuda): one actor per GPU by default, each with its share of
+    one GPU. Without: CPUs / 2 actors. Every actor gets CPUs / actors threads."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise DreamkitError(f"--device {device} is not allowed with --engine ray; expected auto, cpu or cuda "
+                            "(Ray gives each actor its GPU)")
+    if device == "cuda" and gpus < 1:
+        raise DreamkitError(f"--device {device} asks for a GPU but the Ray cluster has none; use --device cpu or auto")
+    use_gpu = gpus >= 1 and device != "cpu"
+    workers = workers or (max(1, int(gpus)) if use_gpu else max(1, cpus // 2))
+    if workers > cpus:
+        raise DreamkitError(f"--workers {workers} asks for more actors than the Ray cluster's {cpus} CPUs; "
+                            f"use --workers {max(cpus, 1)} or fewer")
+    return ActorPlan(workers, max(1, cpus // workers), min(1.0, gpus / workers) if use_gpu else 0.0,
+                     "cuda" if use_gpu else "cpu")
+
+
 class RayEngine:
     """Run jobs on Ray: a local instance, or the cluster at ``address`` (``auto``, ``HOST:PORT`` or
     ``ray://HOST:PORT``); an already connected session (``ray.init`` by the caller) is used as is."""
@@ -82,23 +112,11 @@ class RayEngine:
 
     def _run(self, ray: Any, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings) -> Iterator[dict]:
         resources = ray.cluster_resources()
-        cpus, gpus = int(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-        workers = self.workers or max(1, cpus // 2)
-        if workers > cpus:
-            raise DreamkitError(f"--workers {workers} asks for more actors than the Ray cluster's {cpus} CPUs; "
-                                f"use --workers {max(cpus, 1)} or fewer")
-        if settings.device not in ("auto", "cpu", "cuda"):
-            raise DreamkitError(f"--device {settings.device} is not allowed with --engine ray; expected auto, cpu or cuda "
-                                "(Ray gives each actor its GPU)")
-        wants_gpu = settings.device == "cuda"
-        if wants_gpu and gpus < 1:
-            raise DreamkitError(f"--device {settings.device} asks for a GPU but the Ray cluster has none; use --device cpu or auto")
-        use_gpu = gpus >= 1 and settings.device != "cpu"
-        threads = max(1, cpus // workers)
-        actor_settings = {**settings.to_dict(), "device": "cuda" if use_gpu else "cpu", "progress": False}
+        actors = plan_actors(int(resources.get("CPU", 0)), float(resources.get("GPU", 0)), self.workers, settings.device)
+        workers, threads = actors.workers, actors.threads
+        actor_settings = {**settings.to_dict(), "device": actors.device, "progress": False}
         pool = {"fn_constructor_kwargs": {"config": pipeline.to_config(), "settings": actor_settings, "threads": threads},
-                "workers": workers, "num_cpus": threads,
-                "num_gpus": min(1.0, gpus / workers) if use_gpu else 0}
+                "workers": workers, "num_cpus": threads, "num_gpus": actors.gpus_each}
         size = batch_size_for(pipeline)
         missing = yield from self._map(ray, jobs, pool, size)
         if missing and size > 1:  # a group whose actor died on every try: again one by one, to find the culprit
