@@ -400,3 +400,20 @@ def test_classify_in_a_batch_run_groups_images_and_matches_one_by_one(cli, tmp_p
         # The same preprocessed input through the same frozen network, in a batch of 5 or of 1: only
         # the order of float32 sums inside the kernels may differ, ~1e-6 relative per layer.
         assert [p["probability"] for p in grouped] == pytest.approx([p["probability"] for p in alone], abs=1e-4)
+
+
+def test_a_progress_bar_counts_images_on_a_terminal(dreamkit_host, tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    folder = tmp_path / "in"
+    for index in range(3):
+        tiny(folder / f"p{index}.png", index)
+    plan = plan_batch(Pipeline.from_specs(["resize:scale=2"]), [folder], tmp_path / "out")
+    shown, hidden = Terminal(), io.StringIO()
+    assert len(list(run_batch(plan, LocalEngine(), stream=shown))) == 3
+    text = shown.getvalue()  # tqdm: "images:  33%|███▎  | 1/3 [00:01<00:02, 1.0img/s]" (elapsed<ETA)
+    assert "images:" in text and "/3 [00:00<" in text and "img/s]" in text
+    plan = plan_batch(Pipeline.from_specs(["resize:scale=2"]), [folder], tmp_path / "out2")
+    assert len(list(run_batch(plan, LocalEngine(), stream=hidden))) == 3 and hidden.getvalue() == ""
