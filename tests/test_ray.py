@@ -237,3 +237,21 @@ def test_actor_requests_the_cluster_cannot_meet_are_refused(cpus, gpus, workers,
 
     with pytest.raises(DreamkitError, match=re.escape(message)):
         plan_actors(cpus, gpus, workers, device)
+
+
+def test_video_frames_on_ray_equal_the_local_engine(ray_session, dreamkit_host, tmp_path):
+    pytest.importorskip("av")
+    from tests.test_batch import make_video
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pictures = make_video(folder / "clip.mkv", frames=6)
+    pipeline = Pipeline.from_specs(["adjust:contrast=1.2"])
+    local = run(pipeline, folder, tmp_path / "local", None)
+    remote = run(pipeline, folder, tmp_path / "ray", RayEngine(workers=2))  # frames spread over two actors
+    assert sorted(r["video_frame"] for r in remote) == list(range(6)) and {r["status"] for r in remote} == {"done"}
+    for index in range(len(pictures)):
+        name = f"clip/frame_{index + 1:06d}.png"
+        with Image.open(tmp_path / "local" / name) as a, Image.open(tmp_path / "ray" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert len(local) == 6
