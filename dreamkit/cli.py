@@ -187,11 +187,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = plan_batch(pipeline, args.inputs, args.output, settings=settings, fmt=args.format,
                       overwrite=args.overwrite, recursive=args.recursive, list_files=args.list_files)
     inputs = [job.plan.item.path for job in plan.jobs]
-    for extra in (args.save_recipe, args.report):
-        if extra is not None:
-            check_output_path(extra, overwrite=True, inputs=inputs)
+    if args.report:  # rewritten by each run, but never over an input
+        check_output_path(args.report, overwrite=True, inputs=inputs)
     if args.save_recipe:
-        check_output_path(args.save_recipe, overwrite=args.overwrite)
+        check_output_path(args.save_recipe, overwrite=args.overwrite, inputs=inputs)
         pipeline.save(args.save_recipe)
     stdout = sys.stdout  # the Ray engine sends Ray's own chatter to stderr while it runs
     summary = BatchSummary(plan.total)
@@ -217,8 +216,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_record(record: dict[str, Any], stream: Any) -> None:
+    from .batch.run import record_label
+
     status = record["status"]
-    where = record["input"] + (f"#frame={record['video_frame']}" if record.get("video_frame") is not None else "")
+    where = record_label(record)
     if status in ("failed", "ignored"):
         if status == "failed":
             print(f"dreamkit: failed: {record['error']}" if where in record["error"] else

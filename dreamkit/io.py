@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import secrets
 import threading
 import warnings
 from pathlib import Path
@@ -196,24 +196,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     _atomic(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-#: Permissions of a new file under this process's umask (mkstemp's temporaries are 0600).
-_FILE_MODE = 0o666 & ~_umask()
-
-
 def _atomic(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix + ".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Created like any new file (0o666 less the umask), not 0600 as mkstemp's would be: the
+    # temporary becomes the output.
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}.part")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
-        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -304,24 +299,23 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     try:
         if image.format == "PNG":
             texts = getattr(image, "text", {})
-            raw = {key: texts[key] for key in (RECIPE_KEY, RESULTS_KEY) if key in texts}
-        else:
-            description = image.getexif().get(_EXIF_DESCRIPTION)
-            raw = {}
-            if isinstance(description, str) and RECIPE_KEY in description:
-                try:
-                    raw = {key: json.dumps(value) for key, value in json.loads(description).items()}
-                except (json.JSONDecodeError, AttributeError):
-                    raw = {RECIPE_KEY: description}
+            return {key: _embedded_json(path, key, texts[key]) for key in (RECIPE_KEY, RESULTS_KEY) if key in texts}
+        description = image.getexif().get(_EXIF_DESCRIPTION)  # JPEG/WebP: both keys in one JSON object
     finally:
         image.close()
-    metadata = {}
-    for key, text in raw.items():
-        try:
-            metadata[key] = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DreamkitError(f"{path}: the embedded {key} is not valid JSON: {exc}") from None
+    if not (isinstance(description, str) and RECIPE_KEY in description):
+        return {}
+    metadata = _embedded_json(path, "EXIF ImageDescription", description)
+    if not isinstance(metadata, dict):
+        raise DreamkitError(f"{path}: the embedded EXIF ImageDescription is not a JSON object")
     return metadata
+
+
+def _embedded_json(path: Path, what: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DreamkitError(f"{path}: the embedded {what} is not valid JSON: {exc}") from None
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ RECIPE_FORMAT = "dreamkit-recipe/1"
 
 
 def make_recipe(pipeline: Pipeline, seed: int, device: torch.device, source: dict[str, Any] | None) -> dict[str, Any]:
-    """What is embedded in every PNG: enough to replay the run exactly."""
+    """What is embedded in every output: enough to replay the run exactly."""
     import torchvision
 
     from . import __version__

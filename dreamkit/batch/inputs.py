@@ -41,11 +41,6 @@ class InputItem:
     long_name: PurePosixPath
     video_frame: int | None = None
 
-    @property
-    def label(self) -> str:
-        """How reports and messages name this input."""
-        return str(self.path) if self.video_frame is None else f"{self.path}#frame={self.video_frame}"
-
     def to_dict(self) -> dict:
         return {"path": str(self.path), "name": str(self.name), "long_name": str(self.long_name),
                 "video_frame": self.video_frame}

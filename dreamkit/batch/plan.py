@@ -39,7 +39,7 @@ class BatchPlan:
 
     def single_input(self) -> bool:
         """Exactly one input and nothing else: it keeps the one-image command's exit codes."""
-        return len(self.jobs) + len(self.known) == 1
+        return self.total == 1
 
 
 def plan_batch(
@@ -70,9 +70,9 @@ def plan_batch(
         elif overwrite:
             plan.jobs.append(Job(output, replace=True))
         else:
-            state, results = existing_state(output, _identity_of(pipeline, settings, output))
+            state, frames = existing_state(output, _identity_of(pipeline, settings, output))
             if state is State.DONE:
-                plan.known.append(_skipped_record(output, results, settings.seed))
+                plan.known.append(_skipped_record(output, frames, settings.seed))
             elif state is State.INCOMPLETE:
                 plan.jobs.append(Job(output, replace=True))
             else:
@@ -97,13 +97,9 @@ def _problem_record(problem: InputProblem, seed: int) -> dict[str, Any]:
     return {**base_record(problem.source, "failed", seed), "error": problem.reason}
 
 
-def _skipped_record(output: OutputPlan, results: list[list[dict[str, Any]]], seed: int) -> dict[str, Any]:
+def _skipped_record(output: OutputPlan, frames: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     record = base_record(output.item.path, "skipped", seed, output.item.video_frame)
-    if output.image.exists():
-        outputs = [output.image]
-    else:
-        outputs = sorted(output.frames_dir.glob(f"frame_*{output.image.suffix}"))
-        record["animation"] = str(output.animation)
-    record["frames"] = [{"output": str(path), "results": frame} for path, frame in zip(outputs, results)]
-    record["results"] = results_by_frame(record["frames"])
+    record["frames"] = frames
+    record["animation"] = None if frames[0]["output"] == str(output.image) else str(output.animation)
+    record["results"] = results_by_frame(frames)
     return record

@@ -113,33 +113,31 @@ class RayEngine:
     def _run(self, ray: Any, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings) -> Iterator[dict]:
         resources = ray.cluster_resources()
         actors = plan_actors(int(resources.get("CPU", 0)), float(resources.get("GPU", 0)), self.workers, settings.device)
-        workers, threads = actors.workers, actors.threads
-        actor_settings = {**settings.to_dict(), "device": actors.device, "progress": False}
-        pool = {"fn_constructor_kwargs": {"config": pipeline.to_config(), "settings": actor_settings, "threads": threads},
-                "workers": workers, "num_cpus": threads, "num_gpus": actors.gpus_each}
+        worker_args = {"config": pipeline.to_config(), "threads": actors.threads,
+                       "settings": {**settings.to_dict(), "device": actors.device, "progress": False}}
         size = batch_size_for(pipeline)
-        missing = yield from self._map(ray, jobs, pool, size)
+        missing = yield from self._map(ray, jobs, actors, worker_args, size)
         if missing and size > 1:  # a group whose actor died on every try: again one by one, to find the culprit
-            missing = yield from self._map(ray, missing, pool, 1)
+            missing = yield from self._map(ray, missing, actors, worker_args, 1)
         for job in missing:
             item = job.plan.item
             yield {**base_record(item.path, "failed", settings.seed, item.video_frame),
                    "error": f"the Ray worker running it died {RETRIES + 1} times (a crash, or killed for "
                             "memory); see the Ray logs"}
 
-    def _map(self, ray: Any, jobs: Sequence[Job], pool: dict[str, Any], size: int) -> Generator[dict, None, list[Job]]:
+    def _map(self, ray: Any, jobs: Sequence[Job], actors: ActorPlan, worker_args: dict[str, Any],
+             size: int) -> Generator[dict, None, list[Job]]:
         """Yield the records of ``jobs`` run ``size`` at a time on the actor pool; return the jobs
         that came back with no record (their actor died on every try)."""
         returned: set[tuple[str, Any]] = set()
         blocks = -(-len(jobs) // size)
-        options = {key: value for key, value in pool.items() if key != "workers"}
-        # More actors than groups would idle (and Ray warns); Ray prints worker deaths on stdout:
-        # keep stdout for records (--json).
+        # No more actors than groups (idle ones make Ray warn). Ray prints worker deaths on
+        # stdout: keep stdout for records (--json).
         with _data_context(ray), redirect_stdout(sys.stderr):
             dataset = ray.data.from_items([{"job": json.dumps(job.to_dict())} for job in jobs], override_num_blocks=blocks)
-            dataset = dataset.map_batches(PipelineWorker, batch_size=size,
-                                          compute=ray.data.ActorPoolStrategy(size=min(pool["workers"], blocks)),
-                                          **options, **_bounded_retries())
+            dataset = dataset.map_batches(PipelineWorker, batch_size=size, fn_constructor_kwargs=worker_args,
+                                          compute=ray.data.ActorPoolStrategy(size=min(actors.workers, blocks)),
+                                          num_cpus=actors.threads, num_gpus=actors.gpus_each, **_bounded_retries())
             for row in dataset.iter_rows():
                 record = json.loads(row["record"])
                 returned.add((record["input"], record["video_frame"]))

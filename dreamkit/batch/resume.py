@@ -39,13 +39,13 @@ def identity(recipe: dict[str, Any]) -> str:
 
 
 def existing_state(plan: OutputPlan, wanted: str) -> tuple[State, list[dict[str, Any]]]:
-    """The state of ``plan``'s outputs for the job whose identity is ``wanted``, and the analysis
-    records stored in them (one list per frame) when it is done."""
+    """The state of ``plan``'s outputs for the job whose identity is ``wanted`` and, when it is
+    done, its outputs as a record's ``frames`` (``{"output", "results"}`` read back from each)."""
     if plan.image.exists():
         metadata = _metadata(plan.image)
         if metadata is None or identity(metadata[RECIPE_KEY]) != wanted:
             return State.FOREIGN, []
-        return State.DONE, [metadata.get(RESULTS_KEY) or []]
+        return State.DONE, [{"output": str(plan.image), "results": metadata.get(RESULTS_KEY) or []}]
     if plan.frames_dir.exists():
         frames = sorted(plan.frames_dir.glob(f"frame_*{plan.image.suffix}"))
         found = [_metadata(frame) for frame in frames]
@@ -53,7 +53,7 @@ def existing_state(plan: OutputPlan, wanted: str) -> tuple[State, list[dict[str,
             return State.FOREIGN, []
         if not plan.animation.exists():
             return State.INCOMPLETE, []
-        return State.DONE, [m.get(RESULTS_KEY) or [] for m in found]
+        return State.DONE, [{"output": str(frame), "results": m.get(RESULTS_KEY) or []} for frame, m in zip(frames, found)]
     if plan.animation.exists():
         return State.FOREIGN, []
     return State.ABSENT, []

@@ -19,21 +19,23 @@ from .plan import BatchPlan
 STATUSES = ("done", "skipped", "failed", "ignored")
 
 
+def record_label(record: dict[str, Any]) -> str:
+    """How messages name a record's input: its path, and ``#frame=N`` for a video frame."""
+    frame = record.get("video_frame")
+    return record["input"] if frame is None else f"{record['input']}#frame={frame}"
+
+
 @dataclass
 class BatchSummary:
-    """Counts by status, the failures, and whether the run was interrupted."""
+    """Counts by status, and whether the run was interrupted (failures are named as they happen)."""
 
     total: int
     counts: Counter = field(default_factory=Counter)
-    failures: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, record: dict[str, Any]) -> None:
         self.counts[record["status"]] += 1
-        if record["status"] == "failed":
-            where = record["input"] if record.get("video_frame") is None else f"{record['input']}#frame={record['video_frame']}"
-            self.failures.append((where, record["error"]))
 
     @property
     def failed(self) -> int:
