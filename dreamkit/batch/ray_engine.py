@@ -131,12 +131,15 @@ class RayEngine:
         that came back with no record (their actor died on every try)."""
         returned: set[tuple[str, Any]] = set()
         blocks = -(-len(jobs) // size)
-        # No more actors than groups (idle ones make Ray warn). Ray prints worker deaths on
-        # stdout: keep stdout for records (--json).
+        # No more actors than groups (idle ones make Ray warn). One task in flight per actor: an
+        # actor that dies takes only its own job (or group) with it, never the next one queued on
+        # it, which would use up that job's retries too. Ray prints worker deaths on stdout: keep
+        # stdout for records (--json).
         with _data_context(ray), redirect_stdout(sys.stderr):
             dataset = ray.data.from_items([{"job": json.dumps(job.to_dict())} for job in jobs], override_num_blocks=blocks)
             dataset = dataset.map_batches(PipelineWorker, batch_size=size, fn_constructor_kwargs=worker_args,
-                                          compute=ray.data.ActorPoolStrategy(size=min(actors.workers, blocks)),
+                                          compute=ray.data.ActorPoolStrategy(size=min(actors.workers, blocks),
+                                                                            max_tasks_in_flight_per_actor=1),
                                           num_cpus=actors.threads, num_gpus=actors.gpus_each, **_bounded_retries())
             for row in dataset.iter_rows():
                 record = json.loads(row["record"])
