@@ -31,7 +31,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(host: Any = None) -> argparse.ArgumentParser:
+    """The command-line parser: the core's commands, then those ``host``'s plugins registered
+    (``dreamkit_register_commands``; default: the process-wide host)."""
     parser = _Parser(prog="dreamkit", description="Plugin-based image effects on PyTorch.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -94,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     wverify.add_argument("names", nargs="*", metavar="NAME", help="default: every cached file")
     wpath = wsub.add_parser("path", help="print the verified path of a weights file")
     wpath.add_argument("name", metavar="NAME")
+
+    from .plugins import get_host
+
+    for command in (host or get_host()).commands.values():
+        command.configure(sub.add_parser(command.name, help=command.help, description=command.help))
     return parser
 
 
@@ -108,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         with _messages_on_stderr(quiet=getattr(args, "quiet", False)):
-            return COMMANDS[args.command](args)
+            return _command(args.command)(args)
     except DreamkitError as exc:
         print(f"dreamkit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -122,6 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print("dreamkit: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _command(name: str) -> Any:
+    """The function that runs command ``name``: the core's, or a plugin's ``Command.run``."""
+    if name in COMMANDS:
+        return COMMANDS[name]
+    from .plugins import get_host
+
+    return get_host().commands[name].run
 
 
 @contextmanager
@@ -286,7 +302,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{info['name']}  ({origin}, {kind})")
         print(f"    hooks:   {', '.join(info['hooks']) or '-'}")
         print(f"    effects: {', '.join(info['effects']) or '-'}")
-        for kind in ("backbones", "detectors", "weights"):
+        for kind in ("backbones", "detectors", "commands", "weights"):
             if info[kind]:
                 print(f"    {kind}: {', '.join(info[kind])}")
     for name in sorted(host.skipped):

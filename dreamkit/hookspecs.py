@@ -61,6 +61,15 @@ def dreamkit_register_detectors(register: Callable[[Any], None]) -> None:
     """
 
 
+@hookspec
+def dreamkit_register_commands(register: Callable[[Any], None]) -> None:
+    """Add commands to the ``dreamkit`` command line: ``register(Command(name, help, configure, run))``
+    with a :class:`dreamkit.commands.Command`. ``configure(parser)`` adds its arguments to an
+    argparse parser, ``run(args)`` returns the exit code. A name the core or another plugin uses
+    is a load failure of the later plugin. Fires once per plugin when the plugin manager loads it.
+    """
+
+
 @hookspec(firstresult=True)
 def dreamkit_run_step(effect: "Effect", image: Any, context: "RunContext") -> Any:
     """Run one pipeline step: apply ``effect`` to ``image`` (1×C×H×W float tensor, 0..1).

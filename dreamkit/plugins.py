@@ -46,6 +46,7 @@ class PluginInfo:
     weights: list[str] = field(default_factory=list)
     backbones: list[str] = field(default_factory=list)
     detectors: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +100,7 @@ class PluginHost:
         self.effects: dict[str, type[Effect]] = {}
         self.backbones: dict[str, Any] = {}  # name -> dreamkit.models.Backbone
         self.detectors: dict[str, Any] = {}  # name -> dreamkit.models.Detector
+        self.commands: dict[str, Any] = {}  # name -> dreamkit.commands.Command
         self.failures: list[PluginFailure] = []
         self.skipped: list[str] = []  # disabled by name
         self._info: dict[str, PluginInfo] = {}
@@ -164,6 +166,7 @@ class PluginHost:
             info.effects = self._collect_effects(plugin)
             info.backbones = self._collect_backbones(plugin)
             info.detectors = self._collect_detectors(plugin)
+            info.commands = self._collect_commands(plugin)
             info.weights = self._collect_weights(plugin)
         except Exception as exc:
             self.pm.unregister(plugin)
@@ -173,6 +176,8 @@ class PluginHost:
                 self.backbones.pop(backbone, None)
             for detector in info.detectors:
                 self.detectors.pop(detector, None)
+            for command in info.commands:
+                self.commands.pop(command, None)
             self.weights.forget(plugin)
             return self._fail(name, distribution, version, str(exc) if isinstance(exc, _Clash) else f"hook raised {type(exc).__name__}: {exc}")
         self._info[name] = info
@@ -218,15 +223,22 @@ class PluginHost:
         return self._collect_named(plugin, "dreamkit_register_detectors", self.detectors, "detector",
                                    self._by_name(Detector, self.detectors))
 
+    def _collect_commands(self, plugin: Any) -> list[str]:
+        from .commands import CORE_COMMANDS, Command
+
+        return self._collect_named(plugin, "dreamkit_register_commands", self.commands, "command",
+                                   self._by_name(Command, self.commands, reserved=lambda: CORE_COMMANDS,
+                                                 reserved_by="dreamkit itself"))
+
     @staticmethod
-    def _by_name(kind: type, registry: dict[str, Any], reserved: Any = tuple) -> Any:
+    def _by_name(kind: type, registry: dict[str, Any], reserved: Any = tuple, reserved_by: str = "torchvision") -> Any:
         """A check for :meth:`_collect_named`: ``kind`` objects, names not taken (nor ``reserved()``)."""
         def check(item: Any) -> str | None:
             if not isinstance(item, kind):
                 raise TypeError(f"register() takes a {kind.__module__}.{kind.__name__}, not {type(item).__name__}")
             if item.name in registry:
                 return "is already taken by another plugin"
-            return "is already taken by torchvision" if item.name in reserved() else None
+            return f"is already taken by {reserved_by}" if item.name in reserved() else None
 
         return check
 

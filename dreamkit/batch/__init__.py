@@ -7,7 +7,7 @@
 
 Modules: :mod:`.inputs` (what the inputs are and their names), :mod:`.outputs` (the naming rule,
 writing), :mod:`.resume` (is an output already done?), :mod:`.plan` (all that before any work),
-:mod:`.jobs` (one input's work), :mod:`.engines` / :mod:`.ray_engine` (where jobs run),
+:mod:`.jobs` (one input's work), :mod:`.work` (what jobs do, for any command), :mod:`.engines` / :mod:`.ray_engine` (where jobs run),
 :mod:`.run` (records, report, summary).
 """
 
@@ -17,6 +17,7 @@ from .jobs import BatchSettings, Job, JobRunner
 from .outputs import OutputPlan, assign_outputs
 from .plan import BatchPlan, plan_batch
 from .run import BatchSummary, ReportWriter, run_batch
+from .work import PipelineWork, Runner, Work
 
 __all__ = ["BatchPlan", "BatchSettings", "BatchSummary", "Engine", "InputItem", "Job", "JobRunner", "LocalEngine",
-           "OutputPlan", "ReportWriter", "assign_outputs", "list_inputs", "make_engine", "plan_batch", "run_batch"]
+           "OutputPlan", "PipelineWork", "ReportWriter", "Runner", "Work", "assign_outputs", "list_inputs", "make_engine", "plan_batch", "run_batch"]

@@ -8,28 +8,27 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol, Sequence
 
-from ..pipeline import Pipeline
+from typing import Any
+
 from ..plugins import PluginHost
-from .jobs import BatchSettings, Job, JobRunner, batch_size_for
+from .work import Work
 
 
 class Engine(Protocol):
     name: str
 
-    def run(self, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings, host: PluginHost | None,
-            *, reraise: bool = False) -> Iterator[dict]:
-        """Run every job and yield its record (in any order)."""
+    def run(self, jobs: Sequence[Any], work: Work, host: PluginHost | None, *, reraise: bool = False) -> Iterator[dict]:
+        """Run every job as ``work`` says and yield its record (in any order)."""
 
 
 class LocalEngine:
-    """Every job in this process, in input order (in groups for a pipeline with a batchable step)."""
+    """Every job in this process, in input order (in groups when the work batches them)."""
 
     name = "local"
 
-    def run(self, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings, host: PluginHost | None,
-            *, reraise: bool = False) -> Iterator[dict]:
-        runner = JobRunner(pipeline, settings, host)
-        size = batch_size_for(pipeline)
+    def run(self, jobs: Sequence[Any], work: Work, host: PluginHost | None, *, reraise: bool = False) -> Iterator[dict]:
+        runner = work.runner(host)
+        size = work.chunk_size()
         try:
             for start in range(0, len(jobs), size):
                 yield from runner.run_chunk(jobs[start:start + size], reraise=reraise)

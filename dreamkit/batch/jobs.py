@@ -62,6 +62,11 @@ class Job:
     plan: OutputPlan
     replace: bool = False
 
+    @property
+    def item(self) -> Any:
+        """The :class:`~.inputs.InputItem` this job works on."""
+        return self.plan.item
+
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan.to_dict(), "replace": self.replace}
 

@@ -19,6 +19,7 @@ from .inputs import InputProblem, list_inputs
 from .jobs import BatchSettings, Job, base_record, results_by_frame
 from .outputs import OutputPlan, assign_outputs, check_writable, output_suffix
 from .resume import State, existing_state, identity
+from .work import PipelineWork
 
 
 @dataclass
@@ -31,6 +32,11 @@ class BatchPlan:
     outdir: Path
     jobs: list[Job] = field(default_factory=list)
     known: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def work(self) -> PipelineWork:
+        """What each job does: run the pipeline, write the outputs."""
+        return PipelineWork(self.pipeline, self.settings)
 
     @property
     def total(self) -> int:

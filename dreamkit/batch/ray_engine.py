@@ -1,7 +1,7 @@
 """The Ray engine: jobs run in a pool of Ray actors (Ray Data, ``ActorPoolStrategy``).
 
-Each actor builds the pipeline once (models load once per actor) and runs jobs through the same
-:class:`~.jobs.JobRunner` as the local engine, reading inputs and writing outputs itself: on a
+Each actor builds its :class:`~.work.Work`'s runner once (models load once per actor) and runs jobs
+through it exactly as the local engine does, reading inputs and writing outputs itself: on a
 cluster, the inputs and the output folder must be on storage every node sees at the same path
 (as for Ray Data's own ``read_*`` functions). Records come back to this process, which writes the
 report. A bad input is a ``failed`` record as locally. An actor that dies (a crash, the OOM killer)
@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any, Generator, Iterator, Sequence
 
 from ..errors import DreamkitError
-from ..pipeline import Pipeline
 from ..plugins import PluginHost
-from .jobs import BatchSettings, Job, JobRunner, base_record, batch_size_for
-from .outputs import remove_stale_temporaries
+from .work import Work
 
 #: How often a dead actor is restarted and a job on it retried.
 RETRIES = 2
@@ -43,17 +41,19 @@ def import_ray() -> Any:
     return ray
 
 
-class PipelineWorker:
-    """A Ray actor's callable: one pipeline, built once; a batch of jobs in, their records out."""
+class Worker:
+    """A Ray actor's callable: one :class:`~.work.Work`'s runner, built once (models load once per
+    actor); a batch of jobs in, their records out."""
 
-    def __init__(self, config: dict[str, Any], settings: dict[str, Any], threads: int) -> None:
+    def __init__(self, work: Work, threads: int) -> None:
         from ..runtime import configure
 
         configure(threads)  # as `dreamkit run` does: threads, and freed memory kept for reuse
-        self.runner = JobRunner(Pipeline.from_config(config), BatchSettings(**settings))
+        self.work = work
+        self.runner = work.runner(None)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        jobs = [Job.from_dict(json.loads(text)) for text in batch["job"]]
+        jobs = [self.work.job_from_dict(json.loads(text)) for text in batch["job"]]
         return {"record": [json.dumps(record, default=str) for record in self.runner.run_chunk(jobs)]}
 
 
@@ -98,35 +98,32 @@ class RayEngine:
         self.workers = workers
         self.address = address
 
-    def run(self, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings, host: PluginHost | None,
-            *, reraise: bool = False) -> Iterator[dict]:
+    def run(self, jobs: Sequence[Any], work: Work, host: PluginHost | None, *, reraise: bool = False) -> Iterator[dict]:
         ray = import_ray()
         started = self._connect(ray)
         try:
             if jobs:
-                yield from self._run(ray, jobs, pipeline, settings)
+                yield from self._run(ray, jobs, work)
         finally:  # (Ctrl-C included) actors stopped first, then what a killed one left is swept
             if started:
                 ray.shutdown()
-            remove_stale_temporaries([job.plan for job in jobs])
+            work.cleanup(jobs)
 
-    def _run(self, ray: Any, jobs: Sequence[Job], pipeline: Pipeline, settings: BatchSettings) -> Iterator[dict]:
+    def _run(self, ray: Any, jobs: Sequence[Any], work: Work) -> Iterator[dict]:
         resources = ray.cluster_resources()
-        actors = plan_actors(int(resources.get("CPU", 0)), float(resources.get("GPU", 0)), self.workers, settings.device)
-        worker_args = {"config": pipeline.to_config(), "threads": actors.threads,
-                       "settings": {**settings.to_dict(), "device": actors.device, "progress": False}}
-        size = batch_size_for(pipeline)
-        missing = yield from self._map(ray, jobs, actors, worker_args, size)
+        actors = plan_actors(int(resources.get("CPU", 0)), float(resources.get("GPU", 0)), self.workers,
+                             work.settings.device)
+        worker_args = {"work": work.with_settings(device=actors.device, progress=False), "threads": actors.threads}
+        size = work.chunk_size()
+        missing = yield from self._map(ray, jobs, work, actors, worker_args, size)
         if missing and size > 1:  # a group whose actor died on every try: again one by one, to find the culprit
-            missing = yield from self._map(ray, missing, actors, worker_args, 1)
+            missing = yield from self._map(ray, missing, work, actors, worker_args, 1)
         for job in missing:
-            item = job.plan.item
-            yield {**base_record(item.path, "failed", settings.seed, item.video_frame),
-                   "error": f"the Ray worker running it died {RETRIES + 1} times (a crash, or killed for "
-                            "memory); see the Ray logs"}
+            yield work.lost_record(job, f"the Ray worker running it died {RETRIES + 1} times (a crash, or killed "
+                                        "for memory); see the Ray logs")
 
-    def _map(self, ray: Any, jobs: Sequence[Job], actors: ActorPlan, worker_args: dict[str, Any],
-             size: int) -> Generator[dict, None, list[Job]]:
+    def _map(self, ray: Any, jobs: Sequence[Any], work: Work, actors: ActorPlan, worker_args: dict[str, Any],
+             size: int) -> Generator[dict, None, list[Any]]:
         """Yield the records of ``jobs`` run ``size`` at a time on the actor pool; return the jobs
         that came back with no record (their actor died on every try)."""
         returned: set[tuple[str, Any]] = set()
@@ -136,8 +133,9 @@ class RayEngine:
         # it, which would use up that job's retries too. Ray prints worker deaths on stdout: keep
         # stdout for records (--json).
         with _data_context(ray), redirect_stdout(sys.stderr):
-            dataset = ray.data.from_items([{"job": json.dumps(job.to_dict())} for job in jobs], override_num_blocks=blocks)
-            dataset = dataset.map_batches(PipelineWorker, batch_size=size, fn_constructor_kwargs=worker_args,
+            dataset = ray.data.from_items([{"job": json.dumps(work.job_to_dict(job))} for job in jobs],
+                                          override_num_blocks=blocks)
+            dataset = dataset.map_batches(Worker, batch_size=size, fn_constructor_kwargs=worker_args,
                                           compute=ray.data.ActorPoolStrategy(size=min(actors.workers, blocks),
                                                                             max_tasks_in_flight_per_actor=1),
                                           num_cpus=actors.threads, num_gpus=actors.gpus_each, **_bounded_retries())
@@ -145,7 +143,7 @@ class RayEngine:
                 record = json.loads(row["record"])
                 returned.add((record["input"], record["video_frame"]))
                 yield record
-        return [job for job in jobs if (str(job.plan.item.path), job.plan.item.video_frame) not in returned]
+        return [job for job in jobs if (str(job.item.path), job.item.video_frame) not in returned]
 
     def _connect(self, ray: Any) -> bool:
         """Connect (True) or use the caller's session (False)."""

@@ -63,7 +63,8 @@ def run_batch(
     summary: BatchSummary | None = None,
     stream: IO[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield every record of ``plan`` (known ones first, then jobs as the engine finishes them),
+    """Yield every record of ``plan`` (a :class:`~.plan.BatchPlan`, or any plan with ``jobs``,
+    ``known``, ``total``, ``single_input()`` and ``work``; known ones first, then jobs as the engine finishes them),
     counting them in ``summary``. A batch of a single input raises its error instead, as the
     one-image command always did."""
     engine = engine or LocalEngine()
@@ -77,7 +78,7 @@ def run_batch(
     enabled = progress if progress is not None else stream.isatty()
     with tqdm(total=plan.total, desc="images", unit="img", file=stream, disable=not enabled or plan.total < 2,
               dynamic_ncols=True, leave=False) as bar:
-        records = engine.run(plan.jobs, plan.pipeline, plan.settings, host, reraise=single)
+        records = engine.run(plan.jobs, plan.work, host, reraise=single)
         for record in chain(plan.known, records):
             summary.add(record)
             bar.update(1)
