@@ -1,7 +1,8 @@
 """One job of a batch: load one input, run the pipeline, write its outputs, return its record.
 
-Both engines run jobs through :class:`JobRunner` (the local engine in this process, the Ray
-engine in its actors), so outputs, recipes and records are the same whichever ran them. A bad
+:class:`InputRunner` loads inputs and reports failures for any kind of work; :class:`JobRunner`
+is ``dreamkit run``'s (a pipeline, then outputs). Both engines run jobs through them (the local
+engine in this process, the Ray engine in its actors), so outputs, recipes and records are the same whichever ran them. A bad
 input or a failing effect makes a ``failed`` record, never an exception that stops the batch.
 """
 
@@ -86,35 +87,35 @@ def results_by_frame(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**r, "frame": index} for index, frame in enumerate(frames) for r in frame["results"]]
 
 
-class JobRunner:
-    """Runs jobs with one pipeline; models load once, on the first job that needs them."""
+class InputRunner:
+    """Runs jobs on inputs (anything with an ``item``: an :class:`~.inputs.InputItem`): loads each
+    input, hands groups of loaded images to :meth:`_run_group`, and turns any failure into a
+    ``failed`` record. Subclasses say what a group's work is: :class:`JobRunner` runs a pipeline."""
 
-    def __init__(self, pipeline: Pipeline, settings: BatchSettings, host: PluginHost | None = None) -> None:
-        self.pipeline = pipeline
+    def __init__(self, settings: BatchSettings) -> None:
         self.settings = settings
-        self.host = host
         self.device = resolve_device(settings.device)
         self.max_pixels = settings.max_pixels or max_pixels_from_env()
         self._frames = FrameReader()
         self._video_hash: tuple[Any, str] | None = None
 
-    def __call__(self, job: Job, *, reraise: bool = False) -> dict[str, Any]:
+    def __call__(self, job: Any, *, reraise: bool = False) -> dict[str, Any]:
         """Run ``job``; a failure becomes a ``failed`` record (``reraise``: the exception itself,
         for a run of one input, which keeps the single-image command's exit codes)."""
         return self.run_chunk([job], reraise=reraise)[0]
 
-    def run_chunk(self, jobs: Sequence[Job], *, reraise: bool = False) -> list[dict[str, Any]]:
-        """Run several jobs, with the pipeline's batchable steps seeing them together
-        (:meth:`Pipeline.run_many`); decoded images are held at most :data:`MAX_BATCH_PIXELS` at
-        a time. A record's ``seconds`` is its share of its group's time."""
+    def run_chunk(self, jobs: Sequence[Any], *, reraise: bool = False) -> list[dict[str, Any]]:
+        """Run several jobs, handing their loaded images to :meth:`_run_group` together; decoded
+        images are held at most :data:`MAX_BATCH_PIXELS` at a time. A record's ``seconds`` is its
+        share of its group's time."""
         records: list[dict[str, Any]] = []
-        group: list[tuple[Job, dict[str, Any], Any]] = []
+        group: list[tuple[Any, dict[str, Any], Any]] = []
         pixels = 0
         start = time.perf_counter()
         for job in jobs:
-            record = base_record(job.plan.item.path, "done", self.settings.seed, job.plan.item.video_frame)
+            record = base_record(job.item.path, "done", self.settings.seed, job.item.video_frame)
             records.append(record)
-            loaded = self._guard(record, reraise, lambda: self._load(job.plan))
+            loaded = self._guard(record, reraise, lambda: self._load(job.item))
             if loaded is None:
                 continue
             group.append((job, record, loaded))
@@ -122,32 +123,16 @@ class JobRunner:
             if pixels >= MAX_BATCH_PIXELS:
                 self._run_group(group, reraise)
                 group, pixels = [], 0
-        self._run_group(group, reraise)
+        if group:
+            self._run_group(group, reraise)
         share = round((time.perf_counter() - start) / max(1, len(jobs)), 4)
         for record in records:
             record["seconds"] = share
         return records
 
-    def _run_group(self, group: list[tuple[Job, dict[str, Any], Any]], reraise: bool) -> None:
-        if not group:
-            return
-        results = self.pipeline.run_many([image for _, _, image in group], seed=self.settings.seed, device=self.device,
-                                         progress=self.settings.progress, host=self.host,
-                                         sources=[job.plan.item.path.name for job, _, _ in group])
-        for (job, record, _), result in zip(group, results):
-            if isinstance(result, Exception):
-                self._fail(record, result, reraise)
-            else:
-                self._guard(record, reraise, lambda: self._write(job, result, record))
-
-    def _write(self, job: Job, result: Any, record: dict[str, Any]) -> None:
-        item = job.plan.item
-        source = describe_input(item.path, self.settings.background, video_frame=item.video_frame,
-                                sha256=self._sha256(job.plan))
-        recipe = make_recipe(self.pipeline, self.settings.seed, self.device, source)
-        record.update(write_result(result, job.plan, recipe, overwrite=job.replace,
-                                   frame_duration_ms=self.settings.frame_duration_ms))
-        record["results"] = results_by_frame(record["frames"])
+    def _run_group(self, group: list[tuple[Any, dict[str, Any], Any]], reraise: bool) -> None:
+        """Do the work on a group of (job, record, loaded image): fill in or fail each record."""
+        raise NotImplementedError
 
     def _guard(self, record: dict[str, Any], reraise: bool, work: Callable[[], Any]) -> Any:
         """``work()``, or ``None`` with ``record`` marked failed (KeyboardInterrupt passes)."""
@@ -168,15 +153,13 @@ class JobRunner:
         if self.device.type == "cuda":  # out of memory on one input must not fail the next ones
             torch.cuda.empty_cache()
 
-    def _load(self, plan: OutputPlan) -> torch.Tensor:
-        item = plan.item
+    def _load(self, item: Any) -> torch.Tensor:
         if item.video_frame is None:
             return load_image(item.path, background=self.settings.background, max_pixels=self.max_pixels)
         return self._frames.read(item.path, item.video_frame, self.max_pixels)
 
-    def _sha256(self, plan: OutputPlan) -> str:
+    def _sha256(self, item: Any) -> str:
         """The input's sha256; a video's is computed once for all its frames."""
-        item = plan.item
         if item.video_frame is None:
             return sha256_of(item.path)
         stat = item.path.stat()
@@ -187,3 +170,32 @@ class JobRunner:
 
     def close(self) -> None:
         self._frames.close()
+
+
+class JobRunner(InputRunner):
+    """Runs ``dreamkit run``'s jobs with one pipeline: each input through the pipeline (the
+    batchable steps seeing a group together, :meth:`Pipeline.run_many`), then its outputs written."""
+
+    def __init__(self, pipeline: Pipeline, settings: BatchSettings, host: PluginHost | None = None) -> None:
+        super().__init__(settings)
+        self.pipeline = pipeline
+        self.host = host
+
+    def _run_group(self, group: list[tuple[Job, dict[str, Any], Any]], reraise: bool) -> None:
+        results = self.pipeline.run_many([image for _, _, image in group], seed=self.settings.seed, device=self.device,
+                                         progress=self.settings.progress, host=self.host,
+                                         sources=[job.plan.item.path.name for job, _, _ in group])
+        for (job, record, _), result in zip(group, results):
+            if isinstance(result, Exception):
+                self._fail(record, result, reraise)
+            else:
+                self._guard(record, reraise, lambda: self._write(job, result, record))
+
+    def _write(self, job: Job, result: Any, record: dict[str, Any]) -> None:
+        item = job.plan.item
+        source = describe_input(item.path, self.settings.background, video_frame=item.video_frame,
+                                sha256=self._sha256(item))
+        recipe = make_recipe(self.pipeline, self.settings.seed, self.device, source)
+        record.update(write_result(result, job.plan, recipe, overwrite=job.replace,
+                                   frame_duration_ms=self.settings.frame_duration_ms))
+        record["results"] = results_by_frame(record["frames"])

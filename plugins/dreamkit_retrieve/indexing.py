@@ -1,0 +1,296 @@
+"""Building and updating an index through dreamkit's batch runner.
+
+The inputs are listed as ``dreamkit run`` lists them (folders, ``-r``, globs, list files, video
+frames; bad files and unreadable inputs become ``failed`` records), each new or changed image is
+a job of :class:`EmbedWork`, and the jobs run on the batch engines: this process, or a Ray actor
+pool for large collections (each actor loads the model once). Records come back with their
+descriptor; :class:`IndexWriter` commits them in shards as they arrive, so an interrupted build
+keeps what it did and the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from dreamkit.batch import BatchSettings, BatchSummary, Engine, LocalEngine, run_batch
+from dreamkit.batch.inputs import InputItem, list_inputs
+from dreamkit.batch.jobs import InputRunner, base_record
+from dreamkit.batch.work import Work
+from dreamkit.plugins import PluginHost
+
+from .descriptors import Describer, DescriptorSpec
+from .index import ImageIndex
+from .store import BadIndexError, IndexStore
+
+#: Images committed to the index per shard while a build runs (a crash loses at most these).
+SHARD_ROWS = 2048
+#: Images a runner embeds at once (same-size images share a forward pass).
+CHUNK = 16
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """One image (or video frame) to describe."""
+
+    item: InputItem
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.item.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EmbedJob":
+        return cls(InputItem.from_dict(data))
+
+
+@dataclass
+class EmbedWork(Work):
+    """Describe each input: its record carries the descriptor (``vector``, base64 float32) and
+    what the index keeps about the file."""
+
+    spec: DescriptorSpec
+    settings: BatchSettings = BatchSettings()
+
+    def runner(self, host: PluginHost | None) -> "EmbedRunner":
+        return EmbedRunner(self.spec, self.settings, host)
+
+    def job_to_dict(self, job: EmbedJob) -> dict[str, Any]:
+        return job.to_dict()
+
+    def job_from_dict(self, data: dict[str, Any]) -> EmbedJob:
+        return EmbedJob.from_dict(data)
+
+    def chunk_size(self) -> int:
+        return CHUNK
+
+
+class EmbedRunner(InputRunner):
+    """Loads inputs as ``dreamkit run`` does (same checks, bomb guard, EXIF orientation) and
+    describes them; the model loads on the first group."""
+
+    def __init__(self, spec: DescriptorSpec, settings: BatchSettings, host: PluginHost | None) -> None:
+        super().__init__(settings)
+        self.spec = spec
+        self.host = host
+        self._describer: Describer | None = None
+
+    def _run_group(self, group: list[tuple[EmbedJob, dict[str, Any], Any]], reraise: bool) -> None:
+        def describe() -> np.ndarray:
+            if self._describer is None:
+                self._describer = Describer(self.spec, self.device, self.host)
+            return self._describer.embed([image for _, _, image in group])
+
+        vectors = self._guard(group[0][1], reraise, describe) if len(group) == 1 else None
+        if vectors is None and len(group) > 1:
+            try:
+                vectors = describe()
+            except Exception:  # noqa: BLE001 (again one by one: only the culprit fails)
+                for job, record, image in group:
+                    self._run_group([(job, record, image)], reraise)
+                return
+        if vectors is None:
+            return
+        for (job, record, image), vector in zip(group, vectors):
+            self._guard(record, reraise, lambda: record.update(self._facts(job.item, image, vector)))
+
+    def _facts(self, item: InputItem, image: Any, vector: np.ndarray) -> dict[str, Any]:
+        stat = item.path.stat()
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": self._sha256(item),
+                "width": int(image.shape[-1]), "height": int(image.shape[-2]),
+                "vector": base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode("ascii")}
+
+
+def decode_vector(record: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(record["vector"]), dtype=np.float32)
+
+
+def public_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as printed and reported: without the descriptor or the image-output fields."""
+    hidden = ("vector", "frames", "animation", "results", "seed")
+    return {key: value for key, value in record.items() if key not in hidden}
+
+
+@dataclass
+class IndexPlan:
+    """What an index build or update does: ``jobs`` to embed, ``remove`` (keys of images gone or
+    changed), and the records known before any work (failed listings, ignored and unchanged files)."""
+
+    work: EmbedWork
+    jobs: list[EmbedJob] = field(default_factory=list)
+    known: list[dict[str, Any]] = field(default_factory=list)
+    remove: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.jobs) + len(self.known)
+
+    def single_input(self) -> bool:
+        return False  # an index of one bad image is still a batch: report it, exit 1
+
+
+def plan_index(store: IndexStore, settings: BatchSettings) -> IndexPlan:
+    """Compare the index's sources, listed now, with what it holds: new and changed files are
+    jobs, files still as they were are ``skipped``, files gone are removed."""
+    sources = store.settings["sources"]
+    listing = list_inputs(sources["inputs"], recursive=sources["recursive"], list_files=sources["list_files"],
+                          exclude=store.path)
+    plan = IndexPlan(EmbedWork(DescriptorSpec.from_dict(store.settings["descriptor"]), settings))
+    plan.known += [{**base_record(problem.source, "failed", settings.seed), "error": problem.reason}
+                   for problem in listing.problems]
+    plan.known += [{**base_record(path, "ignored", settings.seed), "error": "not an image or video file name"}
+                   for path in listing.ignored]
+    indexed = {(item.path, item.video_frame): item for item in store.items()}
+    seen = set()
+    for item in listing.items:
+        key = (str(item.path), item.video_frame)
+        seen.add(key)
+        known = indexed.get(key)
+        if known is not None and _unchanged(item, known):
+            plan.known.append(base_record(item.path, "skipped", settings.seed, item.video_frame))
+        else:
+            plan.jobs.append(EmbedJob(item))
+    # Changed files are replaced when their new row is written; files gone are removed now. A
+    # listing problem (an unmounted folder) must not empty the index: its files are kept.
+    problem_roots = [Path(problem.source) for problem in listing.problems]
+    plan.remove = [item.key for key, item in indexed.items() if key not in seen
+                   and not any(_under(Path(item.path), root) for root in problem_roots)]
+    return plan
+
+
+def _unchanged(item: InputItem, known: Any) -> bool:
+    try:
+        stat = item.path.stat()
+    except OSError:
+        return False
+    return stat.st_size == known.size and stat.st_mtime_ns == known.mtime_ns
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+class IndexWriter:
+    """Commits ``done`` records to the index as they arrive, :data:`SHARD_ROWS` at a time, and
+    the removals with the first commit."""
+
+    def __init__(self, index: ImageIndex, remove: Sequence[int]) -> None:
+        self.index = index
+        self.pending: list[dict[str, Any]] = []
+        self.remove = list(remove)
+        self.added: list[int] = []
+        self.removed: list[int] = []
+        self.start_generation = index.store.generation
+
+    def add(self, record: dict[str, Any]) -> None:
+        if record["status"] == "done":
+            self.pending.append(record)
+            if len(self.pending) >= SHARD_ROWS:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.pending and not self.remove:
+            return
+        rows = [{"path": r["input"], "video_frame": r["video_frame"], **{k: r[k] for k in
+                ("size", "mtime_ns", "sha256", "width", "height")}} for r in self.pending]
+        dim = self.index.spec.dim
+        vectors = np.stack([decode_vector(r) for r in self.pending]) if rows else np.empty((0, dim), np.float32)
+        self.added += self.index.store.write(rows, vectors, remove=self.remove)
+        self.removed += self.remove
+        self.pending, self.remove = [], []
+
+    def finish(self) -> str:
+        """Commit what is pending and bring the ANN graph up to date; say what was done."""
+        self.flush()
+        store = self.index.store
+        from .store import ANN_FILE
+
+        if len(store) < self.index.ann_min_items:
+            in_step = store.settings.get("ann_generation") == -1
+        else:
+            in_step = store.settings.get("ann_generation") == store.generation and (store.path / ANN_FILE).is_file()
+        if in_step:
+            return "search is exact (small index)" if store.settings.get("ann_generation") == -1 else "ANN graph up to date"
+        return self.index.sync_graph(self.added, self.removed, self.start_generation)
+
+
+@dataclass
+class IndexRun:
+    """The outcome of :func:`run_index`."""
+
+    summary: BatchSummary
+    graph: str
+    records: list[dict[str, Any]]
+
+
+def run_index(index: ImageIndex, settings: BatchSettings, engine: Engine | None = None, *,
+              host: PluginHost | None = None, progress: bool | None = None,
+              on_record: Any = None) -> IndexRun:
+    """Embed what :func:`plan_index` finds to do and commit it; ``on_record(record)`` sees each
+    record (public fields only) as it comes. Ctrl-C commits what is done, then re-raises."""
+    plan = plan_index(index.store, settings)
+    summary = BatchSummary(plan.total)
+    writer = IndexWriter(index, plan.remove)
+    records: list[dict[str, Any]] = []
+    try:
+        for record in run_batch(plan, engine or LocalEngine(), host=host, progress=progress, summary=summary):
+            writer.add(record)
+            shown = public_record(record)
+            records.append(shown)
+            if on_record is not None:
+                on_record(shown)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        writer.flush()
+        raise
+    return IndexRun(summary, writer.finish(), records)
+
+
+def create_index(path: str | Path, spec: DescriptorSpec, inputs: Sequence[str], *, recursive: bool = False,
+                 list_files: Sequence[str] = (), ann_min_items: int | None = None) -> ImageIndex:
+    """A new empty index at ``path`` that will describe images as ``spec`` says and whose
+    ``update`` rescans ``inputs`` (made absolute: an update may run from another folder)."""
+    from .ann import ANN_MIN_ITEMS
+
+    sources = {"inputs": [_absolute(text) for text in inputs], "recursive": recursive,
+               "list_files": [_absolute(text) for text in list_files]}
+    settings = {"descriptor": spec.to_dict(), "sources": sources, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "ann_min_items": ANN_MIN_ITEMS if ann_min_items is None else ann_min_items}
+    return ImageIndex(IndexStore.create(path, settings))
+
+
+def _absolute(text: str) -> str:
+    if text == "-":
+        raise BadIndexError("an index rescans its sources at every update, so it cannot read paths from stdin; "
+                            "name folders, files or patterns, or --list FILE")
+    return str(Path(text).expanduser().absolute())
+
+
+def check_resumable(index: ImageIndex, spec: DescriptorSpec, inputs: Sequence[str], recursive: bool,
+                    list_files: Sequence[str]) -> None:
+    """A build into an existing index resumes it only if it asks for the same thing."""
+    different = index.spec.mismatch(spec)
+    if different:
+        raise BadIndexError(f"index {index.path} was made with another descriptor ({different}); its vectors "
+                            "cannot be mixed with these: choose another index path, or delete it to rebuild")
+    sources = index.store.settings["sources"]
+    asked = {"inputs": [_absolute(t) for t in inputs], "recursive": recursive,
+             "list_files": [_absolute(t) for t in list_files]}
+    if asked != sources:
+        raise BadIndexError(f"index {index.path} exists with other sources ({', '.join(sources['inputs'])}"
+                            f"{', recursive' if sources['recursive'] else ''}); run `dreamkit index update "
+                            f"{index.path}` to refresh it, or choose another index path")
+
+
+def settings_for(device: str, max_pixels: int | None) -> BatchSettings:
+    return dataclasses.replace(BatchSettings(), device=device, max_pixels=max_pixels)
+
+
+__all__ = ["EmbedJob", "EmbedWork", "EmbedRunner", "IndexPlan", "IndexRun", "IndexWriter", "check_resumable",
+           "create_index", "decode_vector", "plan_index", "public_record", "run_index"]
+
