@@ -21,8 +21,12 @@ log = logging.getLogger("dreamkit")
 
 #: An index with fewer images searches exactly (measured crossover, bench/retrieval.py).
 ANN_MIN_ITEMS = 20_000
-#: How the graph stores vectors: "f16" keeps recall@10 at 0.99+ for our descriptors at half of f32's size.
+#: How the graph stores vectors: f16 is half of f32's size and keeps recall; i8 lost 10% of recall@10
+#: at 100k (bench/retrieval.py).
 ANN_DTYPE = "f16"
+#: Candidates a search keeps (HNSW's ef): usearch's default 64 gave recall@10 0.94 at 1M
+#: descriptors, 128 gives 0.95+ (bench/retrieval.py prints both).
+EXPANSION_SEARCH = 128
 
 
 def exact_search(matrix: np.ndarray, keys: np.ndarray, queries: np.ndarray, k: int,
@@ -45,7 +49,7 @@ def exact_search(matrix: np.ndarray, keys: np.ndarray, queries: np.ndarray, k: i
 def new_graph(dim: int, dtype: str = ANN_DTYPE) -> Any:
     from usearch.index import Index
 
-    return Index(ndim=dim, metric="cos", dtype=dtype)
+    return Index(ndim=dim, metric="cos", dtype=dtype, expansion_search=EXPANSION_SEARCH)
 
 
 def build_graph(path: Path, keys: np.ndarray, matrix: np.ndarray, threads: int = 0) -> None:
@@ -75,6 +79,8 @@ def load_graph(path: Path, *, view: bool) -> Any | None:
         return None
     if graph is None:  # usearch returns None for a file that is not an index
         log.warning("%s is not a usearch index; searching exactly; `dreamkit index update` rebuilds it", path)
+        return None
+    graph.expansion_search = EXPANSION_SEARCH  # not stored in the file
     return graph
 
 

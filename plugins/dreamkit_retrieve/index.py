@@ -117,8 +117,10 @@ class ImageIndex:
     # -- near-duplicates ----------------------------------------------------------------------
     def dupes(self, threshold: float = DUPES_THRESHOLD, neighbours: int = 10) -> list[list[Hit]]:
         """Groups of near-duplicates: images linked by a similarity >= ``threshold`` among each
-        other's ``neighbours`` nearest, joined transitively. Each group starts with its largest
-        image (the likely original); scores are similarities to it. Biggest groups first.
+        other's ``neighbours`` nearest, joined transitively. Each group starts with its likely
+        original: its largest image, and among equally large ones the most central (the highest
+        mean similarity to the others: each copy is made from the original); then the rest by
+        similarity to it (the scores). Biggest groups first.
 
         Memory stays bounded: neighbours come from the ANN graph or from exact search in blocks,
         never from an N×N matrix."""
@@ -151,9 +153,10 @@ class ImageIndex:
         row_of = {int(key): row for row, key in enumerate(keys)}
         result = []
         for group in groups:
-            ordered = sorted(group, key=lambda key: (-items[key].width * items[key].height, items[key].path))
-            first = matrix[row_of[ordered[0]]]
-            result.append([Hit(items[key], float(matrix[row_of[key]] @ first)) for key in ordered])
+            first = _central(group, matrix[[row_of[key] for key in group]], items)
+            result.append([Hit(items[key], float(matrix[row_of[key]] @ matrix[row_of[first]]))
+                           for key in sorted(group, key=lambda key: (key != first, -float(matrix[row_of[key]] @
+                                                                                          matrix[row_of[first]])))])
         return sorted(result, key=lambda group: (-len(group), group[0].item.path))
 
     def _neighbours(self, keys: np.ndarray, matrix: np.ndarray, k: int,
@@ -197,6 +200,20 @@ class ImageIndex:
         store.set_settings({"ann_generation": store.generation})
         self._graph, self._graph_checked = None, False
         return done
+
+
+#: Groups larger than this pick their first image by size alone (mean similarities need G×G).
+CENTRAL_MAX = 2048
+
+
+def _central(group: list[int], vectors: np.ndarray, items: dict[int, Item]) -> int:
+    """The key of the group's likely original: the largest image (copies are rarely larger);
+    among equally large ones (a mirrored or recoloured copy), the most central one."""
+    size = [items[key].width * items[key].height for key in group]
+    if len(group) > CENTRAL_MAX:
+        return group[int(np.argmax(size))]
+    mean = (vectors @ vectors.T).mean(axis=1)
+    return group[max(range(len(group)), key=lambda i: (size[i], round(float(mean[i]), 4)))]
 
 
 _DESCRIBERS: dict[tuple[Any, ...], Describer] = {}
