@@ -53,6 +53,12 @@ demo: setup weights
 	$(DK) run $(CHELSEA) -e resize:max_side=384 -e style:style=$(SKIMAGE)ihc.png -o demo-out/style --overwrite
 	$(DK) run $(COFFEE) -e resize:max_side=384 -e style:style=$(SKIMAGE)gravel.png -o demo-out/style --overwrite
 	$(DK) run $(SAMPLES) $(GRACE) -e classify:draw=true -e detect:what=faces,draw=true -o demo-out/analysis --overwrite
+	rm -rf demo-out/index demo-out/style-index
+	$(DK) index build "$(SKIMAGE)*.png" -o demo-out/index
+	$(DK) index build "$(SKIMAGE)*.png" -o demo-out/style-index --by style
+	$(DK) index search demo-out/index demo-out/chelsea.png demo-out/analysis/coffee.png -k 4 --sheet demo-out/search-content.jpg --overwrite
+	$(DK) index search demo-out/style-index demo-out/style/coffee.png demo-out/style/chelsea.png -k 4 --sheet demo-out/search-style.jpg --overwrite
+	$(DK) index dupes demo-out/index
 	@echo "demo images are in demo-out/"
 
 clean:

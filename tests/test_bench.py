@@ -80,3 +80,14 @@ def test_batch_benchmark_runs_every_mode():
     assert done.returncode == 0, done.stderr
     for mode in ("reference ", "reference-batched", "local ", "ray-1 "):
         assert mode in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+def test_retrieval_benchmark_runs_every_part():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--count", "4", "--rounds", "1",
+                           "--sizes", "2000"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any("dreamkit index" in line and "overhead" in line for line in lines)
+    ann = [line for line in lines if "usearch" in line]
+    assert len(ann) == 4 and all("recall@10" in line and "x exact" in line for line in ann)  # f16, i8 x ef 64, 128

@@ -276,7 +276,7 @@ def test_plugins_lists_plugins_and_failures(cli, dreamkit_host):
     assert {p["name"] for p in data["plugins"]} >= {"basic", "dreamkit.core_hooks"}
     assert data["failures"][0]["name"] == "broken" and "unknown hook" in data["failures"][0]["error"]
     assert set(data["plugins"][0]) == {"name", "distribution", "version", "builtin", "hooks", "effects", "weights",
-                                       "backbones", "detectors"}
+                                       "backbones", "detectors", "commands"}
     detect = {p["name"]: p for p in data["plugins"]}["detect"]
     assert len(detect["detectors"]) == 9 and "mtcnn_onet.V1" in detect["weights"]
 

@@ -58,6 +58,66 @@ def test_hook_dreamkit_register_effects(register_plugin, dreamkit_host):
     assert dreamkit_host.effect_owner("shout") == "shouter"
 
 
+def test_hook_dreamkit_register_commands(register_plugin, dreamkit_host, cli):
+    from dreamkit.cli import COMMANDS
+    from dreamkit.commands import CORE_COMMANDS, Command
+
+    assert set(CORE_COMMANDS) == set(COMMANDS)  # the names no plugin may take are the core's
+    seen = []
+
+    def configure(parser):
+        parser.add_argument("word")
+        parser.add_argument("--times", type=int, default=1)
+
+    def run(args):
+        seen.append((args.word, args.times))
+        if args.word == "bad":
+            from dreamkit.errors import DreamkitError
+
+            raise DreamkitError("echo: 'bad' is not allowed")
+        print(args.word * args.times)
+        return 0
+
+    class Plugin:
+        @hookimpl
+        def dreamkit_register_commands(self, register):
+            register(Command("echo", "print a word", configure, run))
+
+    register_plugin(Plugin(), name="echoer")
+    assert cli("echo", "hi", "--times", "2")[:2] == (0, "hihi\n")
+    code, _, err = cli("echo", "bad")
+    assert code == 2 and err == "dreamkit: error: echo: 'bad' is not allowed\n"
+    assert cli("echo")[0] == 2  # argparse's own usage error, exit 2
+    assert seen == [("hi", 2), ("bad", 1)]
+    assert "echo" in cli("--help")[1] and "index" in cli("--help")[1]  # ours, and the retrieval plugin's
+    assert [p for p in dreamkit_host.plugins() if p.name == "echoer"][0].commands == ["echo"]
+
+    class Clash:
+        @hookimpl
+        def dreamkit_register_commands(self, register):
+            register(Command("run", "take over run", configure, run))
+
+    with pytest.raises(PluginError, match="command name 'run' is already taken by dreamkit itself"):
+        dreamkit_host.register(Clash(), name="clash")
+
+    class Twice:
+        @hookimpl
+        def dreamkit_register_commands(self, register):
+            register(Command("echo", "again", configure, run))
+
+    with pytest.raises(PluginError, match="command name 'echo' is already taken by another plugin"):
+        dreamkit_host.register(Twice(), name="twice")
+
+    class NotACommand:
+        @hookimpl
+        def dreamkit_register_commands(self, register):
+            register(("echo2", configure, run))
+
+    with pytest.raises(PluginError, match="register\\(\\) takes a dreamkit.commands.Command, not tuple"):
+        dreamkit_host.register(NotACommand(), name="notacommand")
+    assert "echo2" not in dreamkit_host.commands
+
+
 def test_hook_dreamkit_register_weights(register_plugin, dreamkit_host, tmp_path, weights_home):
     blob = b"not really weights"
     from dreamkit.weights import sha256_of

@@ -208,12 +208,10 @@ class IndexWriter:
         """Commit what is pending and bring the ANN graph up to date; say what was done."""
         self.flush()
         store = self.index.store
-        from .store import ANN_FILE
-
         if len(store) < self.index.ann_min_items:
             in_step = store.settings.get("ann_generation") == -1
-        else:
-            in_step = store.settings.get("ann_generation") == store.generation and (store.path / ANN_FILE).is_file()
+        else:  # present, current and readable
+            in_step = self.index.graph() is not None
         if in_step:
             return "search is exact (small index)" if store.settings.get("ann_generation") == -1 else "ANN graph up to date"
         return self.index.sync_graph(self.added, self.removed, self.start_generation)
