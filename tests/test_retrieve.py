@@ -17,6 +17,7 @@ from PIL import Image
 from dreamkit import load_image
 from dreamkit.errors import DreamkitError
 from dreamkit.io import pil_to_tensor, tensor_to_pil
+from dreamkit_retrieve import ImageIndex
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg",
           "camera.png", "coins.png", "moon.png", "page.png", "hubble_deep_field.jpg", "ihc.png", "horse.png",
@@ -262,6 +263,31 @@ def test_build_search_update_cycle(dreamkit_host, samples, tmp_path, cli):
     assert code == 0 and "0 done" in err
     used = {row[0] for row in sqlite3.connect(index / "items.sqlite").execute("SELECT DISTINCT shard FROM items")}
     assert {p.name for p in (index / "shards").iterdir()} == used
+
+
+def test_update_keeps_a_missing_source_and_drops_a_changed_file_that_now_fails(dreamkit_host, samples, tmp_path, cli):
+    folder = _folder(samples, tmp_path)
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    shutil.copy(samples / "moon.png", drive / "moon.png")
+    index = tmp_path / "idx"
+    assert cli("index", "build", folder, drive, "-o", index, "-q")[0] == 0
+    drive.rename(tmp_path / "unplugged")  # an unmounted drive: its images stay in the index
+    (folder / "coffee.png").write_bytes(b"\x89PNG\r\n\x1a\n now broken")  # changed, unreadable: dropped
+    code, out, err = cli("index", "update", index, "--json")
+    assert code == 1
+    failed = {r["input"]: r["error"] for r in map(json.loads, out.splitlines()) if r["status"] == "failed"}
+    assert set(failed) == {str(drive), str(folder / "coffee.png")} and "no such file" in failed[str(drive)]
+    with ImageIndex.open(index) as opened:
+        assert sorted(pathlib.Path(i.path).name for i in opened.store.items()) == \
+            ["astronaut.png", "camera.png", "chelsea.png", "moon.png"]
+    (tmp_path / "unplugged").rename(drive)
+    drive.joinpath("moon.png").unlink()
+    drive.joinpath("rocket.jpg").write_bytes((samples / "rocket.jpg").read_bytes())
+    assert cli("index", "update", index, "-q")[0] == 1  # coffee.png still broken
+    with ImageIndex.open(index) as opened:
+        assert sorted(pathlib.Path(i.path).name for i in opened.store.items()) == \
+            ["astronaut.png", "camera.png", "chelsea.png", "rocket.jpg"]
 
 
 def test_ann_graph_matches_exact_search_and_survives_damage(dreamkit_host, collection, tmp_path, cli, caplog):

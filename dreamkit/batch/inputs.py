@@ -101,7 +101,7 @@ def list_inputs(
             matches = [p for p in matches if not _inside(p, excluded)]
             if not matches:
                 listing.problems.append(InputProblem(text, f"{text}: no files match this pattern"))
-            base = _glob_base(text)
+            base = glob_base(text)
             found += [(p, _relative(p, base)) for p in matches]
         elif path.exists():
             found.append((path, PurePosixPath(path.name)))
@@ -180,7 +180,7 @@ def _relative(path: Path, base: Path) -> PurePosixPath:
     return PurePosixPath(path.relative_to(base).as_posix())
 
 
-def _glob_base(pattern: str) -> Path:
+def glob_base(pattern: str) -> Path:
     """The fixed folder before a pattern's first wildcard: ``trip/**/*.jpg`` → ``trip``."""
     parts = Path(pattern).parts
     fixed = []

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from dreamkit.batch import BatchSettings, BatchSummary, Engine, LocalEngine, run_batch
-from dreamkit.batch.inputs import InputItem, list_inputs
+from dreamkit.batch.inputs import InputItem, glob_base, list_inputs
 from dreamkit.batch.jobs import InputRunner, base_record
 from dreamkit.batch.work import Work
 from dreamkit.plugins import PluginHost
@@ -125,6 +125,8 @@ class IndexPlan:
     jobs: list[EmbedJob] = field(default_factory=list)
     known: list[dict[str, Any]] = field(default_factory=list)
     remove: list[int] = field(default_factory=list)
+    #: (path, video frame) of each job that re-describes an indexed image → that image's key.
+    replacing: dict[tuple[str, int | None], int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -155,12 +157,27 @@ def plan_index(store: IndexStore, settings: BatchSettings) -> IndexPlan:
             plan.known.append(base_record(item.path, "skipped", settings.seed, item.video_frame))
         else:
             plan.jobs.append(EmbedJob(item))
-    # Changed files are replaced when their new row is written; files gone are removed now. A
-    # listing problem (an unmounted folder) must not empty the index: its files are kept.
-    problem_roots = [Path(problem.source) for problem in listing.problems]
+    # Changed files are replaced when their new row is written (or removed if they now fail);
+    # files gone are removed now. A source that is itself gone (an unmounted drive, a renamed
+    # folder) must not empty the index: its images are kept until it is back or removed for good.
+    missing_roots = [root for root in map(_source_root, (p.source for p in listing.problems)) if not root.exists()]
     plan.remove = [item.key for key, item in indexed.items() if key not in seen
-                   and not any(_under(Path(item.path), root) for root in problem_roots)]
+                   and not any(_under(Path(item.path), root) for root in missing_roots)]
+    plan.replacing = {key: indexed[key].key for key in (_job_key(job) for job in plan.jobs) if key in indexed}
     return plan
+
+
+def _job_key(job: EmbedJob) -> tuple[str, int | None]:
+    return (str(job.item.path), job.item.video_frame)
+
+
+def _source_root(source: str) -> Path:
+    """The folder or file a source names (a pattern's fixed folder)."""
+    import glob
+
+    if glob.has_magic(source):
+        return glob_base(source).absolute()
+    return Path(source).absolute()
 
 
 def _unchanged(item: InputItem, known: Any) -> bool:
@@ -177,21 +194,28 @@ def _under(path: Path, root: Path) -> bool:
 
 class IndexWriter:
     """Commits ``done`` records to the index as they arrive, :data:`SHARD_ROWS` at a time, and
-    the removals with the first commit."""
+    the removals with the first commit. An indexed image that changed and now fails (``replacing``
+    names those) is removed: its old descriptor no longer describes the file."""
 
-    def __init__(self, index: ImageIndex, remove: Sequence[int]) -> None:
+    def __init__(self, index: ImageIndex, remove: Sequence[int],
+                 replacing: dict[tuple[str, int | None], int] | None = None) -> None:
         self.index = index
         self.pending: list[dict[str, Any]] = []
         self.remove = list(remove)
+        self.replacing = replacing or {}
         self.added: list[int] = []
         self.removed: list[int] = []
         self.start_generation = index.store.generation
 
     def add(self, record: dict[str, Any]) -> None:
+        if record["status"] == "failed":
+            key = self.replacing.get((record["input"], record["video_frame"]))
+            if key is not None:
+                self.remove.append(key)
         if record["status"] == "done":
             self.pending.append(record)
-            if len(self.pending) >= SHARD_ROWS:
-                self.flush()
+        if len(self.pending) >= SHARD_ROWS:
+            self.flush()
 
     def flush(self) -> None:
         if not self.pending and not self.remove:
@@ -233,7 +257,7 @@ def run_index(index: ImageIndex, settings: BatchSettings, engine: Engine | None 
     record (public fields only) as it comes. Ctrl-C commits what is done, then re-raises."""
     plan = plan_index(index.store, settings)
     summary = BatchSummary(plan.total)
-    writer = IndexWriter(index, plan.remove)
+    writer = IndexWriter(index, plan.remove, plan.replacing)
     records: list[dict[str, Any]] = []
     try:
         for record in run_batch(plan, engine or LocalEngine(), host=host, progress=progress, summary=summary):
