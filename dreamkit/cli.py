@@ -108,7 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dreamkit`` command; returns the exit code."""
     from .errors import DreamkitError
 
-    parser = build_parser()
+    try:
+        # Plugins load here (their commands are part of the parser): a plugin failure in strict
+        # mode is an error, otherwise a warning, shown as any other.
+        with _messages_on_stderr(quiet=False):
+            parser = build_parser()
+    except DreamkitError as exc:
+        print(f"dreamkit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

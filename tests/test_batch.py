@@ -282,7 +282,9 @@ def test_ctrl_c_in_a_real_process_leaves_no_partial_files_and_a_rerun_finishes(t
     folder, out, report = fifty(tmp_path), tmp_path / "out", tmp_path / "r.jsonl"
     command = [sys.executable, "-m", "dreamkit", "run", str(folder), "-e", "deepdream:octaves=1,steps=6", "-o", str(out),
                "--report", str(report), "-q", "--threads", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A child of a shell job started with `&` inherits SIGINT ignored; a terminal's Ctrl-C is not.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while len(list(out.glob("*.png"))) < 5 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)

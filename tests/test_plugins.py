@@ -205,7 +205,8 @@ def test_default_host_can_be_replaced_and_reset():
 
 
 def test_hook_names():
-    assert hook_names() == ["dreamkit_register_backbones", "dreamkit_register_detectors", "dreamkit_register_effects",
+    assert hook_names() == ["dreamkit_register_backbones", "dreamkit_register_commands", "dreamkit_register_detectors",
+                            "dreamkit_register_effects",
                             "dreamkit_register_weights", "dreamkit_run_batch_step", "dreamkit_run_step"]
 
 

@@ -74,6 +74,7 @@ def test_installed_plugins_are_listed_with_the_broken_one_as_failed(site):
     assert plugins["posterize"] == {
         "name": "posterize", "distribution": "dreamkit-posterize", "version": "1.0.0", "builtin": False,
         "hooks": ["dreamkit_register_effects"], "effects": ["posterize"], "weights": [], "backbones": [], "detectors": [],
+        "commands": [],
     }
     lite = plugins["efficientnet-lite"]
     assert lite["distribution"] == "dreamkit-efficientnet-lite" and not lite["builtin"]
