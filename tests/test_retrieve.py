@@ -303,12 +303,33 @@ def test_ann_graph_matches_exact_search_and_survives_damage(dreamkit_host, colle
     for name in ("exact", "ann"):
         code, out, err = cli("index", "search", tmp_path / name, *queries, "-k", "5", "--json")
         results[name] = [[(h["path"], h["score"]) for h in json.loads(line)["hits"]] for line in out.splitlines()]
-    # On 180 images the graph finds the true neighbours. Compared by score, not path: a mirrored
-    # copy ties with its original (content descriptors are mirror-invariant). The graph stores f16:
-    # each value rounded by up to 2^-11 relative, the query too, and the norms: |Δcos| <= 3·2^-11.
-    tolerance = 3 * 2**-11
-    for ann_hits, exact_hits in zip(results["ann"], results["exact"]):
-        assert np.allclose([s for _, s in ann_hits], [s for _, s in exact_hits], atol=tolerance)
+    # What the graph guarantees: each hit's score is its true cosine similarity up to f16 rounding
+    # (each stored value rounded by up to 2^-11 relative, the query too, and the norms: 3·2^-11),
+    # best first, and each query finds itself (similarity 1) first.
+    with ImageIndex.open(exact) as index:
+        keys, matrix = index.store.vectors()
+        items = index.store.lookup(keys.tolist())
+        vector_of = {items[int(k)].path: row for k, row in zip(keys, matrix)}
+        describer = index.describer()
+    for query, hits in zip(queries, results["ann"]):
+        q = describer.embed([load_image(query)])[0]
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+        for path, score in hits:
+            assert abs(score - float(vector_of[path] @ q)) <= 3 * 2**-11, path
+        assert hits[0][1] == pytest.approx(1.0, abs=3 * 2**-11)
+    # What it does not guarantee is finding every true neighbour: on these 180 images, many of them
+    # exact twins (a mirrored copy has its original's descriptor), recall@5 over all 180 queries
+    # was 0.957-0.982 in 5 builds (threaded construction varies). A floor well under that catches a
+    # broken graph without failing on an unlucky build; bench/retrieval.py measures recall at scale.
+    from dreamkit_retrieve.ann import exact_search
+
+    with ImageIndex.open(ann) as graph_index:
+        keys, matrix = graph_index.store.vectors()
+        assert graph_index.graph() is not None
+        found = graph_index.search_vectors(matrix, k=5)
+        truth, _ = exact_search(matrix, keys, matrix, 5)
+    recall = np.mean([len({h.item.key for h in hits} & set(row.tolist())) / 5 for hits, row in zip(found, truth)])
+    assert recall >= 0.85
     # a damaged graph is not fatal: exact search, a warning, and update rebuilds it
     (ann / "ann.usearch").write_bytes(b"garbage")
     with ImageIndex.open(ann) as index:
