@@ -268,18 +268,26 @@ def _describe_item(item: dict[str, Any]) -> str:
     return " ".join(head + rest)
 
 
-def cmd_effects(args: argparse.Namespace) -> int:
-    from .plugins import get_host
-
-    host = get_host()
+def effect_listing(host: Any) -> list[dict[str, Any]]:
+    """Every effect of ``host`` with its declared parameters (type, default, allowed values in
+    words, bounds, choices, help): what ``dreamkit effects --json`` prints and the web page's forms use."""
     listing = []
     for name in sorted(host.effects):
         effect = host.effects[name]
         params = [
-            {"name": key, "type": p.type_name(), "default": p.default, "allowed": p.allowed(), "help": p.help}
+            {"name": key, "type": p.type_name(), "default": p.default, "allowed": p.allowed(), "help": p.help,
+             "min": p.min, "max": p.max, "gt": p.gt, "choices": list(p.choices) if p.choices is not None else None,
+             "optional": p.optional}
             for key, p in effect.params.items()
         ]
         listing.append({"name": name, "summary": effect.summary, "plugin": host.effect_owner(name), "params": params})
+    return listing
+
+
+def cmd_effects(args: argparse.Namespace) -> int:
+    from .plugins import get_host
+
+    listing = effect_listing(get_host())
     if args.json:
         _print_json(listing)
         return EXIT_OK

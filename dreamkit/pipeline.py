@@ -90,6 +90,12 @@ def _split_top_level(text: str) -> list[str]:
     return parts
 
 
+def _progress(progress: "bool | None | Progress") -> Progress:
+    """``progress`` as given (a :class:`Progress`: the caller's own bars, e.g. a web page's), or
+    tqdm bars on, off, or on when stderr is a terminal (``None``)."""
+    return progress if isinstance(progress, Progress) else Progress(progress)
+
+
 def _as_batch(image: Any) -> torch.Tensor:
     """Accept a C×H×W or 1×C×H×W float tensor in 0..1, or a PIL image."""
     if not isinstance(image, torch.Tensor):
@@ -182,15 +188,17 @@ class Pipeline:
         *,
         seed: int = 0,
         device: str | torch.device = "auto",
-        progress: bool | None = False,
+        progress: bool | None | Progress = False,
         source: str | None = None,
         host: PluginHost | None = None,
     ) -> RunResult:
         """Run every step on ``image`` and return the frames with their analysis records.
+        ``progress``: tqdm bars on stderr (True, or None: when it is a terminal), or a
+        :class:`~dreamkit.context.Progress` whose bars report elsewhere.
 
         ``image`` may also be a list of images: a frame sequence (video frames), which every step
         processes in order, each frame seeing the previous one's input and output."""
-        run = _Run(host or get_host(), resolve_device(device), seed, Progress(progress))
+        run = _Run(host or get_host(), resolve_device(device), seed, _progress(progress))
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         if not images:
             raise ValueError("a pipeline needs an image or a non-empty list of frames")
@@ -214,7 +222,7 @@ class Pipeline:
         raises gets the exception in its place and drops out; the others go on.
 
         A batched step that raises is run again image by image, so only the culprit fails."""
-        run = _Run(host or get_host(), resolve_device(device), seed, Progress(progress))
+        run = _Run(host or get_host(), resolve_device(device), seed, _progress(progress))
         sources = list(sources) if sources is not None else [None] * len(images)
         lanes: list[list[Frame] | Exception] = []
         for image in images:

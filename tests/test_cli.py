@@ -261,7 +261,8 @@ def test_effects_lists_parameters_and_defaults(cli, extra):
     assert code == 0 and "resize  (plugin: basic)" in stdout and "max_side" in stdout
     code, stdout, _ = cli("effects", "--json")
     listing = {item["name"]: item for item in json.loads(stdout)}
-    assert listing["fade"]["params"] == [{"name": "frames", "type": "int", "default": 3, "allowed": "an integer >= 1", "help": ""}]
+    assert listing["fade"]["params"] == [{"name": "frames", "type": "int", "default": 3, "allowed": "an integer >= 1", "help": "",
+                                          "min": 1, "max": None, "gt": None, "choices": None, "optional": False}]
     assert listing["resize"]["plugin"] == "basic"
 
 

@@ -1,0 +1,237 @@
+"""The local web page's server: a FastAPI app over the same Pipeline API and effect listing as
+the command line.
+
+Security, as for any local server (Jupyter's model):
+
+* a random token per server, required on every ``/api`` call (``X-Dreamkit-Token`` header, or
+  ``?token=`` where a browser cannot set headers: event streams, image URLs);
+* the ``Host`` header must name this server (loopback names, the bound address, ``--allow-host``):
+  a page on another site that rebinds its DNS name to 127.0.0.1 is refused;
+* ``Origin``, when a browser sends one on a write, must be this server;
+* uploads are limited in size and go through the CLI's image checks (formats, decompression-bomb
+  guard); the server never opens a path the client names: sample images by name from a fixed
+  list, results by job id.
+
+Errors are JSON ``{"error": "..."}`` with the CLI's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+
+#: Largest upload accepted (bytes); the image checks then bound its pixels.
+MAX_UPLOAD = 25 * 1024 * 1024
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class ServerSettings:
+    """How one server runs: its token, the names it answers to, its device and limits."""
+
+    port: int = 8765
+    bind: str = "127.0.0.1"
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    allow_hosts: tuple[str, ...] = ()
+    device: str = "auto"
+    max_upload: int = MAX_UPLOAD
+    max_pixels: int | None = None
+
+    def allowed_hosts(self) -> set[str]:
+        names = {*LOOPBACK, *self.allow_hosts}
+        if self.bind not in ("0.0.0.0", "::", ""):
+            names.add(f"[{self.bind}]" if ":" in self.bind else self.bind)
+        return {name.lower() for name in names} | {f"{name}:{self.port}".lower() for name in names}
+
+
+def samples() -> dict[str, Path]:
+    """The sample photos the page offers, by name (from scikit-image and matplotlib, if installed)."""
+    found: dict[str, Path] = {}
+    try:
+        import skimage.data
+
+        folder = Path(skimage.data.__file__).parent
+        for name in ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"):
+            if (folder / name).is_file():
+                found[name] = folder / name
+    except ImportError:
+        pass
+    try:
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+        if path.is_file():
+            found[path.name] = path
+    except ImportError:
+        pass
+    return found
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_app(settings: ServerSettings | None = None, host: Any = None) -> FastAPI:
+    """The FastAPI app (``host``: the plugin host whose effects it offers; default: the CLI's)."""
+    from dreamkit.context import resolve_device
+    from dreamkit.plugins import get_host
+
+    from .jobs import JobQueues, StepEvents
+
+    settings = settings or ServerSettings()
+    host = host or get_host()
+    if not any(name == "dreamkit-web-steps" for name in (p.name for p in host.plugins())):
+        host.register(StepEvents(), name="dreamkit-web-steps")
+    device = resolve_device(settings.device)
+    workdir = Path(tempfile.mkdtemp(prefix="dreamkit-web-"))
+    (workdir / "uploads").mkdir()  # uploads live here only while they are checked
+    queues = JobQueues(workdir, host)
+    sample_paths = samples()
+    allowed = settings.allowed_hosts()
+    app = FastAPI(title="dreamkit", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings, app.state.queues, app.state.workdir = settings, queues, workdir
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        hostname = (request.headers.get("host") or "").lower()
+        if hostname not in allowed:
+            return _error(403, f"Host header {hostname!r} is not allowed: this server answers to "
+                               f"{', '.join(sorted(n for n in allowed if n.endswith(f':{settings.port}')))} (start it with --allow-host NAME "
+                               "to add a name)")
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None:
+            if origin.lower().removeprefix("http://").removeprefix("https://") not in allowed:
+                return _error(403, f"Origin {origin!r} is not allowed to write to this server")
+        if request.url.path.startswith("/api/"):
+            given = request.headers.get("x-dreamkit-token") or request.query_params.get("token") or ""
+            if not secrets.compare_digest(given.encode(), settings.token.encode()):
+                return _error(401, "missing or wrong token: open the address `dreamkit serve` printed "
+                                   "(it ends in ?token=...)")
+        try:
+            return await call_next(request)
+        except ApiError as exc:
+            return _error(exc.status, exc.message)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Any:
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        what = "no such page or API call" if exc.status_code == 404 else str(exc.detail)
+        return _error(exc.status_code, f"{request.method} {request.url.path}: {what}")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Any:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _error(400, f"{request.method} {request.url.path}: {problems}")
+
+    @app.get("/")
+    async def page() -> Any:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/static/{name}")
+    async def static(name: str) -> Any:
+        files = {path.name: path for path in STATIC.iterdir() if path.is_file()}
+        if name not in files:  # by name from a fixed list: no path from the client is opened
+            raise ApiError(404, f"no static file {name!r}")
+        return FileResponse(files[name])
+
+    @app.get("/api/effects")
+    async def effects() -> Any:
+        from dreamkit.cli import effect_listing
+
+        return effect_listing(host)
+
+    @app.get("/api/samples")
+    async def sample_list() -> Any:
+        return [{"name": name} for name in sample_paths]
+
+    @app.get("/api/samples/{name}")
+    async def sample(name: str) -> Any:
+        if name not in sample_paths:
+            raise ApiError(404, f"no sample image {name!r}; samples: {', '.join(sample_paths) or '(none installed)'}")
+        return FileResponse(sample_paths[name])
+
+    @app.post("/api/jobs")
+    async def submit(request: Request) -> Any:
+        from .submit import read_submission
+
+        submission = await read_submission(request, settings, sample_paths, workdir)
+        job = queues.submit(submission.pipeline, submission.image, submission.source, submission.seed, device)
+        job.folder.mkdir(parents=True, exist_ok=True)
+        return JSONResponse({"job": job.id, "position": queues.position(job)}, status_code=201)
+
+    def find(job_id: str) -> Any:
+        job = queues.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id!r}")
+        return job
+
+    @app.get("/api/jobs/{job_id}")
+    async def status(job_id: str) -> Any:
+        job = find(job_id)
+        return {"job": job.id, "status": job.status, "position": queues.position(job), "error": job.error,
+                "result": job.result}
+
+    @app.delete("/api/jobs/{job_id}")
+    async def cancel(job_id: str) -> Any:
+        job = find(job_id)
+        if not job.finished:
+            queues.cancel(job)
+        return {"job": job.id, "status": job.status, "cancel_requested": job.cancel_requested}
+
+    @app.get("/api/jobs/{job_id}/events")
+    async def events(job_id: str) -> Any:
+        job = find(job_id)
+
+        async def stream() -> Any:
+            seen = 0
+            while True:
+                fresh = await asyncio.to_thread(job.wait, seen, 10.0)
+                for event in fresh:
+                    yield f"data: {json.dumps(event, default=str)}\n\n"
+                seen += len(fresh)
+                if job.finished and seen >= len(job.events):
+                    return
+                if not fresh:
+                    yield ": keep-alive\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/jobs/{job_id}/files/{name}")
+    async def job_file(job_id: str, name: str, download: bool = False) -> Any:
+        job = find(job_id)
+        names = (job.result or {}).get("files", []) + [n for n in [(job.result or {}).get("animation")] if n]
+        if name not in names:  # by name from the job's own list
+            raise ApiError(404, f"job {job_id} has no file {name!r}")
+        return FileResponse(job.folder / name, filename=name if download else None,
+                            content_disposition_type="attachment" if download else "inline")
+
+    @app.post("/api/recipe")
+    async def recipe(request: Request) -> Any:
+        from .submit import read_recipe_upload
+
+        return await read_recipe_upload(request, settings, host, workdir)
+
+    return app
+
+
+def _error(status: int, message: str) -> Any:
+    return JSONResponse({"error": message}, status_code=status)
+

@@ -1,0 +1,223 @@
+"""The web page's jobs: one queue and one worker thread per device, so two users never run two
+models on one GPU at once; progress as events; cancel.
+
+A job runs ``Pipeline.run`` exactly as ``dreamkit run`` would (same seed derivation, same recipe),
+and writes its result into the server's own folder, named by the job id only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from dreamkit import hookimpl
+from dreamkit.context import Progress
+from dreamkit.errors import DreamkitError
+from dreamkit.pipeline import Pipeline
+
+#: Job ids are 32 hex digits: checked before any lookup, never used as a path by themselves.
+JOB_ID_LENGTH = 32
+
+
+class Cancelled(Exception):
+    """The user cancelled the job (raised inside the run at the next progress tick or step)."""
+
+
+@dataclass
+class Job:
+    """One run of a pipeline on one image, and everything the page shows about it."""
+
+    id: str
+    pipeline: Pipeline
+    image: torch.Tensor
+    source: dict[str, Any]
+    seed: int
+    device: torch.device
+    folder: Path
+    status: str = "queued"  # queued, running, done, failed, cancelled
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    created: float = field(default_factory=time.time)
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        with self._changed:
+            self.events.append({**event, "job": self.id, "time": round(time.time() - self.created, 3)})
+            self._changed.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> list[dict[str, Any]]:
+        """Events after the first ``seen``, waiting up to ``timeout`` seconds for one."""
+        with self._changed:
+            if len(self.events) <= seen:
+                self._changed.wait(timeout)
+            return self.events[seen:]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed", "cancelled")
+
+    def check_cancel(self) -> None:
+        if self.cancel_requested:
+            raise Cancelled()
+
+
+class _WebProgress(Progress):
+    """Progress bars that become events of the current job (and the place cancelling bites)."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(enabled=False)
+        self.job = job
+
+    @contextmanager
+    def bar(self, total: int, desc: str) -> Iterator[Any]:
+        job = self.job
+
+        class Bar:
+            n = 0
+
+            def update(self, count: int = 1) -> None:
+                job.check_cancel()
+                self.n += count
+                job.emit({"type": "progress", "desc": desc, "done": self.n, "total": total})
+
+        job.emit({"type": "progress", "desc": desc, "done": 0, "total": total})
+        yield Bar()
+
+
+_current = threading.local()
+
+
+class StepEvents:
+    """A plugin the server registers on its host: ``dreamkit_run_step`` wrapped to announce each
+    step of the job running on this thread (and to cancel between steps)."""
+
+    @hookimpl(wrapper=True)
+    def dreamkit_run_step(self, effect: Any, image: Any, context: Any) -> Any:
+        job: Job | None = getattr(_current, "job", None)
+        if job is not None and context.frame_index == 0:
+            job.check_cancel()
+            job.emit({"type": "step", "step": context.step_index, "effect": effect.name,
+                      "steps": len(job.pipeline.steps)})
+        return (yield)
+
+
+class JobQueues:
+    """A FIFO queue and a worker thread per device; jobs are kept (with their files) until the
+    server stops, at most ``keep`` of them (the oldest finished ones go first)."""
+
+    def __init__(self, folder: Path, host: Any, keep: int = 200) -> None:
+        self.folder = folder
+        self.host = host
+        self.keep = keep
+        self.jobs: dict[str, Job] = {}
+        self._queues: dict[str, queue.Queue[Job]] = {}
+        self._waiting: dict[str, list[Job]] = {}
+        self._lock = threading.Lock()
+        self._counter = itertools.count()
+
+    def submit(self, pipeline: Pipeline, image: torch.Tensor, source: dict[str, Any], seed: int,
+               device: torch.device) -> Job:
+        job_id = uuid.uuid4().hex
+        job = Job(job_id, pipeline, image, source, seed, device, self.folder / job_id)
+        with self._lock:
+            self._forget_old()
+            self.jobs[job_id] = job
+            key = str(device)
+            if key not in self._queues:
+                self._queues[key] = queue.Queue()
+                self._waiting[key] = []
+                threading.Thread(target=self._work, args=(key,), name=f"dreamkit-web-{key}", daemon=True).start()
+            self._waiting[key].append(job)
+            self._queues[key].put(job)
+        job.emit({"type": "queued", "position": self.position(job)})
+        return job
+
+    def position(self, job: Job) -> int:
+        """1 for the next job to run on its device, 0 once it runs or is finished."""
+        with self._lock:
+            waiting = self._waiting.get(str(job.device), [])
+            return waiting.index(job) + 1 if job in waiting else 0
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id) if _valid_id(job_id) else None
+
+    def cancel(self, job: Job) -> None:
+        job.cancel_requested = True
+        with self._lock:
+            waiting = self._waiting.get(str(job.device), [])
+            if job in waiting:  # not started: it never will
+                waiting.remove(job)
+                job.status = "cancelled"
+        if job.status == "cancelled":
+            job.emit({"type": "cancelled"})
+            self._announce_positions(str(job.device))
+
+    def _work(self, key: str) -> None:
+        while True:
+            job = self._queues[key].get()
+            with self._lock:
+                if job not in self._waiting[key]:
+                    continue  # cancelled while waiting
+                self._waiting[key].remove(job)
+            self._announce_positions(key)
+            self._run(job)
+
+    def _announce_positions(self, key: str) -> None:
+        with self._lock:
+            waiting = list(self._waiting.get(key, []))
+        for position, job in enumerate(waiting, 1):
+            job.emit({"type": "queued", "position": position})
+
+    def _run(self, job: Job) -> None:
+        from .results import write_result
+
+        job.status = "running"
+        job.emit({"type": "started", "device": str(job.device)})
+        _current.job = job
+        try:
+            result = job.pipeline.run(job.image, seed=job.seed, device=job.device, progress=_WebProgress(job),
+                                      source=job.source["name"], host=self.host)
+            job.check_cancel()
+            job.result = write_result(job, result)
+            job.status = "done"
+            job.emit({"type": "done", "result": job.result})
+        except Cancelled:
+            job.status = "cancelled"
+            job.emit({"type": "cancelled"})
+        except DreamkitError as exc:
+            job.status, job.error = "failed", str(exc)
+            job.emit({"type": "failed", "error": job.error})
+        except Exception as exc:  # noqa: BLE001 (a bug or out of memory: this job fails, the server goes on)
+            job.status = "failed"
+            job.error = f"internal error: {type(exc).__name__}: {exc}"
+            job.emit({"type": "failed", "error": job.error, "traceback": traceback.format_exc()})
+            if job.device.type == "cuda":
+                torch.cuda.empty_cache()
+        finally:
+            _current.job = None
+            job.image = torch.empty(0)  # the input is in the job's folder; free the tensor
+
+    def _forget_old(self) -> None:
+        finished = [job for job in self.jobs.values() if job.finished]
+        for job in sorted(finished, key=lambda j: j.created)[: max(0, len(self.jobs) - self.keep + 1)]:
+            self.jobs.pop(job.id, None)
+            for path in sorted(job.folder.glob("*"), reverse=True) if job.folder.exists() else []:
+                path.unlink(missing_ok=True)
+            if job.folder.exists():
+                job.folder.rmdir()
+
+
+def _valid_id(job_id: str) -> bool:
+    return len(job_id) == JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in job_id)

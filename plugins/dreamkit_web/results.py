@@ -1,0 +1,57 @@
+"""What a finished web job leaves: the output PNG (with its recipe, as ``dreamkit run`` writes
+it), the frames and animation of a sequence, the analysis records and the equivalent command."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from dreamkit.io import save_animation, save_image
+from dreamkit.pipeline import Pipeline, RunResult
+from dreamkit.recipe import make_recipe
+
+
+def write_result(job: Any, result: RunResult) -> dict[str, Any]:
+    """Write the job's files into its folder; return what the page needs (URLs are by job id)."""
+    recipe = make_recipe(job.pipeline, job.seed, job.device, job.source)
+    frames = result.frames
+    stem = job.source["name"].rsplit(".", 1)[0] or "image"
+    names = []
+    for index, frame in enumerate(frames):
+        name = f"frame_{index + 1:06d}.png" if len(frames) > 1 else f"{stem}.png"
+        save_image(frame.image, job.folder / name, recipe=recipe, results=frame.results or None)
+        names.append(name)
+    animation = None
+    if len(frames) > 1:
+        animation = "animation.gif"
+        save_animation([frame.image for frame in frames], job.folder / animation)
+    return {
+        "files": names,
+        "animation": animation,
+        "download": names[0] if len(frames) == 1 else animation,
+        "results": [dict(record, frame=index) for index, frame in enumerate(frames) for record in frame.results],
+        "width": int(frames[0].image.shape[-1]),
+        "height": int(frames[0].image.shape[-2]),
+        "command": command_line(job.pipeline, job.source["name"], job.seed),
+        "recipe": recipe,
+    }
+
+
+def command_line(pipeline: Pipeline, input_name: str, seed: int) -> str:
+    """The ``dreamkit run`` command that makes the same image from ``input_name``: each step with
+    the parameters that differ from their defaults (the PNG's recipe holds them all)."""
+    parts = ["dreamkit", "run", input_name]
+    for step in pipeline.steps:
+        changed = {key: value for key, value in step.values.items() if value != step.params[key].default}
+        values = ",".join(f"{key}={_text(value)}" for key, value in changed.items())
+        parts += ["-e", f"{step.name}:{values}" if values else step.name]
+    parts += ["-o", "out/"] + (["--seed", str(seed)] if seed else [])
+    return shlex.join(parts)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(_text(item) for item in value) + "]"
+    return str(value)

@@ -1,0 +1,66 @@
+"""``dreamkit serve``: run the web page's server (uvicorn) on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dreamkit.commands import Command
+from dreamkit.errors import DreamkitError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    parser.add_argument("--open", action="store_true", help="open the page in the default browser")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="another name the page may be reached by (a Host header to accept); repeatable")
+    parser.add_argument("--max-upload-mb", type=int, default=25, metavar="MB", help="largest upload (default 25)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise DreamkitError("dreamkit serve needs the web extra: pip install 'dreamkit[web]'") from None
+    from dreamkit.context import resolve_device
+
+    from .app import LOOPBACK, ServerSettings, create_app
+
+    if not 0 <= args.port <= 65535:
+        raise DreamkitError(f"--port {args.port} is not allowed; expected 0 to 65535")
+    if args.max_upload_mb < 1:
+        raise DreamkitError(f"--max-upload-mb {args.max_upload_mb} is not allowed; expected a positive integer")
+    resolve_device(args.device)
+    port = args.port or _free_port(args.host)
+    settings = ServerSettings(port=port, bind=args.host, allow_hosts=tuple(args.allow_host), device=args.device,
+                              max_upload=args.max_upload_mb * 1024 * 1024)
+    if args.host not in LOOPBACK and args.host != "::1":
+        print(f"dreamkit: WARNING: listening on {args.host}, not this machine only: anyone who can reach this "
+              "address and has the token can run models here and read their results. Use --host 127.0.0.1 "
+              "unless you mean it.", file=sys.stderr)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{shown}:{port}/?token={settings.token}"
+    print(f"dreamkit: serving on {url}\ndreamkit: press Ctrl-C to stop", file=sys.stderr, flush=True)
+    app = create_app(settings)
+    if args.open:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    uvicorn.run(app, host=args.host, port=port, log_level="warning")
+    return 0
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+COMMAND = Command("serve", "a local web page: build a pipeline, run it, compare, download", configure, run)

@@ -1,0 +1,379 @@
+// dreamkit's local page: plain JavaScript, no build step. Every effect and its form come from
+// /api/effects (the same listing as `dreamkit effects --json`); the server checks everything again.
+"use strict";
+
+const token = new URLSearchParams(location.search).get("token") || "";
+const $ = (id) => document.getElementById(id);
+const state = { effects: {}, steps: [], image: null, job: null, events: null };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { "X-Dreamkit-Token": token, ...(options.headers || {}) } });
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new Error(body?.error || `${response.status} ${response.statusText}`);
+  return body;
+}
+const withToken = (url) => `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+
+function showError(message) {
+  const banner = $("banner");
+  banner.textContent = message;
+  banner.hidden = !message;
+}
+
+// -- effects and their forms ---------------------------------------------------------------
+async function loadEffects() {
+  const listing = await api("/api/effects");
+  const select = $("add-effect");
+  for (const effect of listing) {
+    state.effects[effect.name] = effect;
+    select.add(new Option(`${effect.name} — ${effect.summary}`, effect.name));
+  }
+  $("server").textContent = `${listing.length} effects ready`;
+  $("server").classList.add("ok");
+}
+
+function addStep(name, values = {}) {
+  const effect = state.effects[name];
+  if (!effect) throw new Error(`unknown effect '${name}'`);
+  const defaults = Object.fromEntries(effect.params.map((p) => [p.name, p.default]));
+  state.steps.push({ effect: name, values: { ...defaults, ...values } });
+  renderSteps();
+}
+
+function renderSteps() {
+  const list = $("steps");
+  list.replaceChildren();
+  state.steps.forEach((step, index) => {
+    const effect = state.effects[step.effect];
+    const item = document.createElement("li");
+    item.className = "step";
+    item.dataset.effect = step.effect;
+    const head = document.createElement("div");
+    head.className = "step-head";
+    head.innerHTML = `<span class="step-name"></span><span class="step-tools"></span>`;
+    head.querySelector(".step-name").textContent = `${index + 1}. ${step.effect}`;
+    const tools = head.querySelector(".step-tools");
+    for (const [label, title, action] of [["↑", "move up", -1], ["↓", "move down", 1], ["✕", "remove", 0]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "icon";
+      button.textContent = label;
+      button.title = title;
+      button.setAttribute("aria-label", `${title} ${step.effect}`);
+      button.addEventListener("click", () => moveStep(index, action));
+      tools.append(button);
+    }
+    item.append(head);
+    const summary = document.createElement("p");
+    summary.className = "summary";
+    summary.textContent = effect.summary;
+    item.append(summary);
+    const form = document.createElement("div");
+    form.className = "params";
+    for (const param of effect.params) form.append(paramField(step, param));
+    // Long forms (deepdream has 20 parameters) fold away; short ones stay open.
+    const details = document.createElement("details");
+    details.className = "step-details";
+    details.open = effect.params.length <= 6 || step.open === true;
+    details.addEventListener("toggle", () => { step.open = details.open; });
+    const summaryLine = document.createElement("summary");
+    summaryLine.textContent = `${effect.params.length} parameters`;
+    details.append(summaryLine, form);
+    item.append(details);
+    list.append(item);
+  });
+  if (!state.steps.length) {
+    const empty = document.createElement("li");
+    empty.className = "steps-empty";
+    empty.textContent = "No steps yet: add an effect below.";
+    list.append(empty);
+  }
+}
+
+function moveStep(index, action) {
+  if (action === 0) state.steps.splice(index, 1);
+  else {
+    const target = index + action;
+    if (target < 0 || target >= state.steps.length) return;
+    [state.steps[index], state.steps[target]] = [state.steps[target], state.steps[index]];
+  }
+  renderSteps();
+}
+
+function paramField(step, param) {
+  const label = document.createElement("label");
+  label.className = "param";
+  label.title = `${param.help}${param.help ? "\n" : ""}allowed: ${param.allowed}`;
+  const name = document.createElement("span");
+  name.className = "param-name";
+  name.textContent = param.name;
+  label.append(name);
+  const value = step.values[param.name];
+  let input;
+  if (param.choices) {
+    input = document.createElement("select");
+    if (param.optional) input.add(new Option("(none)", ""));
+    for (const choice of param.choices) input.add(new Option(String(choice), String(choice)));
+    input.value = value === null ? "" : String(value);
+  } else if (param.type === "bool") {
+    input = document.createElement("input");
+    input.type = "checkbox";
+    input.checked = Boolean(value);
+  } else {
+    input = document.createElement("input");
+    const numeric = param.type === "int" || param.type === "float";
+    input.type = numeric ? "number" : "text";
+    if (numeric) {
+      input.step = param.type === "int" ? "1" : "any";
+      if (param.min !== null) input.min = param.min;
+      if (param.max !== null) input.max = param.max;
+    }
+    input.value = value === null || value === undefined ? "" : Array.isArray(value) ? value.join(", ") : String(value);
+    input.placeholder = param.optional ? "none" : param.allowed;
+  }
+  input.name = param.name;
+  input.addEventListener("change", () => { step.values[param.name] = readValue(param, input); });
+  label.append(input);
+  const help = document.createElement("span");
+  help.className = "param-help";
+  help.textContent = param.help || param.allowed;
+  label.append(help);
+  return label;
+}
+
+function readValue(param, input) {
+  if (param.type === "bool") return input.checked;
+  const text = input.value.trim();
+  if (text === "" && param.optional) return null;
+  const scalar = (kind, raw) => (kind === "int" || kind === "float") && raw !== "" && !isNaN(Number(raw)) ? Number(raw) : raw;
+  if (param.type.startsWith("list[")) {
+    const kind = param.type.slice(5, -1);
+    return text === "" ? [] : text.replace(/^\[|\]$/g, "").split(",").map((s) => scalar(kind, s.trim()));
+  }
+  return scalar(param.type, text);
+}
+
+function pipelineConfig() {
+  return { steps: state.steps.map((s) => ({ effect: s.effect, params: Object.fromEntries(
+    Object.entries(s.values).filter(([, v]) => v !== null && v !== undefined)) })) };
+}
+
+// -- the image ------------------------------------------------------------------------------
+async function loadSamples() {
+  const samples = await api("/api/samples");
+  for (const sample of samples) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "sample";
+    button.title = sample.name;
+    const img = document.createElement("img");
+    img.src = withToken(`/api/samples/${encodeURIComponent(sample.name)}`);
+    img.alt = sample.name;
+    button.append(img);
+    button.addEventListener("click", () => setImage({ sample: sample.name, url: img.src, name: sample.name }));
+    $("samples").append(button);
+  }
+}
+
+function setImage(image) {
+  state.image = image;
+  $("before").src = image.url;
+  $("after").removeAttribute("src");
+  $("viewer").classList.remove("empty", "compare");
+  $("slider").hidden = true;
+  document.querySelectorAll(".tag").forEach((t) => { t.hidden = true; });
+  $("dropzone-text").textContent = image.name;
+  document.querySelectorAll(".sample").forEach((b) => b.classList.toggle("chosen", b.title === image.sample));
+}
+
+function pickFile(file) {
+  if (!file) return;
+  setImage({ file, url: URL.createObjectURL(file), name: file.name });
+}
+
+// -- running --------------------------------------------------------------------------------
+async function run() {
+  showError("");
+  if (!state.image) return showError("Pick an image first: drop one, choose a file, or try a sample.");
+  if (!state.steps.length) return showError("Add at least one effect step.");
+  const form = new FormData();
+  form.append("pipeline", JSON.stringify(pipelineConfig()));
+  form.append("seed", $("seed").value || "0");
+  if (state.image.file) form.append("image", state.image.file, state.image.name);
+  else form.append("sample", state.image.sample);
+  let submitted;
+  try {
+    submitted = await api("/api/jobs", { method: "POST", body: form });
+  } catch (error) {
+    return showError(error.message);
+  }
+  state.job = submitted.job;
+  $("run").disabled = true;
+  $("cancel").hidden = false;
+  $("result-card").hidden = true;
+  $("progress-card").hidden = false;
+  renderProgress();
+  follow(submitted.job);
+}
+
+function renderProgress() {
+  const list = $("progress");
+  list.replaceChildren();
+  state.steps.forEach((step, index) => {
+    const item = document.createElement("li");
+    item.className = "progress-step waiting";
+    item.dataset.step = index;
+    item.innerHTML = `<span class="label"></span><span class="bar"><span class="fill"></span></span><span class="detail">waiting</span>`;
+    item.querySelector(".label").textContent = `${index + 1}. ${step.effect}`;
+    list.append(item);
+  });
+}
+
+function stepItem(index) { return document.querySelector(`.progress-step[data-step="${index}"]`); }
+
+function follow(jobId) {
+  if (state.events) state.events.close();
+  const source = new EventSource(withToken(`/api/jobs/${jobId}/events`));
+  state.events = source;
+  let current = -1;
+  source.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    if (event.type === "queued") $("queue").textContent = event.position ? `queue position ${event.position}` : "";
+    if (event.type === "started") $("queue").textContent = `running on ${event.device}`;
+    if (event.type === "step") {
+      for (let i = 0; i < event.step; i++) finishStep(i);
+      current = event.step;
+      const item = stepItem(current);
+      if (item) { item.className = "progress-step running"; item.querySelector(".detail").textContent = "running"; }
+    }
+    if (event.type === "progress" && current >= 0) {
+      const item = stepItem(current);
+      if (item) {
+        item.querySelector(".fill").style.width = `${(100 * event.done) / Math.max(1, event.total)}%`;
+        item.querySelector(".detail").textContent = `${event.desc} ${event.done}/${event.total}`;
+      }
+    }
+    if (["done", "failed", "cancelled"].includes(event.type)) {
+      source.close();
+      $("run").disabled = false;
+      $("cancel").hidden = true;
+      if (event.type === "done") {
+        state.steps.forEach((_, i) => finishStep(i));
+        $("queue").textContent = "done";
+        showResult(jobId, event.result);
+      } else {
+        $("queue").textContent = event.type;
+        if (event.type === "failed") showError(event.error);
+      }
+    }
+  };
+}
+
+function finishStep(index) {
+  const item = stepItem(index);
+  if (!item) return;
+  item.className = "progress-step done";
+  item.querySelector(".fill").style.width = "100%";
+  item.querySelector(".detail").textContent = "done";
+}
+
+function showResult(jobId, result) {
+  const file = (name) => withToken(`/api/jobs/${jobId}/files/${encodeURIComponent(name)}`);
+  $("after").src = file(result.animation || result.files[0]);
+  $("viewer").classList.add("compare");
+  $("slider").hidden = false;
+  document.querySelectorAll(".tag").forEach((t) => { t.hidden = false; });
+  setSlider($("slider").value);
+  $("download").href = file(result.download) + "&download=true";
+  $("download").textContent = result.animation ? "Download animation" : "Download PNG";
+  $("download").setAttribute("download", result.download);
+  $("command").textContent = result.command;
+  renderRecords(result.results);
+  $("result-card").hidden = false;
+}
+
+function renderRecords(records) {
+  const box = $("records");
+  box.replaceChildren();
+  for (const record of records) {
+    const row = document.createElement("div");
+    row.className = "record";
+    const title = document.createElement("strong");
+    title.textContent = record.effect + (record.frame ? ` (frame ${record.frame + 1})` : "");
+    row.append(title);
+    const items = record.predictions || record.detections || record.neighbours || [];
+    for (const item of items.slice(0, 8)) {
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      const score = item.probability ?? item.score;
+      const name = item.label ?? (item.path ? item.path.split("/").pop() : "");
+      chip.textContent = `${name}${score !== undefined ? ` ${(score * 100).toFixed(score < 0.095 ? 1 : 0)}%` : ""}`;
+      if (item.box) chip.title = `box ${item.box.map((v) => Math.round(v)).join(", ")}`;
+      row.append(chip);
+    }
+    box.append(row);
+  }
+  box.hidden = !records.length;
+}
+
+function setSlider(value) {
+  $("after-clip").style.clipPath = `inset(0 0 0 ${value}%)`;
+  $("viewer").style.setProperty("--split", `${value}%`);
+}
+
+// -- restoring a pipeline -------------------------------------------------------------------
+async function restore(file) {
+  const form = new FormData();
+  form.append("recipe", file, file.name);
+  try {
+    const restored = await api("/api/recipe", { method: "POST", body: form });
+    state.steps = [];
+    for (const step of restored.pipeline.steps) addStep(step.effect, step.params || {});
+    $("seed").value = restored.seed || 0;
+    showError("");
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+// -- wiring ---------------------------------------------------------------------------------
+function wire() {
+  $("file").addEventListener("change", (e) => pickFile(e.target.files[0]));
+  const zone = $("dropzone");
+  for (const name of ["dragenter", "dragover"]) zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.add("over"); });
+  for (const name of ["dragleave", "drop"]) zone.addEventListener(name, () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => { e.preventDefault(); e.stopPropagation(); pickFile(e.dataTransfer.files[0]); });
+  zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
+  const card = $("pipeline-card");
+  card.addEventListener("dragover", (e) => { e.preventDefault(); card.classList.add("over"); });
+  card.addEventListener("dragleave", () => card.classList.remove("over"));
+  card.addEventListener("drop", (e) => { e.preventDefault(); card.classList.remove("over"); if (e.dataTransfer.files[0]) restore(e.dataTransfer.files[0]); });
+  $("recipe-file").addEventListener("change", (e) => e.target.files[0] && restore(e.target.files[0]));
+  $("add-button").addEventListener("click", () => addStep($("add-effect").value));
+  $("run").addEventListener("click", run);
+  $("cancel").addEventListener("click", () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" }).catch((e) => showError(e.message)));
+  $("slider").addEventListener("input", (e) => setSlider(e.target.value));
+  $("copy").addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText($("command").textContent); $("copy").textContent = "Copied"; }
+    catch { const range = document.createRange(); range.selectNodeContents($("command")); getSelection().removeAllRanges(); getSelection().addRange(range); $("copy").textContent = "Selected: press Ctrl-C"; }
+    setTimeout(() => { $("copy").textContent = "Copy command"; }, 2000);
+  });
+}
+
+async function start() {
+  wire();
+  if (!token) {
+    $("server").textContent = "no token";
+    return showError("This page needs the address `dreamkit serve` printed, which ends in ?token=…");
+  }
+  try {
+    await loadEffects();
+    await loadSamples();
+    renderSteps();
+  } catch (error) {
+    $("server").textContent = "not connected";
+    showError(error.message);
+  }
+}
+
+start();

@@ -1,0 +1,126 @@
+"""Reading what the page sends: a job (an image and a pipeline) or a recipe to restore.
+
+Every check the CLI makes is made here, with its messages: unknown effects and bad parameters
+(400), images that are not images or too large (400, 413). Uploads are written into the server's
+own folder under names it chooses, never the client's.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamkit.errors import DreamkitError
+
+from .app import ApiError, ServerSettings
+
+
+@dataclass
+class Submission:
+    pipeline: Any
+    image: torch.Tensor
+    source: dict[str, Any]
+    seed: int
+
+
+async def _form(request: Any, settings: ServerSettings) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > settings.max_upload:
+        raise ApiError(413, f"upload of {int(length):,} bytes is too large; the limit is {settings.max_upload:,} bytes")
+    try:
+        return await request.form(max_part_size=settings.max_upload)
+    except ApiError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (malformed multipart: the client's error)
+        raise ApiError(400, f"the request is not a valid form upload: {exc}") from None
+
+
+async def _upload(form: Any, field: str, settings: ServerSettings, workdir: Path, suffixes: tuple[str, ...]) -> tuple[Path, str]:
+    """Save the uploaded file ``field`` under a server-chosen name; return (path, client's file name)."""
+    upload = form.get(field)
+    data = await upload.read(settings.max_upload + 1)
+    if len(data) > settings.max_upload:
+        raise ApiError(413, f"upload is too large; the limit is {settings.max_upload:,} bytes")
+    if not data:
+        raise ApiError(400, f"{upload.filename or field}: empty file (0 bytes)")
+    name = Path(upload.filename or "upload").name
+    suffix = Path(name).suffix.lower()
+    if suffix not in suffixes:
+        raise ApiError(400, f"{name}: not an allowed file type ({suffix or 'no extension'}); "
+                            f"allowed: {', '.join(suffixes)}")
+    path = workdir / "uploads" / f"{uuid.uuid4().hex}{suffix}"
+    path.write_bytes(data)
+    return path, name
+
+
+async def read_submission(request: Any, settings: ServerSettings, samples: dict[str, Path], workdir: Path) -> Submission:
+    from dreamkit.io import INPUT_SUFFIXES, load_image
+    from dreamkit.pipeline import Pipeline
+    from dreamkit.recipe import describe_input
+
+    form = await _form(request, settings)
+    try:
+        config = json.loads(form.get("pipeline") or "")
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"'pipeline' must be a JSON pipeline config ({{\"steps\": [...]}}): {exc}") from None
+    seed_text = str(form.get("seed") or "0")
+    if not seed_text.lstrip("-").isdigit() or not 0 <= int(seed_text) < 2**63:
+        raise ApiError(400, f"seed {seed_text!r} is not allowed; expected an integer from 0 to 2^63-1")
+    try:
+        pipeline = Pipeline.from_config(config)
+    except DreamkitError as exc:
+        raise ApiError(400, str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, f"pipeline config: {exc}") from None
+    sample, has_upload = form.get("sample"), form.get("image") is not None and not isinstance(form.get("image"), str)
+    if bool(sample) == has_upload:
+        raise ApiError(400, "send exactly one image: an upload in 'image', or a sample name in 'sample'")
+    if sample:
+        if sample not in samples:
+            raise ApiError(404, f"no sample image {sample!r}; samples: {', '.join(samples) or '(none installed)'}")
+        path, name = samples[sample], sample
+    else:
+        path, name = await _upload(form, "image", settings, workdir, INPUT_SUFFIXES)
+    try:
+        image = load_image(path, max_pixels=settings.max_pixels)
+        source = describe_input(path, (255, 255, 255))
+    except DreamkitError as exc:
+        raise ApiError(400, str(exc).replace(str(path), name)) from None
+    finally:
+        if not sample:
+            path.unlink(missing_ok=True)
+    source.update(name=name, path=name if not sample else str(path))  # the client's name, not our temporary
+    return Submission(pipeline, image, source, int(seed_text))
+
+
+async def read_recipe_upload(request: Any, settings: ServerSettings, host: Any, workdir: Path) -> dict[str, Any]:
+    """A dreamkit PNG (its embedded recipe) or a .json/.toml recipe → the pipeline config, checked."""
+    from dreamkit.io import read_recipe
+    from dreamkit.pipeline import Pipeline
+
+    form = await _form(request, settings)
+    if form.get("recipe") is None or isinstance(form.get("recipe"), str):
+        raise ApiError(400, "send the recipe file in 'recipe': a dreamkit PNG, .json or .toml")
+    path, name = await _upload(form, "recipe", settings, workdir, (".png", ".json", ".toml"))
+    try:
+        if path.suffix == ".png":
+            recipe = read_recipe(path)
+            config, seed = recipe["pipeline"], recipe.get("seed", 0)
+        else:
+            text = path.read_text(encoding="utf-8")
+            config = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+            seed = 0
+        Pipeline.from_config(config, host=host)  # unknown effects and bad parameters: the CLI's messages
+    except DreamkitError as exc:
+        raise ApiError(400, str(exc).replace(str(path), name)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ApiError(400, f"{name}: not a valid {path.suffix[1:].upper()} recipe: {exc}") from None
+    finally:
+        path.unlink(missing_ok=True)
+    return {"pipeline": config, "seed": seed, "name": name}

@@ -1,0 +1,226 @@
+"""The local web page's API (FastAPI's TestClient): listing, runs, progress events, downloads with
+their recipe, restoring a recipe, cancelling, and every bad request (the browser test:
+tests/test_web_browser.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's note about httpx vs httpx2
+    from fastapi.testclient import TestClient
+
+from dreamkit.io import read_metadata  # noqa: E402
+
+TWO_STEPS = {"steps": [{"effect": "resize", "params": {"max_side": 64}},
+                       {"effect": "adjust", "params": {"contrast": 1.3, "saturation": 0.5}}]}
+
+
+@pytest.fixture
+def server(dreamkit_host, tmp_path):
+    from dreamkit_web.app import ServerSettings, create_app
+
+    settings = ServerSettings(allow_hosts=("testserver",), max_upload=2_000_000, max_pixels=4_000_000)
+    app = create_app(settings, host=dreamkit_host)
+    client = TestClient(app)
+    client.headers["X-Dreamkit-Token"] = settings.token
+    client.settings = settings
+    client.workdir = app.state.workdir
+    return client
+
+
+def png_bytes(width=48, height=32, seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def submit(server, pipeline=TWO_STEPS, **fields):
+    data = {"pipeline": json.dumps(pipeline), **{k: v for k, v in fields.items() if k != "files"}}
+    return server.post("/api/jobs", data=data, files=fields.get("files"))
+
+
+def events(server, job):
+    with server.stream("GET", f"/api/jobs/{job}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+
+
+def test_effect_listing_is_the_cli_listing(server, cli):
+    listing = server.get("/api/effects").json()
+    code, out, _ = cli("effects", "--json")
+    assert listing == json.loads(out)
+    resize = {p["name"]: p for p in {e["name"]: e for e in listing}["resize"]["params"]}
+    assert resize["interpolation"]["choices"] and resize["max_side"]["optional"] is True
+
+
+def test_a_two_step_run_with_progress_download_and_recipe(server):
+    response = submit(server, sample="coffee.png", seed="7")
+    assert response.status_code == 201, response.text
+    job = response.json()["job"]
+    seen = events(server, job)
+    types = [e["type"] for e in seen]
+    assert types[0] == "queued" and "started" in types and types[-1] == "done"
+    assert [(e["step"], e["effect"]) for e in seen if e["type"] == "step"] == [(0, "resize"), (1, "adjust")]
+    result = seen[-1]["result"]
+    assert result["command"] == ("dreamkit run coffee.png -e resize:max_side=64 "
+                                 "-e adjust:contrast=1.3,saturation=0.5 -o out/ --seed 7")
+    download = server.get(f"/api/jobs/{job}/files/{result['download']}", params={"download": "true"})
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    path = server.workdir / "got.png"
+    path.write_bytes(download.content)
+    recipe = read_metadata(path)["dreamkit-recipe"]
+    assert recipe["pipeline"]["steps"][1]["params"]["contrast"] == 1.3 and recipe["seed"] == 7
+    assert recipe["input"]["name"] == "coffee.png"
+    with Image.open(path) as image:
+        assert max(image.size) == 64
+    status = server.get(f"/api/jobs/{job}").json()
+    assert status["status"] == "done" and status["position"] == 0
+
+
+def test_the_same_recipe_gives_the_same_pixels_as_the_cli(server, cli, samples, tmp_path):
+    job = submit(server, sample="chelsea.png").json()["job"]
+    result = events(server, job)[-1]["result"]
+    web = np.asarray(Image.open(io.BytesIO(server.get(f"/api/jobs/{job}/files/{result['files'][0]}").content)))
+    code, _, err = cli("run", samples / "chelsea.png", "-e", "resize:max_side=64",
+                       "-e", "adjust:contrast=1.3,saturation=0.5", "-o", tmp_path / "out")
+    assert code == 0, err
+    assert np.array_equal(web, np.asarray(Image.open(tmp_path / "out" / "chelsea.png")))
+
+
+def test_analysis_records_and_frame_sequences(server):
+    pipeline = {"steps": [{"effect": "resize", "params": {"max_side": 48}},
+                          {"effect": "deepdream", "params": {"frames": 3, "octaves": 1, "steps": 1, "weights": "random"}},
+                          {"effect": "classify", "params": {"weights": "random", "top_k": 2}}]}
+    job = submit(server, pipeline, sample="coffee.png").json()["job"]
+    seen = events(server, job)
+    assert seen[-1]["type"] == "done", seen[-1]
+    result = seen[-1]["result"]
+    assert result["animation"] == "animation.gif" and len(result["files"]) == 3
+    assert [r["frame"] for r in result["results"]] == [0, 1, 2] and len(result["results"][0]["predictions"]) == 2
+    assert any(e["type"] == "progress" for e in seen)  # deepdream's own bars, as events
+    gif = server.get(f"/api/jobs/{job}/files/animation.gif")
+    assert gif.status_code == 200 and Image.open(io.BytesIO(gif.content)).n_frames == 3
+
+
+def test_upload_and_restore_a_recipe(server, tmp_path):
+    job = submit(server, files={"image": ("mine.png", png_bytes(), "image/png")}).json()["job"]
+    result = events(server, job)[-1]["result"]
+    assert result["command"].startswith("dreamkit run mine.png ")
+    made = server.get(f"/api/jobs/{job}/files/mine.png").content
+    restored = server.post("/api/recipe", files={"recipe": ("mine.png", made, "image/png")}).json()
+    assert restored["pipeline"] == {"steps": [
+        {"effect": "resize", "params": {**_defaults(server, "resize"), "max_side": 64}},
+        {"effect": "adjust", "params": {**_defaults(server, "adjust"), "contrast": 1.3, "saturation": 0.5}}]}
+    toml = b'[[steps]]\neffect = "resize"\nparams = { scale = 0.5 }\n'
+    assert server.post("/api/recipe", files={"recipe": ("r.toml", toml)}).json()["pipeline"]["steps"][0]["effect"] == "resize"
+    assert list((server.workdir / "uploads").iterdir()) == []  # uploads are not kept
+
+
+def _defaults(server, name):
+    effect = {e["name"]: e for e in server.get("/api/effects").json()}[name]
+    return {p["name"]: p["default"] for p in effect["params"] if p["default"] is not None}
+
+
+def test_one_queue_per_device_positions_and_cancel(server):
+    slow = {"steps": [{"effect": "deepdream", "params": {"octaves": 1, "steps": 200, "weights": "random"}}]}
+    first = submit(server, slow, sample="astronaut.png").json()["job"]
+    second = submit(server, TWO_STEPS, sample="coffee.png").json()
+    assert second["position"] == 1  # waits behind the first on the same device
+    deadline = time.monotonic() + 60
+    while server.get(f"/api/jobs/{first}").json()["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.delete(f"/api/jobs/{first}").json()["cancel_requested"] is True
+    assert events(server, first)[-1]["type"] == "cancelled"
+    assert events(server, second["job"])[-1]["type"] == "done"
+    third = submit(server, slow, sample="astronaut.png").json()["job"]
+    fourth = submit(server, TWO_STEPS, sample="coffee.png").json()["job"]
+    server.delete(f"/api/jobs/{fourth}")  # cancelled while waiting: never runs
+    assert server.get(f"/api/jobs/{fourth}").json()["status"] == "cancelled"
+    server.delete(f"/api/jobs/{third}")
+    assert events(server, third)[-1]["type"] == "cancelled"
+
+
+@pytest.mark.parametrize("case", ["no token", "wrong token", "bad host", "rebinding host", "bad origin",
+                                  "oversized upload", "bomb", "not an image", "empty file", "bad extension",
+                                  "unknown effect", "bad parameter", "not json", "no image", "two images",
+                                  "unknown sample", "traversal sample", "traversal file", "traversal static",
+                                  "traversal name", "unknown job", "malformed job", "bad seed", "bad recipe"])
+def test_bad_requests(server, case):
+    bomb = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(bomb, "PNG")  # 9 Mpx > the server's 4 Mpx limit, 30 kB on the wire
+    job = submit(server, sample="coffee.png").json()["job"]
+    events(server, job)
+    before = sorted(p.relative_to(server.workdir) for p in server.workdir.rglob("*"))
+    request, status, message = {
+        "no token": (lambda: server.get("/api/effects", headers={"X-Dreamkit-Token": ""}), 401, "missing or wrong token"),
+        "wrong token": (lambda: server.get("/api/effects", headers={"X-Dreamkit-Token": "guess"}), 401, "wrong token"),
+        "bad host": (lambda: server.get("/api/effects", headers={"host": "example.com"}), 403,
+                     "Host header 'example.com' is not allowed"),
+        "rebinding host": (lambda: server.get("/", headers={"host": "attacker.example:8765"}), 403, "is not allowed"),
+        "bad origin": (lambda: submit_with(server, headers={"origin": "http://evil.example"}), 403,
+                       "Origin 'http://evil.example' is not allowed"),
+        "oversized upload": (lambda: submit(server, files={"image": ("big.png", b"\0" * 2_100_000, "image/png")}), 413,
+                             "too large; the limit is 2,000,000 bytes"),
+        "bomb": (lambda: submit(server, files={"image": ("bomb.png", bomb.getvalue(), "image/png")}), 400,
+                 "bomb.png"),
+        "not an image": (lambda: submit(server, files={"image": ("notes.png", b"hello", "image/png")}), 400, "notes.png"),
+        "empty file": (lambda: submit(server, files={"image": ("e.png", b"", "image/png")}), 400, "empty file (0 bytes)"),
+        "bad extension": (lambda: submit(server, files={"image": ("x.svg", b"<svg/>", "image/svg+xml")}), 400,
+                          "x.svg: not an allowed file type (.svg)"),
+        "unknown effect": (lambda: submit(server, {"steps": [{"effect": "blurr"}]}, sample="coffee.png"), 400,
+                           "unknown effect 'blurr'"),
+        "bad parameter": (lambda: submit(server, {"steps": [{"effect": "resize", "params": {"scale": -1}}]},
+                                         sample="coffee.png"), 400,
+                          "effect 'resize': parameter 'scale' = -1 is not allowed; expected"),
+        "not json": (lambda: server.post("/api/jobs", data={"pipeline": "{", "sample": "coffee.png"}), 400,
+                     "'pipeline' must be a JSON pipeline config"),
+        "no image": (lambda: submit(server), 400, "send exactly one image"),
+        "two images": (lambda: submit(server, sample="coffee.png", files={"image": ("a.png", png_bytes(), "image/png")}),
+                       400, "send exactly one image"),
+        "unknown sample": (lambda: submit(server, sample="nope.png"), 404, "no sample image 'nope.png'"),
+        "traversal sample": (lambda: server.get("/api/samples/..%2F..%2Fetc%2Fpasswd"), 404, "no such page"),
+        "traversal file": (lambda: server.get(f"/api/jobs/{job}/files/..%2F..%2Fetc%2Fpasswd"), 404, "no such page"),
+        "traversal static": (lambda: server.get("/static/..%2Fapp.py"), 404, "no such page"),
+        "traversal name": (lambda: server.get(f"/api/jobs/{job}/files/..%5Cinput.png"), 404, "has no file"),
+        "unknown job": (lambda: server.get("/api/jobs/0123456789abcdef0123456789abcdef"), 404, "no job"),
+        "malformed job": (lambda: server.get("/api/jobs/..%2e"), 404, "no job"),
+        "bad seed": (lambda: submit(server, sample="coffee.png", seed="-3"), 400, "seed '-3' is not allowed"),
+        "bad recipe": (lambda: server.post("/api/recipe", files={"recipe": ("r.json", b'{"steps": [{"effect": "zzz"}]}')}),
+                       400, "unknown effect 'zzz'"),
+    }[case]
+    response = request()
+    assert response.status_code == status, response.text
+    if message:
+        assert message in response.json()["error"]
+    assert sorted(p.relative_to(server.workdir) for p in server.workdir.rglob("*")) == before  # nothing written
+    assert len(server.app.state.queues.jobs) == 1  # no job was made
+
+
+def submit_with(server, headers):
+    return server.post("/api/jobs", data={"pipeline": json.dumps(TWO_STEPS), "sample": "coffee.png"}, headers=headers)
+
+
+def test_serve_refuses_bad_options_and_warns_for_other_addresses(cli, monkeypatch):
+    code, _, err = cli("serve", "--port", "70000")
+    assert code == 2 and "--port 70000 is not allowed" in err
+    code, _, err = cli("serve", "--device", "tpu")
+    assert code == 2 and "device 'tpu' is not allowed" in err
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    code, _, err = cli("serve", "--host", "0.0.0.0", "--port", "0")
+    assert code == 0 and "WARNING: listening on 0.0.0.0, not this machine only" in err
+    assert calls[0]["host"] == "0.0.0.0" and calls[0]["port"] > 0 and "?token=" in err
+    code, _, err = cli("serve")
+    assert code == 0 and "WARNING" not in err and calls[1]["host"] == "127.0.0.1" and calls[1]["port"] == 8765
