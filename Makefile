@@ -16,7 +16,7 @@ endif
 
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: demo test setup weights clean
+.PHONY: demo test setup weights browser clean
 
 setup: $(VENV)/.dreamkit-stamp
 
@@ -35,7 +35,12 @@ $(VENV)/.dreamkit-stamp: $(VENV)/.torch-stamp pyproject.toml setup.py $(CSRC)
 weights: setup
 	$(DK) weights fetch offline
 
-test: setup weights
+# The browser test drives Debian's chromium (Playwright's own download needs the internet).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| echo "chromium could not be installed: the browser test will be skipped"
+
+test: setup weights browser
 	$(PY) -m pytest
 
 SAMPLES = $(shell $(PY) -c 'import pathlib, skimage.data as d; p = pathlib.Path(d.__file__).parent; print(" ".join(str(p / n) for n in ("chelsea.png", "coffee.png", "astronaut.png")))')

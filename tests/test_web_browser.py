@@ -1,0 +1,112 @@
+"""The web page in a real headless Chromium (Playwright for Python, Debian's ``chromium``: Playwright's
+own browser download needs the internet). ``make test`` installs the browser where it is missing.
+
+Screenshots at a laptop and a phone size are written to the test's folder, and to
+``$DREAMKIT_SCREENSHOTS`` when set (the README's come from ``DREAMKIT_SCREENSHOTS=docs/images``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+playwright = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def page_url(dreamkit_host):
+    import uvicorn
+
+    from dreamkit_web.app import ServerSettings, create_app
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = ServerSettings(port=port)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, host=dreamkit_host), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/?token={settings.token}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
+    from dreamkit.io import read_metadata
+
+    shots = [tmp_path] + ([Path(os.environ["DREAMKIT_SCREENSHOTS"])] if os.environ.get("DREAMKIT_SCREENSHOTS") else [])
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(page_url)
+        page.wait_for_selector(".sample img")
+        assert page.locator("#server").inner_text().endswith("effects ready")
+        page.click(".sample[title='coffee.png']")
+        # build resize + adjust, set parameters through the generated forms
+        page.select_option("#add-effect", "resize")
+        page.click("#add-button")
+        page.select_option("#add-effect", "adjust")
+        page.click("#add-button")
+        page.locator(".step").nth(0).locator("input[name=max_side]").fill("480")
+        page.locator(".step").nth(0).locator("input[name=max_side]").dispatch_event("change")
+        page.locator(".step").nth(1).locator("input[name=saturation]").fill("1.6")
+        page.locator(".step").nth(1).locator("input[name=saturation]").dispatch_event("change")
+        # move adjust up and back down: reordering works
+        page.get_by_label("move up adjust").click()
+        assert page.locator(".step-name").all_inner_texts() == ["1. adjust", "2. resize"]
+        page.get_by_label("move down adjust").click()
+        assert page.locator(".step-name").all_inner_texts() == ["1. resize", "2. adjust"]
+        page.click("#run")
+        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
+        assert page.locator(".progress-step.done").count() == 2  # each step's progress was seen through
+        assert page.locator("#queue").inner_text() == "done"
+        command = page.locator("#command").inner_text()
+        assert command == "dreamkit run coffee.png -e resize:max_side=480 -e adjust:saturation=1.6 -o out/"
+        page.wait_for_function("document.getElementById('after').complete && document.getElementById('after').naturalWidth > 0")
+        page.locator("#slider").fill("30")
+        page.evaluate("window.scrollTo(0, 0)")
+        for folder in shots:
+            page.screenshot(path=str(folder / "web-laptop.png"))
+        with page.expect_download() as info:
+            page.click("#download")
+        download = info.value
+        saved = tmp_path / download.suggested_filename
+        download.save_as(saved)
+        recipe = read_metadata(saved)["dreamkit-recipe"]
+        assert [s["effect"] for s in recipe["pipeline"]["steps"]] == ["resize", "adjust"]
+        assert recipe["pipeline"]["steps"][0]["params"]["max_side"] == 480
+        assert recipe["pipeline"]["steps"][1]["params"]["saturation"] == 1.6
+        # drop the PNG's recipe back in: the pipeline is restored from it
+        page.get_by_label("remove resize").click()
+        assert page.locator(".step").count() == 1
+        page.set_input_files("#recipe-file", str(saved))
+        page.wait_for_function("document.querySelectorAll('.step').length === 2")
+        assert page.locator(".step").nth(1).locator("input[name=saturation]").input_value() == "1.6"
+        # a phone
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(200)
+        for folder in shots:
+            page.screenshot(path=str(folder / "web-phone.png"), full_page=False)
+        assert not errors, errors
+        browser.close()
+    assert json.loads(json.dumps(recipe))  # the recipe is plain data
