@@ -169,7 +169,8 @@ def _messages_on_stderr(quiet: bool) -> Iterator[None]:
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
 
 
-def _require_positive(value: int | None, option: str) -> None:
+def require_positive(value: int | None, option: str) -> None:
+    """A usage error unless ``value`` (an option's) is None or a positive integer."""
     if value is not None and value < 1:
         from .errors import DreamkitError
 
@@ -194,8 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     from .runtime import configure
 
-    _require_positive(args.threads, "--threads")
-    _require_positive(args.max_pixels, "--max-pixels")
+    require_positive(args.threads, "--threads")
+    require_positive(args.max_pixels, "--max-pixels")
     if not args.inputs and not args.list_files:
         raise DreamkitError("no inputs: name image files, folders or patterns, - for stdin, or --list FILE")
     log.debug("runtime: %s", configure(args.threads))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, Protocol, Sequence
+from typing import Any, ClassVar, Protocol, Sequence
 
 from ..pipeline import Pipeline
 from ..plugins import PluginHost
@@ -29,22 +29,24 @@ class Runner(Protocol):
 
 class Work(ABC):
     """What every job of a batch does. Subclasses are picklable data with a ``settings``
-    (:class:`~.jobs.BatchSettings`) and say how their jobs travel as dicts. Jobs have an ``item``
-    (:class:`~.inputs.InputItem`): the input they work on."""
+    (:class:`~.jobs.BatchSettings`) and a ``job_type``: jobs have an ``item``
+    (:class:`~.inputs.InputItem`, the input they work on) and travel as ``to_dict()`` /
+    ``job_type.from_dict()``."""
 
     settings: BatchSettings
+    job_type: ClassVar[type]
 
     @abstractmethod
     def runner(self, host: PluginHost | None) -> Runner:
         """A runner for this process (``host``: the plugin host, ``None`` for the default one)."""
 
-    @abstractmethod
     def job_to_dict(self, job: Any) -> dict[str, Any]:
         """A job as JSON-able data (to send it to another process)."""
+        return job.to_dict()
 
-    @abstractmethod
     def job_from_dict(self, data: dict[str, Any]) -> Any:
         """The inverse of :meth:`job_to_dict`."""
+        return self.job_type.from_dict(data)
 
     def chunk_size(self) -> int:
         """How many jobs a runner is handed at once (more when it batches them)."""
@@ -70,15 +72,10 @@ class PipelineWork(Work):
 
     pipeline: Pipeline
     settings: BatchSettings = BatchSettings()
+    job_type: ClassVar[type] = Job
 
     def runner(self, host: PluginHost | None) -> JobRunner:
         return JobRunner(self.pipeline, self.settings, host)
-
-    def job_to_dict(self, job: Job) -> dict[str, Any]:
-        return job.to_dict()
-
-    def job_from_dict(self, data: dict[str, Any]) -> Job:
-        return Job.from_dict(data)
 
     def chunk_size(self) -> int:
         return batch_size_for(self.pipeline)

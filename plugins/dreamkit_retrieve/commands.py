@@ -14,17 +14,8 @@ from dreamkit.errors import DreamkitError
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
-class _SubParser(argparse.ArgumentParser):
-    """Subcommand parsers that report errors as dreamkit's own parser does (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"dreamkit: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION", parser_class=_SubParser)
+    sub = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION", parser_class=type(parser))  # dreamkit's: errors exit 2
 
     build = sub.add_parser("build", help="index images (new, or resume an interrupted build)",
                            description="Describe every image of the inputs and write an index. Run again to "
@@ -126,11 +117,10 @@ def _update(args: argparse.Namespace) -> int:
 
 def _check_running(args: argparse.Namespace) -> None:
     from dreamkit.batch import make_engine
+    from dreamkit.cli import require_positive
     from dreamkit.context import resolve_device
 
-    for option, value in (("--workers", args.workers), ("--max-pixels", args.max_pixels)):
-        if value is not None and value < 1:
-            raise DreamkitError(f"{option} {value} is not allowed; expected a positive integer")
+    require_positive(args.max_pixels, "--max-pixels")  # --workers: make_engine checks it
     args.engine_object = make_engine(args.engine, workers=args.workers, address=args.ray_address)
     if args.engine == "local":
         resolve_device(args.device)

@@ -19,6 +19,7 @@ vectors made any other way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -142,8 +143,10 @@ def make_spec(kind: str = "content", backbone: str = "mobilenet_v2", weights: st
                           size or SIZES["style"], bool(flip), dim, projection)
 
 
-def _channels(backbone: str, paths: Sequence[str], host: Any) -> list[int]:
-    """Channels of each layer's output, from a meta-device pass (no weights, no compute)."""
+@functools.lru_cache(maxsize=16)
+def _channels(backbone: str, paths: tuple[str, ...], host: Any) -> tuple[int, ...]:
+    """Channels of each layer's output, from a meta-device pass (no weights, no compute); once
+    per process for each backbone and layers (make_spec and every Describer ask)."""
     from dreamkit.models import build_backbone
     from dreamkit.models.features import trace_outputs
 
@@ -154,7 +157,7 @@ def _channels(backbone: str, paths: Sequence[str], host: Any) -> list[int]:
         if out[path].dim() != 4:
             raise DescriptorError(f"layer '{path}' of '{backbone}' gives a {out[path].dim()}-d tensor, not a "
                                   "feature map (N×C×H×W); choose a convolutional layer")
-    return [int(out[path].shape[1]) for path in paths]
+    return tuple(int(out[path].shape[1]) for path in paths)
 
 
 def style_projection(inputs: int, dim: int) -> torch.Tensor:

@@ -11,11 +11,10 @@ keeps what it did and the same command resumes it.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -56,15 +55,10 @@ class EmbedWork(Work):
 
     spec: DescriptorSpec
     settings: BatchSettings = BatchSettings()
+    job_type: ClassVar[type] = EmbedJob
 
     def runner(self, host: PluginHost | None) -> "EmbedRunner":
         return EmbedRunner(self.spec, self.settings, host)
-
-    def job_to_dict(self, job: EmbedJob) -> dict[str, Any]:
-        return job.to_dict()
-
-    def job_from_dict(self, data: dict[str, Any]) -> EmbedJob:
-        return EmbedJob.from_dict(data)
 
     def chunk_size(self) -> int:
         return CHUNK
@@ -81,20 +75,16 @@ class EmbedRunner(InputRunner):
         self._describer: Describer | None = None
 
     def _run_group(self, group: list[tuple[EmbedJob, dict[str, Any], Any]], reraise: bool) -> None:
-        def describe() -> np.ndarray:
+        try:
             if self._describer is None:
                 self._describer = Describer(self.spec, self.device, self.host)
-            return self._describer.embed([image for _, _, image in group])
-
-        vectors = self._guard(group[0][1], reraise, describe) if len(group) == 1 else None
-        if vectors is None and len(group) > 1:
-            try:
-                vectors = describe()
-            except Exception:  # noqa: BLE001 (again one by one: only the culprit fails)
-                for job, record, image in group:
-                    self._run_group([(job, record, image)], reraise)
-                return
-        if vectors is None:
+            vectors = self._describer.embed([image for _, _, image in group])
+        except Exception as exc:  # noqa: BLE001 (a group again one by one: only the culprit fails)
+            if len(group) == 1:
+                self._fail(group[0][1], exc, reraise)
+            else:
+                for member in group:
+                    self._run_group([member], reraise)
             return
         for (job, record, image), vector in zip(group, vectors):
             self._guard(record, reraise, lambda: record.update(self._facts(job.item, image, vector)))
@@ -243,11 +233,10 @@ class IndexWriter:
 
 @dataclass
 class IndexRun:
-    """The outcome of :func:`run_index`."""
+    """The outcome of :func:`run_index`: the counts, and what was done to the ANN graph."""
 
     summary: BatchSummary
     graph: str
-    records: list[dict[str, Any]]
 
 
 def run_index(index: ImageIndex, settings: BatchSettings, engine: Engine | None = None, *,
@@ -258,19 +247,16 @@ def run_index(index: ImageIndex, settings: BatchSettings, engine: Engine | None 
     plan = plan_index(index.store, settings)
     summary = BatchSummary(plan.total)
     writer = IndexWriter(index, plan.remove, plan.replacing)
-    records: list[dict[str, Any]] = []
     try:
         for record in run_batch(plan, engine or LocalEngine(), host=host, progress=progress, summary=summary):
             writer.add(record)
-            shown = public_record(record)
-            records.append(shown)
             if on_record is not None:
-                on_record(shown)
+                on_record(public_record(record))
     except KeyboardInterrupt:
         summary.interrupted = True
         writer.flush()
         raise
-    return IndexRun(summary, writer.finish(), records)
+    return IndexRun(summary, writer.finish())
 
 
 def create_index(path: str | Path, spec: DescriptorSpec, inputs: Sequence[str], *, recursive: bool = False,
@@ -279,11 +265,15 @@ def create_index(path: str | Path, spec: DescriptorSpec, inputs: Sequence[str], 
     ``update`` rescans ``inputs`` (made absolute: an update may run from another folder)."""
     from .ann import ANN_MIN_ITEMS
 
-    sources = {"inputs": [_absolute(text) for text in inputs], "recursive": recursive,
-               "list_files": [_absolute(text) for text in list_files]}
-    settings = {"descriptor": spec.to_dict(), "sources": sources, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    settings = {"descriptor": spec.to_dict(), "sources": _sources(inputs, recursive, list_files), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "ann_min_items": ANN_MIN_ITEMS if ann_min_items is None else ann_min_items}
     return ImageIndex(IndexStore.create(path, settings))
+
+
+def _sources(inputs: Sequence[str], recursive: bool, list_files: Sequence[str]) -> dict[str, Any]:
+    """The sources an index stores for ``update`` to rescan (absolute: it may run elsewhere)."""
+    return {"inputs": [_absolute(text) for text in inputs], "recursive": recursive,
+            "list_files": [_absolute(text) for text in list_files]}
 
 
 def _absolute(text: str) -> str:
@@ -301,16 +291,10 @@ def check_resumable(index: ImageIndex, spec: DescriptorSpec, inputs: Sequence[st
         raise BadIndexError(f"index {index.path} was made with another descriptor ({different}); its vectors "
                             "cannot be mixed with these: choose another index path, or delete it to rebuild")
     sources = index.store.settings["sources"]
-    asked = {"inputs": [_absolute(t) for t in inputs], "recursive": recursive,
-             "list_files": [_absolute(t) for t in list_files]}
-    if asked != sources:
+    if _sources(inputs, recursive, list_files) != sources:
         raise BadIndexError(f"index {index.path} exists with other sources ({', '.join(sources['inputs'])}"
                             f"{', recursive' if sources['recursive'] else ''}); run `dreamkit index update "
                             f"{index.path}` to refresh it, or choose another index path")
-
-
-def settings_for(device: str, max_pixels: int | None) -> BatchSettings:
-    return dataclasses.replace(BatchSettings(), device=device, max_pixels=max_pixels)
 
 
 __all__ = ["EmbedJob", "EmbedWork", "EmbedRunner", "IndexPlan", "IndexRun", "IndexWriter", "check_resumable",

@@ -122,10 +122,7 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
             if not secrets.compare_digest(given.encode(), settings.token.encode()):
                 return _error(401, "missing or wrong token: open the address `dreamkit serve` printed "
                                    "(it ends in ?token=...)")
-        try:
-            return await call_next(request)
-        except ApiError as exc:
-            return _error(exc.status, exc.message)
+        return await call_next(request)  # ApiError from a route: api_error below
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Any:

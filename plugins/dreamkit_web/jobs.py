@@ -7,7 +7,6 @@ and writes its result into the server's own folder, named by the job id only.
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
@@ -125,7 +124,6 @@ class JobQueues:
         self._queues: dict[str, queue.Queue[Job]] = {}
         self._waiting: dict[str, list[Job]] = {}
         self._lock = threading.Lock()
-        self._counter = itertools.count()
 
     def submit(self, pipeline: Pipeline, image: torch.Tensor, source: dict[str, Any], seed: int,
                device: torch.device) -> Job:
