@@ -114,13 +114,16 @@ def test_recipe_records_the_platform_and_replay_names_what_differs(cli, photos, 
     assert recipe["platform"]["cpu"] and recipe["device"] == "cpu"
     from dreamkit.io import load_image, save_image
 
-    recipe["platform"].update(threads=recipe["platform"]["threads"] + 7, cpu_capability="AVX512")
+    # A capability that is not this CPU's, whatever this CPU is (never assume the machine).
+    here = torch.backends.cpu.get_cpu_capability()
+    other = next(c for c in ("AVX512", "AVX2", "DEFAULT") if c != here)
+    recipe["platform"].update(threads=recipe["platform"]["threads"] + 7, cpu_capability=other)
     recipe["seed"] = 12  # the pixels differ; the note says what else differed when it was made
     save_image(load_image(png), tmp_path / "elsewhere.png", recipe=recipe)
     code, stdout, stderr = cli("replay", tmp_path / "elsewhere.png")
     assert code == 0 and "differs in" in stdout
     assert f"note: threads was {torch.get_num_threads() + 7}, now {torch.get_num_threads()}" in stderr
-    assert f"note: cpu_capability was AVX512, now {torch.backends.cpu.get_cpu_capability()}" in stderr
+    assert f"note: cpu_capability was {other}, now {here}" in stderr
     assert "cpu was" not in stderr  # only what differs
     recipe["platform"] = read_recipe(png)["platform"]
     save_image(load_image(png), tmp_path / "here.png", recipe=recipe)

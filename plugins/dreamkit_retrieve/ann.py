@@ -86,12 +86,65 @@ def load_graph(path: Path, *, view: bool) -> Any | None:
 
 def graph_search(graph: Any, queries: np.ndarray, k: int, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best keys and cosine similarities per query from the graph, best first; missing
-    places (fewer than ``k`` items) are key 0 with similarity -inf."""
-    matches = graph.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(graph)), threads=threads)
-    keys = np.atleast_2d(matches.keys).astype(np.uint64)
-    distances = np.atleast_2d(matches.distances).astype(np.float32)
-    similarities = 1.0 - distances
-    counts = np.atleast_1d(matches.counts)
+    places (fewer than ``k`` items found) are key 0 with similarity -inf.
+
+    usearch answers one query with ``Matches`` (1-d arrays, only the hits found) and several with
+    ``BatchMatches`` (2-d arrays padded to ``k``, plus ``counts``): both become the 2-d form."""
+    queries = np.atleast_2d(np.ascontiguousarray(queries, dtype=np.float32))
+    k = min(k, len(graph))
+    keys = np.zeros((len(queries), k), dtype=np.uint64)
+    similarities = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    if not len(queries) or k < 1:
+        return keys, similarities
+    matches = graph.search(queries, k, threads=threads)
+    if hasattr(matches, "counts"):
+        found_keys, found_distances, counts = matches.keys, matches.distances, np.atleast_1d(matches.counts)
+    else:
+        found_keys, found_distances = matches.keys[None, :], matches.distances[None, :]
+        counts = np.array([len(matches.keys)])
     for row, count in enumerate(counts):
-        similarities[row, count:] = -np.inf
+        count = min(int(count), k)
+        keys[row, :count] = found_keys[row, :count]
+        similarities[row, :count] = 1.0 - found_distances[row, :count]
     return keys, similarities
+
+
+def estimate_recall(graph: Any, keys: np.ndarray, matrix: np.ndarray, k: int = 10, sample: int = 200,
+                    seed: int = 0) -> float:
+    """recall@k of the graph against exact search, for ``sample`` stored vectors used as queries
+    (the graph's own data: what a user's queries look like). Costs ``sample`` exact searches."""
+    if len(keys) == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(keys), size=min(sample, len(keys)), replace=False)
+    queries = matrix[rows]
+    k = min(k, len(keys))
+    found, _ = graph_search(graph, queries, k)
+    truth, _ = exact_search(matrix, keys, queries, k)
+    return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)]))
+
+
+def graph_damage(graph: Any, count: int, keys: np.ndarray, matrix: np.ndarray) -> str | None:
+    """Why the graph does not hold what the index holds (``None``: it does), checked cheaply:
+    its size against ``count``, and for a sample (``keys``, ``matrix``: a few stored items and
+    their shard rows) the stored vector (f16 storage rounds each value by at most 2^-11 relative,
+    so a cosine below 0.999 is damage) and a search that must lead each vector to itself."""
+    if len(graph) != count:
+        return f"it holds {len(graph)} vectors, the index {count}"
+    if not len(keys):
+        return None
+    rows = np.arange(len(keys))
+    for row in rows:
+        stored = graph.get(int(keys[row]), dtype="f32")
+        if stored is None:
+            return f"key {int(keys[row])} is missing"
+        stored = np.asarray(stored, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(stored))
+        if not np.isfinite(norm) or norm == 0 or float(stored @ matrix[row]) / norm < 0.999:
+            return f"the vector stored for key {int(keys[row])} differs from the index's"
+    # The links: a stored vector used as a query finds itself (or an exact twin: a mirrored copy
+    # has its original's descriptor) at similarity 1, up to the f16 rounding of both sides.
+    _, scores = graph_search(graph, matrix[rows[:16]], 1)
+    if not np.all(scores[:, 0] >= 1 - 3 * 2**-11):
+        return "its links do not lead a stored vector to itself"
+    return None

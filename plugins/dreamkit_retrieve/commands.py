@@ -159,8 +159,9 @@ def _run(index: Any, args: argparse.Namespace) -> int:
     finally:
         if report:
             report.close()
-    print(f"dreamkit: {index.path}: {outcome.summary.describe()}; {len(index)} images indexed; {outcome.graph}",
-          file=sys.stderr)
+    removed = f"; {outcome.removed} removed" if outcome.removed else ""
+    print(f"dreamkit: {index.path}: {outcome.summary.describe()}{removed}; {len(index)} images indexed; "
+          f"{outcome.graph}", file=sys.stderr)
     return EXIT_FAILED if outcome.summary.failed else EXIT_OK
 
 
@@ -247,21 +248,31 @@ def _dupes(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from . import index as index_module
     from .index import ImageIndex
 
     with ImageIndex.open(args.index) as index:
         settings = index.store.settings
-        graph = "exact search" if settings.get("ann_generation") == -1 else (
-            "ANN graph (usearch, f16)" if settings.get("ann_generation") == index.store.generation else
-            "ANN graph stale: run update")
+        recall = index.estimate_recall()
+        if recall is not None:
+            graph = f"ANN graph (usearch, f16), estimated recall@10 {recall:.3f}"
+        elif index.graph_problem:
+            graph = f"exact search: the ANN graph {index.graph_problem} (run update)"
+        else:
+            graph = "exact search"
         facts = {"index": str(index.path), "images": len(index), "descriptor": index.spec.to_dict(),
-                 "sources": settings["sources"], "search": graph, "created": settings.get("created")}
+                 "sources": settings["sources"], "search": graph, "estimated_recall": recall,
+                 "created": settings.get("created")}
         if args.json:
             print(json.dumps(facts))
         else:
             print(f"{index.path}: {len(index)} images; {index.spec.describe()}; {graph}")
             print(f"  sources: {', '.join(settings['sources']['inputs'] + settings['sources']['list_files'])}"
                   f"{' (recursive)' if settings['sources']['recursive'] else ''}")
+        floor = index_module.RECALL_FLOOR
+        if recall is not None and recall < floor:
+            print(f"dreamkit: warning: estimated recall@10 {recall:.3f} is below {floor}: {index_module.RECALL_WARNING}",
+                  file=sys.stderr)
     return EXIT_OK
 
 

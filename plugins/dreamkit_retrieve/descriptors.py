@@ -172,6 +172,41 @@ def _fingerprint(matrix: torch.Tensor) -> str:
     return hashlib.sha256(matrix.numpy().tobytes()).hexdigest()[:16]
 
 
+#: Side of the pixel thumbnail kept for low-information images.
+THUMBNAIL_SIDE = 8
+
+
+def thumbnail_of(image: torch.Tensor) -> str:
+    """The 8×8 RGB thumbnail (area averages) of a 1×C×H×W (or C×H×W) 0..1 image, as 384 hex digits."""
+    image = image.float()
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.shape[1] == 1:
+        image = image.expand(-1, 3, -1, -1)
+    small = F.adaptive_avg_pool2d(image[:, :3], (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return bytes(small[0].clamp(0, 1).mul(255).round().to(torch.uint8).flatten().tolist()).hex()
+
+
+def thumbnail_array(text: str) -> np.ndarray:
+    """The inverse of :func:`thumbnail_of`: a 3×8×8 float array in 0..1."""
+    return np.frombuffer(bytes.fromhex(text), dtype=np.uint8).reshape(3, THUMBNAIL_SIDE, THUMBNAIL_SIDE) / 255.0
+
+
+def blank_images(side: int = 224) -> list[torch.Tensor]:
+    """Content-free images, fixed: flat colours, linear gradients and smooth noise fields. How much
+    a descriptor resembles theirs is how little it says about its image (:meth:`Describer.blankness`)."""
+    images = [torch.tensor(colour).view(1, 3, 1, 1).expand(1, 3, side, side).clone()
+              for colour in ((0.5, 0.5, 0.5), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.8, 0.2, 0.2), (0.2, 0.3, 0.9))]
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, side), torch.linspace(0, 1, side), indexing="ij")
+    for ramp in (xx, yy, (xx + yy) / 2):
+        images.append(torch.stack([ramp, 1 - ramp, ramp * 0.5 + 0.25])[None])
+    generator = torch.Generator().manual_seed(123)
+    for cells in (3, 6, 12, 24):
+        field = torch.rand(1, 3, cells, cells, generator=generator)
+        images.append(F.interpolate(field, size=(side, side), mode="bicubic", align_corners=False).clamp(0, 1))
+    return images
+
+
 class Describer:
     """Makes descriptors as ``spec`` says, on ``device``; the model loads once."""
 
@@ -191,6 +226,15 @@ class Describer:
                                       "random stream?); rebuild the index here")
             self.projection = self.projection.to(self.device)
             self.triangles = [torch.triu_indices(c, c, device=self.device) for c in channels]
+        self._blank: np.ndarray | None = None
+
+    def blankness(self, vectors: np.ndarray) -> np.ndarray:
+        """For each descriptor, its highest cosine similarity to the descriptors of
+        :func:`blank_images`: near 1 for images with nothing a network can tell apart."""
+        if self._blank is None:
+            self._blank = self.embed(blank_images())
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.spec.dim)
+        return (vectors @ self._blank.T).max(axis=1)
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
         """Resize so the shorter side is ``spec.size`` (the longer at most twice that), antialiased."""

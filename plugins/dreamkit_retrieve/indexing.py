@@ -24,9 +24,9 @@ from dreamkit.batch.jobs import InputRunner, base_record
 from dreamkit.batch.work import Work
 from dreamkit.plugins import PluginHost
 
-from .descriptors import Describer, DescriptorSpec
-from .index import ImageIndex
-from .store import BadIndexError, IndexStore
+from .descriptors import Describer, DescriptorSpec, thumbnail_of
+from .index import ImageIndex, recall_words
+from .store import LOW_INFORMATION, BadIndexError, IndexStore
 
 #: Images committed to the index per shard while a build runs (a crash loses at most these).
 SHARD_ROWS = 2048
@@ -86,13 +86,15 @@ class EmbedRunner(InputRunner):
                 for member in group:
                     self._run_group([member], reraise)
             return
-        for (job, record, image), vector in zip(group, vectors):
-            self._guard(record, reraise, lambda: record.update(self._facts(job.item, image, vector)))
+        blankness = self._describer.blankness(vectors)
+        for (job, record, image), vector, blank in zip(group, vectors, blankness):
+            self._guard(record, reraise, lambda: record.update(self._facts(job.item, image, vector, float(blank))))
 
-    def _facts(self, item: InputItem, image: Any, vector: np.ndarray) -> dict[str, Any]:
+    def _facts(self, item: InputItem, image: Any, vector: np.ndarray, blankness: float) -> dict[str, Any]:
         stat = item.path.stat()
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": self._sha256(item),
-                "width": int(image.shape[-1]), "height": int(image.shape[-2]),
+                "width": int(image.shape[-1]), "height": int(image.shape[-2]), "blankness": round(blankness, 6),
+                "thumbnail": thumbnail_of(image) if blankness >= LOW_INFORMATION else None,
                 "vector": base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode("ascii")}
 
 
@@ -102,7 +104,7 @@ def decode_vector(record: dict[str, Any]) -> np.ndarray:
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
     """A record as printed and reported: without the descriptor or the image-output fields."""
-    hidden = ("vector", "frames", "animation", "results", "seed")
+    hidden = ("vector", "frames", "animation", "results", "seed", "blankness", "thumbnail")
     return {key: value for key, value in record.items() if key not in hidden}
 
 
@@ -211,7 +213,7 @@ class IndexWriter:
         if not self.pending and not self.remove:
             return
         rows = [{"path": r["input"], "video_frame": r["video_frame"], **{k: r[k] for k in
-                ("size", "mtime_ns", "sha256", "width", "height")}} for r in self.pending]
+                ("size", "mtime_ns", "sha256", "width", "height", "blankness", "thumbnail")}} for r in self.pending]
         dim = self.index.spec.dim
         vectors = np.stack([decode_vector(r) for r in self.pending]) if rows else np.empty((0, dim), np.float32)
         self.added += self.index.store.write(rows, vectors, remove=self.remove)
@@ -224,10 +226,12 @@ class IndexWriter:
         store = self.index.store
         if len(store) < self.index.ann_min_items:
             in_step = store.settings.get("ann_generation") == -1
-        else:  # present, current and readable
-            in_step = self.index.graph() is not None
+        else:  # present, current, readable and whole (no warning: it is rebuilt right here if not)
+            in_step = self.index.graph(quiet=True) is not None
         if in_step:
-            return "search is exact (small index)" if store.settings.get("ann_generation") == -1 else "ANN graph up to date"
+            if store.settings.get("ann_generation") == -1:
+                return "search is exact (small index)"
+            return "ANN graph up to date" + recall_words(self.index.estimate_recall())
         return self.index.sync_graph(self.added, self.removed, self.start_generation)
 
 
@@ -237,6 +241,8 @@ class IndexRun:
 
     summary: BatchSummary
     graph: str
+    #: Images dropped from the index: files gone, or changed and now unreadable.
+    removed: int = 0
 
 
 def run_index(index: ImageIndex, settings: BatchSettings, engine: Engine | None = None, *,
@@ -256,7 +262,8 @@ def run_index(index: ImageIndex, settings: BatchSettings, engine: Engine | None 
         summary.interrupted = True
         writer.flush()
         raise
-    return IndexRun(summary, writer.finish())
+    graph = writer.finish()
+    return IndexRun(summary, graph, len(writer.removed))
 
 
 def create_index(path: str | Path, spec: DescriptorSpec, inputs: Sequence[str], *, recursive: bool = False,

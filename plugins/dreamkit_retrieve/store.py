@@ -50,9 +50,21 @@ CREATE TABLE items (
     height INTEGER NOT NULL,
     shard TEXT NOT NULL,
     row INTEGER NOT NULL,
+    blankness REAL,
+    thumbnail TEXT,
     UNIQUE (path, video_frame)
 );
 """
+#: Columns added after version 1 was first written (added to older tables when opened for writing;
+#: read as NULL, "not measured", from a table that lacks them).
+_ADDED_COLUMNS = (("blankness", "REAL"), ("thumbnail", "TEXT"))
+
+
+#: From this blankness (see :attr:`Item.blankness`) an image counts as low-information. Measured
+#: with the default content descriptor (bench/retrieval.py --dupes): the 26 sample photos and
+#: their copies score 0.02-0.58 (the highest: a colour chart and a motion-blurred photo); solid
+#: colours, gradients and smooth noise fields 0.61-0.98.
+LOW_INFORMATION = 0.6
 
 
 class BadIndexError(DreamkitError):
@@ -73,6 +85,17 @@ class Item:
     height: int
     shard: str
     row: int
+    #: How much its descriptor looks like those of content-free images (flat colours, gradients,
+    #: smooth noise): the highest cosine similarity to them; None: not measured (older indexes).
+    blankness: float | None = None
+    #: Low-information images only: their 8×8 RGB thumbnail (hex), what dupes compares for them.
+    thumbnail: str | None = None
+
+    @property
+    def low_information(self) -> bool:
+        """Its descriptor says little: any two flat, gradient or smooth-noise images score high
+        with each other by descriptor, so near-duplicate grouping compares pixels instead."""
+        return self.blankness is not None and self.blankness >= LOW_INFORMATION
 
     def label(self) -> str:
         return self.path if self.video_frame is None else f"{self.path}#frame={self.video_frame}"
@@ -89,6 +112,9 @@ class IndexStore:
         self.path = path
         self._db = connection
         self.settings = settings
+        present = {row[1] for row in connection.execute("PRAGMA table_info(items)")}
+        self._columns = ", ".join([*_BASE_COLUMNS, *(name if name in present else f"NULL AS {name}"
+                                                       for name, _ in _ADDED_COLUMNS)])
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -130,6 +156,8 @@ class IndexStore:
         if settings.get("version") != VERSION:
             raise BadIndexError(f"index {path} has format version {settings.get('version')}; this dreamkit reads "
                               f"version {VERSION}: rebuild it with `dreamkit index build`")
+        if writable:
+            _add_missing_columns(db)
         store = cls(path, db, settings)
         if writable:
             store._sweep()
@@ -155,7 +183,21 @@ class IndexStore:
 
     def items(self) -> list[Item]:
         """Every item, by key."""
-        return [_item(row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM items ORDER BY key")]
+        return [_item(row) for row in self._db.execute(f"SELECT {self._columns} FROM items ORDER BY key")]
+
+    def sample(self, count: int) -> list[Item]:
+        """Up to ``count`` distinct items spread evenly over the keys, the same ones each time (for
+        cheap checks): one indexed look-up each, never a scan of the table."""
+        low, high = self._db.execute("SELECT MIN(key), MAX(key) FROM items").fetchone()
+        if low is None:
+            return []
+        found: dict[int, Item] = {}
+        for target in np.linspace(low, high, num=count).round().astype(np.int64).tolist():
+            row = self._db.execute(f"SELECT {self._columns} FROM items WHERE key >= ? ORDER BY key LIMIT 1",
+                                   (target,)).fetchone()
+            if row is not None:
+                found[row[0]] = _item(row)
+        return list(found.values())
 
     def lookup(self, keys: Iterable[int]) -> dict[int, Item]:
         """Items by key (keys that are not there are left out)."""
@@ -164,7 +206,7 @@ class IndexStore:
         for start in range(0, len(wanted), 500):  # SQLite's limit on bound parameters
             chunk = wanted[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE key IN ({marks})", chunk):
+            for row in self._db.execute(f"SELECT {self._columns} FROM items WHERE key IN ({marks})", chunk):
                 found[row[0]] = _item(row)
         return found
 
@@ -214,10 +256,11 @@ class IndexStore:
             first = int(self.settings.get("next_key", 1))
             keys = list(range(first, first + len(rows)))
             self._db.executemany(
-                "INSERT INTO items (key, path, video_frame, size, mtime_ns, sha256, width, height, shard, row) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items (key, path, video_frame, size, mtime_ns, sha256, width, height, shard, row, blankness, "
+                "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(key, row["path"], _frame(row["video_frame"]), row["size"], row["mtime_ns"], row["sha256"],
-                  row["width"], row["height"], shard, index) for index, (key, row) in enumerate(zip(keys, rows))])
+                  row["width"], row["height"], shard, index, row.get("blankness"), row.get("thumbnail"))
+                 for index, (key, row) in enumerate(zip(keys, rows))])
             self._set({"generation": generation, "next_key": first + len(rows)})
         self.settings.update(generation=generation, next_key=first + len(rows))
         return keys
@@ -243,7 +286,15 @@ class IndexStore:
             path.unlink(missing_ok=True)
 
 
-_COLUMNS = "key, path, video_frame, size, mtime_ns, sha256, width, height, shard, row"
+_BASE_COLUMNS = ("key", "path", "video_frame", "size", "mtime_ns", "sha256", "width", "height", "shard", "row")
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+    with db:
+        for name, kind in _ADDED_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
 
 
 def _item(row: Sequence[Any]) -> Item:
