@@ -485,10 +485,10 @@ def test_ann_graph_matches_exact_search_and_survives_damage(dreamkit_host, colle
     (ann / "ann.usearch").write_bytes(bytes(data))
     caplog.clear()
     with ImageIndex.open(ann) as index:
-        assert index.graph() is None and "differs from the index's" in index.graph_problem
+        assert index.graph() is None and "its checksum differs" in index.graph_problem
         hits = index.search_images([load_image(queries[0])], k=5)[0]
     assert np.allclose([h.score for h in hits], [s for _, s in results["exact"][0]], atol=1e-5)
-    assert "its ANN graph is damaged (the vector stored for key" in caplog.text
+    assert "its ANN graph is damaged (its checksum differs from the one recorded" in caplog.text
     code, out, err = cli("index", "info", ann, "--json")
     assert code == 0 and "exact search: the ANN graph is damaged" in json.loads(out)["search"]
     code, out, _ = cli("index", "dupes", ann, "--json")
@@ -500,6 +500,26 @@ def test_ann_graph_matches_exact_search_and_survives_damage(dreamkit_host, colle
     code, out, _ = cli("index", "info", ann, "--json")
     facts = json.loads(out)
     assert facts["search"].startswith("ANN graph") and facts["estimated_recall"] >= 0.85
+    # The links overwritten: usearch would read out of bounds (a segmentation fault, seen in a
+    # separate process); the checksum stops it before any search touches them.
+    data = bytearray((ann / "ann.usearch").read_bytes())
+    middle = 8 + 180 * 640 + (len(data) - 8 - 180 * 640) // 3
+    data[middle:middle + 4096] = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    (ann / "ann.usearch").write_bytes(bytes(data))
+    code, out, err = cli("index", "search", ann, queries[0], "-k", "5", "--json")
+    assert code == 0 and np.allclose([h["score"] for h in json.loads(out)["hits"]], [s for _, s in results["exact"][0]],
+                                     atol=1e-5)  # exact search's scores (f32), not a crash
+    # An older index recorded no checksum: the sampled vectors still show a graph of other data.
+    with sqlite3.connect(ann / "items.sqlite") as db:
+        db.execute("DELETE FROM settings WHERE name IN ('ann_checksum', 'ann_bytes')")
+    assert cli("index", "update", ann, "-q")[0] == 0  # rebuilt (the checksum differed)...
+    with sqlite3.connect(ann / "items.sqlite") as db:
+        db.execute("DELETE FROM settings WHERE name IN ('ann_checksum', 'ann_bytes')")
+    data = bytearray((ann / "ann.usearch").read_bytes())
+    data[8:8 + len(noise)] = noise
+    (ann / "ann.usearch").write_bytes(bytes(data))
+    with ImageIndex.open(ann) as index:  # ...then its vectors overwritten, with nothing recorded
+        assert index.graph() is None and "differs from the index's" in index.graph_problem
 
 
 def _paths(line: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ ANN_DTYPE = "f16"
 #: Candidates a search keeps (HNSW's ef): usearch's default 64 gave recall@10 0.94 at 1M
 #: descriptors, 128 gives 0.95+ (bench/retrieval.py prints both).
 EXPANSION_SEARCH = 128
+#: Links per node and candidates kept while inserting (HNSW's M and ef_construction).
+CONNECTIVITY = 16
+EXPANSION_ADD = 128
 
 
 def exact_search(matrix: np.ndarray, keys: np.ndarray, queries: np.ndarray, k: int,
@@ -49,7 +53,8 @@ def exact_search(matrix: np.ndarray, keys: np.ndarray, queries: np.ndarray, k: i
 def new_graph(dim: int, dtype: str = ANN_DTYPE) -> Any:
     from usearch.index import Index
 
-    return Index(ndim=dim, metric="cos", dtype=dtype, expansion_search=EXPANSION_SEARCH)
+    return Index(ndim=dim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
+                 expansion_search=EXPANSION_SEARCH)
 
 
 def build_graph(path: Path, keys: np.ndarray, matrix: np.ndarray, threads: int = 0) -> None:
@@ -124,11 +129,23 @@ def estimate_recall(graph: Any, keys: np.ndarray, matrix: np.ndarray, k: int = 1
     return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)]))
 
 
+def file_checksum(path: Path, chunk: int = 16 << 20) -> str:
+    """CRC-32 of the file (about 6 GB/s here: 0.13 s for a 1M-image graph). A graph is checked
+    whole before it is used: damaged links make usearch read out of bounds (a segmentation fault
+    seen on a graph with 300 KB overwritten), so no search may touch an unchecked file."""
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return f"crc32:{crc:08x}"
+
+
 def graph_damage(graph: Any, count: int, keys: np.ndarray, matrix: np.ndarray) -> str | None:
-    """Why the graph does not hold what the index holds (``None``: it does), checked cheaply:
-    its size against ``count``, and for a sample (``keys``, ``matrix``: a few stored items and
-    their shard rows) the stored vector (f16 storage rounds each value by at most 2^-11 relative,
-    so a cosine below 0.999 is damage) and a search that must lead each vector to itself."""
+    """Why the graph does not hold what the index holds (``None``: it does): its size against
+    ``count``, and for a sample (``keys``, ``matrix``: a few stored items and their shard rows)
+    the stored vector (f16 storage rounds each value by at most 2^-11 relative, so a cosine
+    below 0.999 is damage). This catches a graph written from other data; damage to the file
+    after it was written is caught by its checksum (:func:`file_checksum`)."""
     if len(graph) != count:
         return f"it holds {len(graph)} vectors, the index {count}"
     if not len(keys):
@@ -142,9 +159,4 @@ def graph_damage(graph: Any, count: int, keys: np.ndarray, matrix: np.ndarray) -
         norm = float(np.linalg.norm(stored))
         if not np.isfinite(norm) or norm == 0 or float(stored @ matrix[row]) / norm < 0.999:
             return f"the vector stored for key {int(keys[row])} differs from the index's"
-    # The links: a stored vector used as a query finds itself (or an exact twin: a mirrored copy
-    # has its original's descriptor) at similarity 1, up to the f16 rounding of both sides.
-    _, scores = graph_search(graph, matrix[rows[:16]], 1)
-    if not np.all(scores[:, 0] >= 1 - 3 * 2**-11):
-        return "its links do not lead a stored vector to itself"
     return None

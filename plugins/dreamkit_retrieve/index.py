@@ -14,8 +14,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .ann import (ANN_MIN_ITEMS, build_graph, estimate_recall, exact_search, graph_damage, graph_search, load_graph,
-                  save_graph)
+from .ann import (ANN_MIN_ITEMS, build_graph, estimate_recall, exact_search, file_checksum, graph_damage, graph_search,
+                  load_graph, save_graph)
 from .descriptors import Describer, DescriptorSpec
 from .store import ANN_FILE, BadIndexError, IndexStore, Item
 
@@ -150,8 +150,9 @@ class ImageIndex:
             if len(self.store) >= self.ann_min_items:
                 return None, "is missing or older than the index"
             return None, None
-        if settings.get("ann_bytes") not in (None, path.stat().st_size):
-            return None, f"is damaged (its file has {path.stat().st_size:,} bytes, {settings['ann_bytes']:,} when written)"
+        problem = _file_problem(path, settings)
+        if problem:
+            return None, problem
         graph = load_graph(path, view=True)
         if graph is None:
             return None, "cannot be read"
@@ -286,7 +287,7 @@ class ImageIndex:
             return f"exact search ({len(store)} images < {self.ann_min_items}: no ANN graph)"
         graph = None
         if store.settings.get("ann_generation") == previous_generation and path.is_file() and \
-                store.settings.get("ann_bytes") in (None, path.stat().st_size):
+                not _file_problem(path, store.settings):
             graph = load_graph(path, view=False)
             if graph is not None:  # items that were there before this write must be in it, whole
                 new = set(added)
@@ -306,7 +307,8 @@ class ImageIndex:
                 graph.add(keys, matrix, threads=threads)
             save_graph(graph, path)
             done = f"ANN graph updated (+{len(added)} -{len(gone)})"
-        store.set_settings({"ann_generation": store.generation, "ann_bytes": path.stat().st_size})
+        store.set_settings({"ann_generation": store.generation, "ann_bytes": path.stat().st_size,
+                            "ann_checksum": file_checksum(path)})
         self._graph, self._graph_checked, self._graph_problem = None, False, None
         return done + recall_words(self.estimate_recall())
 
@@ -340,6 +342,17 @@ def _flat_groups(rows: np.ndarray, info: list[Item]) -> list[list[tuple[int, flo
 #: What a low recall estimate means for the user, and what helps.
 RECALL_WARNING = ("the graph misses some true neighbours: descriptors this uniform are hard for it; search "
                   "exactly with a larger --ann-min, or use a layer that separates these images better")
+
+
+def _file_problem(path: Path, settings: dict[str, Any]) -> str | None:
+    """Why the graph file is not the one written at the last commit (None: it is, or an older
+    index recorded nothing to compare with)."""
+    size = path.stat().st_size
+    if settings.get("ann_bytes") not in (None, size):
+        return f"is damaged (its file has {size:,} bytes, {settings['ann_bytes']:,} when written)"
+    if settings.get("ann_checksum") not in (None, file_checksum(path)):
+        return "is damaged (its checksum differs from the one recorded when it was written)"
+    return None
 
 
 def recall_words(recall: float | None) -> str:
