@@ -387,8 +387,18 @@ def bench_dupes() -> None:
             run_index(index, BatchSettings(device="cpu"), LocalEngine(), progress=False)
             ours = [[pathlib.Path(hit.item.path).name for hit in group] for group in index.dupes(DUPES_THRESHOLD)]
             before = transitive_groups(index, DUPES_THRESHOLD)
+            blankness: dict[str, list[float]] = {}
+            for item in index.store.items():
+                name = pathlib.Path(item.path).name
+                kind = "photos and copies" if "-" not in name or "--" in name else name.split("-")[0]
+                blankness.setdefault(kind, []).append(item.blankness)
         print(f"\ndupes on a labelled collection: {len(labels)} images (26 photos, 208 copies, 26 grids, 300 "
               f"distractors), threshold {DUPES_THRESHOLD}:")
+        from dreamkit_retrieve.store import LOW_INFORMATION
+
+        for kind, values in blankness.items():
+            print(f"  blankness of {kind:<18} {min(values):.3f} to {max(values):.3f}; "
+                  f"{sum(v >= LOW_INFORMATION for v in values)} of {len(values)} low-information")
         for name, groups in (("transitive (before)", before), ("dreamkit dupes", ours)):
             precision, recall = pairwise_scores(groups, labels)
             print(f"  {name:<20} {len(groups):4d} groups, largest {max(map(len, groups), default=0):4d}: "
@@ -432,12 +442,12 @@ def perturbed(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def bench_real_recall(size: int, k: int = 10) -> None:
+def bench_real_recall(size: int, per_picture: int = 60, k: int = 10) -> None:
     from dreamkit_retrieve import ann
 
     rng = np.random.default_rng(1)
     start = time.perf_counter()
-    base = real_descriptors()
+    base = real_descriptors(per_picture)
     print(f"\ngraph recall@{k} at {size:,}: {len(base)} real descriptors ({time.perf_counter() - start:.0f} s), "
           f"replicated with perturbations; connectivity {ann.CONNECTIVITY}, expansion_add {ann.EXPANSION_ADD}",
           flush=True)
@@ -476,6 +486,7 @@ def main() -> None:
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--dupes", action="store_true", help="part 3: dupes on the labelled collection")
     parser.add_argument("--real-size", type=int, default=0, help="part 4: graph recall on N real-based descriptors")
+    parser.add_argument("--real-per-picture", type=int, default=60, help="part 4: described views of each picture")
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"capability {torch.backends.cpu.get_cpu_capability()}")
@@ -486,7 +497,7 @@ def main() -> None:
     if args.dupes:
         bench_dupes()
     if args.real_size:
-        bench_real_recall(args.real_size)
+        bench_real_recall(args.real_size, args.real_per_picture)
 
 
 if __name__ == "__main__":

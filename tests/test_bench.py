@@ -91,3 +91,18 @@ def test_retrieval_benchmark_runs_every_part():
     assert any("dreamkit index" in line and "overhead" in line for line in lines)
     ann = [line for line in lines if "usearch" in line]
     assert len(ann) == 4 and all("recall@10" in line and "x exact" in line for line in ann)  # f16, i8 x ef 64, 128
+
+
+@pytest.mark.slow
+def test_retrieval_benchmark_measures_dupes_and_real_recall():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--skip-indexing", "--skip-search",
+                           "--dupes", "--real-size", "3000", "--real-per-picture", "2"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    rows = {line.split()[0]: line for line in lines if "pairwise precision" in line}
+    assert set(rows) == {"transitive", "dreamkit"}
+    precision = float(rows["dreamkit"].split("precision ")[1].split(",")[0])
+    assert precision > float(rows["transitive"].split("precision ")[1].split(",")[0])  # the chaining is gone
+    recall = [line for line in lines if "recall@10" in line and "held-out" in line]
+    assert len(recall) == 6 and sum("estimate from stored vectors" in line for line in recall) == 2

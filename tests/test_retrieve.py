@@ -378,6 +378,7 @@ def test_build_search_update_cycle(dreamkit_host, samples, tmp_path, cli):
     shutil.copy(samples / "moon.png", folder / "moon.png")
     code, out, err = cli("index", "update", index, "--json")
     assert code == 1, err
+    assert "; 1 removed; 4 images indexed" in err  # camera.png: the summary counts what was dropped
     statuses = {pathlib.Path(r["input"]).name: r["status"] for r in map(json.loads, out.splitlines())}
     assert statuses == {"chelsea.png": "done", "moon.png": "done", "coffee.png": "skipped",
                         "astronaut.png": "skipped", "broken.png": "failed", "notes.txt": "ignored"}

@@ -62,8 +62,8 @@ _ADDED_COLUMNS = (("blankness", "REAL"), ("thumbnail", "TEXT"))
 
 #: From this blankness (see :attr:`Item.blankness`) an image counts as low-information. Measured
 #: with the default content descriptor (bench/retrieval.py --dupes): the 26 sample photos and
-#: their copies score 0.02-0.58 (the highest: a colour chart and a motion-blurred photo); solid
-#: colours, gradients and smooth noise fields 0.61-0.98.
+#: their copies score 0.02-0.58 (the highest: a colour chart and a motion-blurred photo); 298 of
+#: 300 solid colours, gradients and smooth noise fields 0.6-0.98 (two gradients 0.59).
 LOW_INFORMATION = 0.6
 
 
@@ -212,17 +212,20 @@ class IndexStore:
 
     def vectors(self, items: Sequence[Item] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(keys, matrix)``: the descriptors of ``items`` (default: all), rows in key order."""
-        items = self.items() if items is None else list(items)
+        if items is None:  # only the columns that place each vector: a fraction of reading whole items
+            places = self._db.execute("SELECT key, shard, row FROM items ORDER BY key").fetchall()
+        else:
+            places = [(item.key, item.shard, item.row) for item in items]
         dim = int(self.settings["descriptor"]["dim"])
-        matrix = np.empty((len(items), dim), dtype=np.float32)
-        by_shard: dict[str, list[tuple[int, int]]] = {}
-        for index, item in enumerate(items):
-            by_shard.setdefault(item.shard, []).append((index, item.row))
-        for shard, pairs in by_shard.items():
-            data = self._load_shard(shard)
-            positions, rows = zip(*pairs)
-            matrix[list(positions)] = data[list(rows)]
-        return np.array([item.key for item in items], dtype=np.uint64), matrix
+        matrix = np.empty((len(places), dim), dtype=np.float32)
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}
+        for index, (_, shard, row) in enumerate(places):
+            positions, rows = by_shard.setdefault(shard, ([], []))
+            positions.append(index)
+            rows.append(row)
+        for shard, (positions, rows) in by_shard.items():
+            matrix[positions] = self._load_shard(shard)[rows]
+        return np.array([key for key, _, _ in places], dtype=np.uint64), matrix
 
     def _load_shard(self, shard: str) -> np.ndarray:
         path = self.path / SHARDS / shard
