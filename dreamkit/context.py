@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, ContextManager
 
 import torch
 
 from .errors import DreamkitError
+from .progress import Progress, ProgressBar, SilentProgress
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -35,25 +34,6 @@ def derive_seed(seed: int, *parts: int) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
 
 
-class Progress:
-    """Progress bars on stderr (tqdm), off when stderr is not a terminal or when quiet."""
-
-    def __init__(self, enabled: bool | None = None, stream: Any = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled
-
-    @contextmanager
-    def bar(self, total: int, desc: str) -> Iterator[Any]:
-        """``with context.progress(total, "octave 1") as bar: ... bar.update(1)``."""
-        from tqdm import tqdm
-
-        with tqdm(total=total, desc=desc, file=self.stream, disable=not self.enabled,
-                  leave=False, dynamic_ncols=True) as bar:
-            yield bar
-
-
 @dataclass
 class RunContext:
     """What a step sees besides the image.
@@ -74,7 +54,7 @@ class RunContext:
 
     device: torch.device
     seed: int
-    progress_bars: Progress = field(default_factory=lambda: Progress(False))
+    progress_bars: Progress = field(default_factory=SilentProgress)
     source: str | None = None
     step_index: int = 0
     frame_index: int = 0
@@ -96,8 +76,10 @@ class RunContext:
         """Reset ``generator`` for the current step and frame."""
         self.generator.manual_seed(derive_seed(self.seed, self.step_index, self.frame_index))
 
-    def progress(self, total: int, desc: str) -> Any:
-        """A progress bar context manager (a no-op unless progress is shown)."""
+    def progress(self, total: int, desc: str) -> ContextManager[ProgressBar]:
+        """``with context.progress(total, "octave 1") as bar: bar.update(1); bar.show(loss=0.3)``:
+        a bar of the run's front end (terminal, web page, silent); only what
+        :class:`~dreamkit.progress.ProgressBar` declares may be used."""
         return self.progress_bars.bar(total, desc)
 
     def add_result(self, record: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from .context import Progress, RunContext, resolve_device
+from .context import RunContext, resolve_device
+from .progress import Progress, make_progress
 from .effect import Effect
 from .errors import ConfigError
 from .plugins import PluginHost, get_host
@@ -88,12 +89,6 @@ def _split_top_level(text: str) -> list[str]:
             current.append(char)
     parts.append("".join(current))
     return parts
-
-
-def _progress(progress: "bool | None | Progress") -> Progress:
-    """``progress`` as given (a :class:`Progress`: the caller's own bars, e.g. a web page's), or
-    tqdm bars on, off, or on when stderr is a terminal (``None``)."""
-    return progress if isinstance(progress, Progress) else Progress(progress)
 
 
 def _as_batch(image: Any) -> torch.Tensor:
@@ -194,11 +189,11 @@ class Pipeline:
     ) -> RunResult:
         """Run every step on ``image`` and return the frames with their analysis records.
         ``progress``: tqdm bars on stderr (True, or None: when it is a terminal), or a
-        :class:`~dreamkit.context.Progress` whose bars report elsewhere.
+        :class:`~dreamkit.progress.Progress` whose bars report elsewhere.
 
         ``image`` may also be a list of images: a frame sequence (video frames), which every step
         processes in order, each frame seeing the previous one's input and output."""
-        run = _Run(host or get_host(), resolve_device(device), seed, _progress(progress))
+        run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress))
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         if not images:
             raise ValueError("a pipeline needs an image or a non-empty list of frames")
@@ -222,7 +217,7 @@ class Pipeline:
         raises gets the exception in its place and drops out; the others go on.
 
         A batched step that raises is run again image by image, so only the culprit fails."""
-        run = _Run(host or get_host(), resolve_device(device), seed, _progress(progress))
+        run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress))
         sources = list(sources) if sources is not None else [None] * len(images)
         lanes: list[list[Frame] | Exception] = []
         for image in images:

@@ -347,8 +347,9 @@ def test_each_bad_image_is_a_clear_error(cli, photos, tmp_path, make_bad):
 
 def test_progress_bars_only_on_a_terminal_and_never_when_quiet(capsys):
     import io
+    import time
 
-    from dreamkit.context import Progress
+    from dreamkit.progress import make_progress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -356,10 +357,13 @@ def test_progress_bars_only_on_a_terminal_and_never_when_quiet(capsys):
 
     shown, hidden = Terminal(), io.StringIO()
     for stream in (shown, hidden):
-        with Progress(stream=stream).bar(3, "octave 1") as bar:
-            bar.update(3)
-    assert "octave 1" in shown.getvalue() and hidden.getvalue() == ""
+        with make_progress(None, stream=stream).bar(3, "octave 1") as bar:
+            bar.update(2)
+            bar.show(loss=0.123456, stage="coarse")
+            time.sleep(0.15)  # tqdm redraws at most every 0.1 s
+            bar.update(1)
+    assert "octave 1" in shown.getvalue() and "loss=0.123" in shown.getvalue() and hidden.getvalue() == ""
     quiet = Terminal()
-    with Progress(False, stream=quiet).bar(3, "octave 1") as bar:
+    with make_progress(False, stream=quiet).bar(3, "octave 1") as bar:
         bar.update(3)
     assert quiet.getvalue() == ""

@@ -85,7 +85,7 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
         # Tiles need the whole image's activation counts; one piece counts its own activations.
         objective.counts = activation_counts(extractor, *size) if len(tiles) > 1 else {}
         bar = progress(settings.steps, f"octave {octave + 1}/{len(sizes)} {size[1]}x{size[0]}") if progress else nullcontext()
-        with bar as tick:
+        with bar as tick:  # tick: a dreamkit.progress.ProgressBar, or None without progress
             for step in range(settings.steps):
                 shift = _random_shift(settings.jitter, size, generator)
                 grad, value = jittered_gradient(extractor, objective, current, shift, tiles, geometry)
@@ -97,6 +97,7 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
                 history.append(record)
                 if tick is not None:
                     tick.update(1)
+                    tick.show(objective=value)
                 if on_step is not None:
                     on_step(current, record)
         if octave < len(sizes) - 1:

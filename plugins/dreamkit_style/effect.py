@@ -300,9 +300,8 @@ class Style(Effect):
 
         def report(iteration: int, x: torch.Tensor, parts: LossParts) -> None:
             history.append(Record(scale, iteration, parts))
-            if tick is not None:
-                tick.set_postfix(style=f"{parts.style:.3g}", content=f"{parts.content:.3g}", refresh=False)
-                tick.update(1)
+            tick.show(style=parts.style, content=parts.content)
+            tick.update(1)
             if folder is not None and (iteration + 1) % self.save_every == 0:
                 shown = with_chroma(x, chroma_source) if chroma_source is not None else x.clamp(0, 1)
                 save_image(shown, folder / f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png",

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from dreamkit import hookimpl
-from dreamkit.context import Progress
+from dreamkit.progress import Progress
 from dreamkit.errors import DreamkitError
 from dreamkit.pipeline import Pipeline
 
@@ -72,27 +72,38 @@ class Job:
             raise Cancelled()
 
 
+class _WebBar:
+    """A :class:`~dreamkit.progress.ProgressBar` whose ticks become the job's events."""
+
+    def __init__(self, job: Job, total: int, desc: str) -> None:
+        self.job, self.total, self.desc = job, total, desc
+        self.done = 0
+        self.values: dict[str, Any] = {}
+
+    def update(self, count: int = 1) -> None:
+        self.job.check_cancel()  # where a long step notices Cancel
+        self.done += count
+        self._emit()
+
+    def show(self, **values: Any) -> None:
+        self.values = {key: round(value, 6) if isinstance(value, float) else value for key, value in values.items()}
+
+    def _emit(self) -> None:
+        self.job.emit({"type": "progress", "desc": self.desc, "done": self.done, "total": self.total,
+                       **({"values": self.values} if self.values else {})})
+
+
 class _WebProgress(Progress):
     """Progress bars that become events of the current job (and the place cancelling bites)."""
 
     def __init__(self, job: Job) -> None:
-        super().__init__(enabled=False)
         self.job = job
 
     @contextmanager
-    def bar(self, total: int, desc: str) -> Iterator[Any]:
-        job = self.job
-
-        class Bar:
-            n = 0
-
-            def update(self, count: int = 1) -> None:
-                job.check_cancel()
-                self.n += count
-                job.emit({"type": "progress", "desc": desc, "done": self.n, "total": total})
-
-        job.emit({"type": "progress", "desc": desc, "done": 0, "total": total})
-        yield Bar()
+    def bar(self, total: int, desc: str) -> Iterator[_WebBar]:
+        bar = _WebBar(self.job, total, desc)
+        bar._emit()
+        yield bar
 
 
 _current = threading.local()
