@@ -92,8 +92,9 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     wlist.add_argument("--json", action="store_true")
     wfetch = wsub.add_parser("fetch", help="fetch into the cache (verified)")
     wfetch.add_argument("names", nargs="+", metavar="NAME", help="backbone.NAME, e.g. mobilenet_v2.IMAGENET1K_V1, or 'offline'")
-    wverify = wsub.add_parser("verify", help="check the sha256 of cached files")
-    wverify.add_argument("names", nargs="*", metavar="NAME", help="default: every cached file")
+    wverify = wsub.add_parser("verify", help="check the sha256 of cached files, or print a file's")
+    wverify.add_argument("names", nargs="*", metavar="NAME|FILE",
+                         help="weights names, or files to hash and match against them; default: every cached file")
     wpath = wsub.add_parser("path", help="print the verified path of a weights file")
     wpath.add_argument("name", metavar="NAME")
 
@@ -421,6 +422,11 @@ def cmd_weights(args: argparse.Namespace) -> int:
     names = args.names or [key for key, entry in registry.entries.items() if registry.cached_path(entry).exists()]
     bad = 0
     for name in names:
+        if name not in registry.entries and Path(name).is_file():  # a file of the user's: what is it?
+            actual = sha256_of(Path(name))
+            known = [entry.key for entry in registry.entries.values() if entry.matches(actual)]
+            print(f"{name}: sha256 {actual}; " + (f"matches {', '.join(known)}" if known else "matches no registered weights"))
+            continue
         entry = registry.get(name)
         path = registry.cached_path(entry)
         if not path.exists():

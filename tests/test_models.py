@@ -253,3 +253,12 @@ def test_detectors_load_with_random_weights_and_refuse_unknown_names(weights_hom
     with pytest.raises(WeightsError, match=r"weights 'ssd300_vgg16.COCO_V1' are not available.*ssd300_vgg16_coco-b556d3b4.pth"):
         load_detector("ssd300_vgg16")
     assert len(detector_names()) == 9  # torchvision's, registered by the detect plugin
+
+
+def test_shared_extractor_takes_any_sequence_of_layers(dreamkit_host):
+    from dreamkit.models import shared_extractor
+
+    as_list = shared_extractor(dreamkit_host, "mobilenet_v2", "random", ["features.2"], False, "cpu")
+    assert shared_extractor(dreamkit_host, "mobilenet_v2", "random", ("features.2",), False, "cpu") is as_list
+    with pytest.raises(TypeError, match="a sequence of layer names, not the string 'features.2'"):
+        shared_extractor(dreamkit_host, "mobilenet_v2", "random", "features.2", False, "cpu")

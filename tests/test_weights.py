@@ -138,6 +138,21 @@ def test_failed_sources_are_listed_and_leave_no_partial_file(registry, weights_h
     assert sorted(p.name for p in path.parent.iterdir()) == ["toy3.pt"]
 
 
+@pytest.mark.parametrize("args, kwargs, message", [
+    (("m", "V1", "m.pt", "ab" * 32, 1234), {}, "takes 5 positional arguments"),  # size is keyword-only
+    (("m", "V1", "m.pt", "ab" * 32), {"size": "14 MB"}, "size = '14 MB' is not allowed; expected the file's size"),
+    (("m", "V1", "m.pt", "ab" * 32), {"categories": "cat"}, "categories = 'cat' is not allowed"),
+    (("m", "V1", "m.pt", "ab" * 32), {"sources": ("https://x/m.pt",)}, "expected a tuple of dreamkit.weights.WeightSource"),
+    (("m", "V1", "sub/m.pt", "ab" * 32), {}, "filename = 'sub/m.pt' is not allowed; expected a file name without folders"),
+    (("m", "", "m.pt", "ab" * 32), {}, "name = '' is not allowed; expected a non-empty string"),
+    (("m", "V1", "m.pt", "AB" * 32), {}, "sha256 = 'ABAB"),
+])
+def test_a_wrong_weights_entry_fails_where_it_is_written(args, kwargs, message):
+    with pytest.raises((TypeError, ValueError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        WeightsEntry(*args, **kwargs)
+    assert isinstance(WeightsEntry("m", "V1", "m.pt", "ab" * 32, sources=[FolderSource("/x")]).sources, tuple)
+
+
 def test_registry_rejects_duplicates_bad_hashes_and_other_types(registry, entry):
     with pytest.raises(ValueError, match="already registered"):
         registry.add(entry)
@@ -203,3 +218,32 @@ def test_weights_cli(cli, dreamkit_host, weights_home):
     code, stdout, _ = cli("weights", "list", "--json")
     rows = {row["name"]: row for row in __import__("json").loads(stdout)}
     assert rows["toy.V1"]["cached"] is True
+
+
+def test_weights_verify_names_a_users_file(cli, dreamkit_host, weights_home, tmp_path):
+    data = _state_bytes()
+    dreamkit_host.weights.add(WeightsEntry("toy", "V1", "toy.pt", sha256_of(data)))
+    mine = tmp_path / "downloaded.pt"
+    mine.write_bytes(data)
+    code, stdout, _ = cli("weights", "verify", mine)
+    assert code == 0 and stdout.strip() == f"{mine}: sha256 {sha256_of(data)}; matches toy.V1"
+    mine.write_bytes(data + b"!")
+    code, stdout, _ = cli("weights", "verify", mine)
+    assert code == 0 and "matches no registered weights" in stdout
+    code, _, stderr = cli("weights", "verify", tmp_path / "absent.pt")
+    assert code == 2 and "unknown weights" in stderr
+
+
+def test_a_misspelt_weights_key_is_named_not_read_as_a_file(cli, dreamkit_host, samples, tmp_path):
+    code, _, stderr = cli("run", samples / "coffee.png", "-e", "classify:weights=IMAGENET1K_V2", "-o", tmp_path / "o")
+    assert code == 2 and "Traceback" not in stderr
+    assert ("weights 'IMAGENET1K_V2' for 'mobilenet_v2' are neither registered weights nor an existing file "
+            "(did you mean 'mobilenet_v2.IMAGENET1K_V1'?)") in stderr
+    assert "No such file" not in stderr and not (tmp_path / "o").exists()
+
+
+def test_threads_from_the_environment_are_checked(cli, samples, tmp_path, monkeypatch):
+    monkeypatch.setenv("DREAMKIT_THREADS", "four")
+    code, _, stderr = cli("run", samples / "coffee.png", "-e", "resize:scale=0.5", "-o", tmp_path / "o")
+    assert code == 2 and "DREAMKIT_THREADS='four' is not allowed; expected a positive integer" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "o").exists()

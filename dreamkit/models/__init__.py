@@ -21,7 +21,7 @@ One module per job:
 from __future__ import annotations
 
 from .backbones import (IMAGENET_MEAN, IMAGENET_STD, Backbone, LayerError, LayerInfo, backbone_names, build_backbone,
-                        check_backbone, freeze, input_normalization, layer_aliases, list_layers, load_backbone,
+                        check_backbone, declared_layers, freeze, input_normalization, layer_aliases, list_layers, load_backbone,
                         registered_backbone, resolve_layer, resolve_layers, torchvision_backbone_names)
 from .detectors import Detector, detector_names, load_detector, registered_detector
 from .features import (FeatureExtractor, fold_batchnorm, fold_batchnorm_in_sequentials, outplace_activations, shared_extractor,
@@ -30,7 +30,7 @@ from .loading import default_weights, resolve_weights_key
 from .preprocess import classification_preprocess, weights_categories
 
 __all__ = [
-    "Backbone", "input_normalization", "registered_backbone", "torchvision_backbone_names",
+    "Backbone", "declared_layers", "input_normalization", "registered_backbone", "torchvision_backbone_names",
     "Detector", "detector_names", "registered_detector", "IMAGENET_MEAN", "IMAGENET_STD", "FeatureExtractor", "LayerError", "LayerInfo", "backbone_names",
     "build_backbone", "check_backbone", "classification_preprocess", "default_weights", "fold_batchnorm",
     "fold_batchnorm_in_sequentials", "freeze", "layer_aliases", "list_layers", "load_backbone", "load_detector",

@@ -39,6 +39,9 @@ class Backbone:
     * ``resize_size``, ``crop_size``: its classification preprocessing (resize the shorter side,
       centre crop).
     * ``aliases``: friendly layer names → module paths (optional).
+    * ``layers``: default layers by use, for effects given none: ``"deepdream"`` (the layers to
+      amplify), ``"style"`` and ``"content"`` (style transfer's Gram and content layers); e.g.
+      ``{"deepdream": ("_blocks.9",), "style": (...), "content": (...)}`` (optional).
     """
 
     name: str
@@ -49,6 +52,16 @@ class Backbone:
     crop_size: int = 224
     aliases: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    layers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+def declared_layers(backbone: str, use: str, host: Any = None) -> list[str] | None:
+    """The default layers a plugin's :class:`Backbone` declares for ``use`` (``"deepdream"``,
+    ``"style"``, ``"content"``), or None (torchvision's backbones, or none declared)."""
+    registered = registered_backbone(backbone, host)
+    if registered is None or use not in registered.layers:
+        return None
+    return list(registered.layers[use])
 
 
 def registered_backbone(name: str, host: Any = None) -> Backbone | None:

@@ -12,7 +12,8 @@ from torch import nn
 from dreamkit import Effect, Param
 from dreamkit.errors import ParameterError
 from dreamkit.io import load_image, save_image
-from dreamkit.models import LayerError, build_backbone, default_weights, shared_extractor
+from dreamkit.models import (LayerError, build_backbone, check_backbone, declared_layers, default_weights,
+                             shared_extractor)
 from dreamkit.plugins import PluginHost, get_host
 from dreamkit.tiling import LazyGeometry, feature_shapes, lazy_geometry
 
@@ -20,6 +21,8 @@ from .dream import Settings, dream, zoom
 from .objective import LayerTerm, Objective
 
 GUIDE_MAX_SIDE = 512  # the guide's features are taken once, at about this size
+#: Layers amplified when none are given, for torchvision backbones (a plugin's Backbone declares its own).
+DEFAULT_LAYERS = {"mobilenet_v2": ["features.12"]}
 
 
 class DeepDream(Effect):
@@ -34,7 +37,9 @@ class DeepDream(Effect):
     summary = "DeepDream: octaves, jitter, layer/channel/class objectives, guide image, tiles, zoom."
     backbone = Param(str, "mobilenet_v2", help="torchvision backbone (its weights must be available)")
     weights = Param(str, "default", help="'default', a weights key, or a file path")
-    layers = Param(list, ["features.12"], item=str, min_items=1, help="layers to amplify (`dreamkit layers BACKBONE`)")
+    layers = Param(list, None, item=str, min_items=1,
+                   help="layers to amplify (`dreamkit layers BACKBONE`; default: the backbone's, features.12 for "
+                        "mobilenet_v2)")
     layer_weights = Param(list, None, item=float, help="one weight per layer (default: 1 each)")
     mode = Param(str, "l2", choices=("l2", "mean"), help="per-layer objective: mean squared or mean activation")
     channels = Param(list, None, item=str,
@@ -59,8 +64,8 @@ class DeepDream(Effect):
                                     "result); elsewhere the same as fp32")
 
     def check(self) -> None:
-        if self.layer_weights is not None and len(self.layer_weights) != len(self.layers):
-            raise self.invalid("layer_weights", f"give one weight per layer ({len(self.layers)} layers)")
+        # (a plugin's backbone declares its default layers on the run's host: checked when the run starts)
+        self._check_layer_weights(self.layers or DEFAULT_LAYERS.get(self.backbone))
         if self.save_every and not self.save_dir:
             raise self.invalid("save_every", "also give save_dir, the folder to save into")
         if self.guide is not None and self.classes:
@@ -75,22 +80,40 @@ class DeepDream(Effect):
         """The objective, the feature extractor and its geometry for these parameters, with the
         weights of ``host`` (a run passes its own; default: the process-wide host)."""
         host = host or get_host()
-        weights = self.layer_weights or [1.0] * len(self.layers)
+        layers = self.dream_layers(host)
+        self._check_layer_weights(layers)
+        weights = self.layer_weights or [1.0] * len(layers)
         class_indices, logits_layer = self._classes(host)
-        terms = [LayerTerm(layer, weight) for layer, weight in zip(self.layers, weights)]
+        terms = [LayerTerm(layer, weight) for layer, weight in zip(layers, weights)]
         objective = Objective(terms, self.mode, classes=class_indices, logits_layer=logits_layer)
         try:
             extractor = shared_extractor(host, self.backbone, self.weights, tuple(objective.layers), self.fast,
                                    str(device))
         except LayerError as exc:
-            raise ParameterError(f"effect 'deepdream': parameter 'layers' = {self.layers!r}: {exc}") from None
+            raise ParameterError(f"effect 'deepdream': parameter 'layers' = {layers!r}: {exc}") from None
         if self.channels:
-            paths = [extractor.paths[layer] for layer in self.layers]
-            self._apply_channels(terms, feature_shapes(extractor, 64, 64), paths)
+            paths = [extractor.paths[layer] for layer in layers]
+            self._apply_channels(terms, feature_shapes(extractor, 64, 64), paths, layers)
         if self.guide is not None:
             objective.guide = self._guide_features(extractor, terms, device)
         layers = tuple(objective.layers)
         return objective, extractor, lazy_geometry(extractor, layers)
+
+    def _check_layer_weights(self, layers: list[str] | None) -> None:
+        if self.layer_weights is not None and layers is not None and len(self.layer_weights) != len(layers):
+            raise self.invalid("layer_weights", f"give one weight per layer ({len(layers)} layers)")
+
+    def dream_layers(self, host: PluginHost) -> list[str]:
+        """The layers to amplify: as given, else what the backbone declares (a plugin's
+        :class:`~dreamkit.models.Backbone` ``layers["deepdream"]``), else dreamkit's default for it."""
+        if self.layers is not None:
+            return list(self.layers)
+        layers = declared_layers(self.backbone, "deepdream", host) or DEFAULT_LAYERS.get(self.backbone)
+        if not layers:
+            check_backbone(self.backbone, host)  # an unknown name is the first thing to say
+            raise self.invalid("layers", f"backbone '{self.backbone}' has no default layers to amplify: give layers=[...] "
+                                         f"(see `dreamkit layers {self.backbone}`)")
+        return list(layers)
 
     def _classes(self, host: PluginHost) -> tuple[list[int], str | None]:
         if not self.classes:
@@ -109,7 +132,8 @@ class DeepDream(Effect):
             indices.append(lookup[name.lower()])
         return indices, _logits_layer(self.backbone, len(categories), host)
 
-    def _apply_channels(self, terms: list[LayerTerm], shapes: dict[str, torch.Size], paths: list[str]) -> None:
+    def _apply_channels(self, terms: list[LayerTerm], shapes: dict[str, torch.Size], paths: list[str],
+                        layers: list[str]) -> None:
         if not self.channels:
             return
         by_name = {**{t.layer: t for t in terms}, **{p: t for p, t in zip(paths, terms)}}
@@ -117,7 +141,7 @@ class DeepDream(Effect):
             layer, _, number = spec.rpartition(":")
             targets = [by_name[layer]] if layer in by_name else terms if not layer else None
             if targets is None:
-                raise self.invalid("channels", f"'{spec}' names layer '{layer}', which is not in layers {self.layers}")
+                raise self.invalid("channels", f"'{spec}' names layer '{layer}', which is not in layers {layers}")
             try:
                 channel = int(number)
             except ValueError:

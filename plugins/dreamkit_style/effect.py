@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dreamkit import Effect, Param
 from dreamkit.errors import DreamkitError, ParameterError
 from dreamkit.io import load_image, open_image, save_image
-from dreamkit.models import LayerError, shared_extractor
+from dreamkit.models import LayerError, check_backbone, declared_layers, shared_extractor, torchvision_backbone_names
 from dreamkit.plugins import PluginHost
 from dreamkit.tiling import choose_tile_size, lazy_geometry, plan_tiles
 
@@ -111,10 +111,13 @@ class Style(Effect):
             values = getattr(self, name)
             if values is not None and any(w < 0 for w in values):
                 raise self.invalid(name, "weights must be >= 0")
-        style_layers, content_layers = self.layer_names()
-        self._check_same_length("style_layer_weights", self.style_layer_weights, "style layer", len(style_layers))
-        self._check_same_length("content_layer_weights", self.content_layer_weights, "content layer",
-                                len(content_layers))
+        if self.backbone in DEFAULT_LAYERS or (self.style_layers is not None and self.content_layers is not None) \
+                or self.backbone in torchvision_backbone_names():
+            # (a plugin's backbone declares its layers on the run's host: checked when the run starts)
+            style_layers, content_layers = self.layer_names()
+            self._check_same_length("style_layer_weights", self.style_layer_weights, "style layer", len(style_layers))
+            self._check_same_length("content_layer_weights", self.content_layer_weights, "content layer",
+                                    len(content_layers))
         if self.init not in ("content", "noise"):
             if not Path(self.init).is_file():
                 raise self.invalid("init", "expected 'content', 'noise' or an existing image file")
@@ -127,11 +130,17 @@ class Style(Effect):
         if values is not None and len(values) != count:
             raise self.invalid(name, f"give one value per {what} ({count} {what}{'s' if count != 1 else ''})")
 
-    def layer_names(self) -> tuple[list[str], list[str]]:
-        """The style and content layers: as given, else the backbone's defaults."""
-        defaults = DEFAULT_LAYERS.get(self.backbone)
+    def layer_names(self, host: PluginHost | None = None) -> tuple[list[str], list[str]]:
+        """The style and content layers: as given, else what the backbone declares (a plugin's
+        :class:`~dreamkit.models.Backbone` ``layers["style"]``/``["content"]``, looked up in
+        ``host``), else dreamkit's defaults for it."""
+        declared = (declared_layers(self.backbone, "style", host), declared_layers(self.backbone, "content", host)) \
+            if host is not None else (None, None)
+        defaults = DEFAULT_LAYERS.get(self.backbone) or (declared if None not in declared else None)
         if defaults is None and (self.style_layers is None or self.content_layers is None):
-            raise self.invalid("backbone", "this backbone has no default layers: give style_layers and "
+            if host is not None:
+                check_backbone(self.backbone, host)  # an unknown name is the first thing to say
+            raise self.invalid("backbone", "this backbone declares no default layers: give style_layers and "
                                            f"content_layers (see `dreamkit layers {self.backbone}`)")
         style = self.style_layers if self.style_layers is not None else defaults[0]
         content = self.content_layers if self.content_layers is not None else defaults[1]
@@ -142,7 +151,9 @@ class Style(Effect):
     # -- network -------------------------------------------------------------------------
     def network(self, device: torch.device, host: PluginHost) -> tuple[torch.nn.Module, dict[str, float], dict[str, float]]:
         """The feature extractor and the style and content layers with their weights."""
-        style, content = self.layer_names()
+        style, content = self.layer_names(host)
+        self._check_same_length("style_layer_weights", self.style_layer_weights, "style layer", len(style))
+        self._check_same_length("content_layer_weights", self.content_layer_weights, "content layer", len(content))
         layers = tuple(dict.fromkeys(style + content))
         try:
             extractor = shared_extractor(host, self.backbone, self.weights, layers, self.fast, str(device))

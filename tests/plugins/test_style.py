@@ -379,7 +379,7 @@ def test_smoothing_is_on_by_default_for_mobilenet_and_sets_temperatures(styles):
 
 
 def test_a_backbone_without_default_layers_needs_them_named(styles):
-    with pytest.raises(ParameterError, match="no default layers: give style_layers and content_layers"):
+    with pytest.raises(ParameterError, match="declares no default layers: give style_layers and content_layers"):
         Style(style=[styles[0]], backbone="resnet18", weights="random")
     effect = Style(style=[styles[0]], backbone="resnet18", weights="random", style_layers=["layer1", "layer2"],
                    content_layers=["layer2"], iterations=1, scales=1)
