@@ -350,10 +350,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     report = replay(args.png, input_path=args.input, device=args.device)
     for key, (old, new) in report.version_changes.items():
         print(f"note: {key} was {old}, now {new}", file=sys.stderr)
+    compared = "" if report.compared == "PNG" else f" (compared as {report.compared})"
     if report.identical:
-        print(f"{args.png}: replay reproduces the image exactly")
+        print(f"{args.png}: replay reproduces the image exactly{compared}")
     else:
-        print(f"{args.png}: replay differs in {report.differing_pixels} pixels (max difference {report.max_difference}/255)")
+        print(f"{args.png}: replay differs in {report.differing_pixels} pixels (max difference "
+              f"{report.max_difference}/255){compared}")
         for key, (old, new) in report.platform_changes.items():
             print(f"note: {key} was {old}, now {new} (float rounding depends on it)", file=sys.stderr)
         if not report.platform_changes and not report.version_changes:

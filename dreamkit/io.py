@@ -10,6 +10,7 @@ records made for them): PNGs in iTXt chunks, JPEG and WebP in the EXIF ImageDesc
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
 DEFAULT_MAX_PIXELS = 89_478_485
 RECIPE_KEY = "dreamkit-recipe"
 RESULTS_KEY = "dreamkit-results"
+#: JPEG/WebP outputs: {"format", "quality"} of the encoding (PNG is lossless: nothing to record).
+ENCODING_KEY = "dreamkit-encoding"
 #: EXIF ImageDescription: where JPEG and WebP outputs keep {RECIPE_KEY: ..., RESULTS_KEY: ...} as JSON.
 _EXIF_DESCRIPTION = 0x010E
 
@@ -253,23 +256,39 @@ def save_image(
     path = Path(path)
     fmt = _checked_target(path, OUTPUT_FORMATS, "output", overwrite, inputs)
     pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
-    options: dict[str, Any] = {}
+    pil, options = _encoding(pil, fmt, quality)
     metadata = {key: value for key, value in ((RECIPE_KEY, recipe), (RESULTS_KEY, results)) if value}
     if fmt == "PNG" and metadata:
         info = PngImagePlugin.PngInfo()
         for key, value in metadata.items():
             info.add_itxt(key, json.dumps(value, sort_keys=True), zip=True)
         options["pnginfo"] = info
-    elif fmt in ("JPEG", "WEBP"):
-        options["quality"] = quality
-        if fmt == "JPEG" and pil.mode == "RGBA":
-            pil = pil.convert("RGB")
-        if metadata:
-            exif = Image.Exif()
-            exif[_EXIF_DESCRIPTION] = json.dumps(metadata, sort_keys=True)  # ASCII: json escapes the rest
-            options["exif"] = exif.tobytes()
+    elif metadata:  # JPEG/WebP: how the pixels were encoded too, so a replay can encode its own the same way
+        metadata[ENCODING_KEY] = {"format": fmt, "quality": quality}
+        exif = Image.Exif()
+        exif[_EXIF_DESCRIPTION] = json.dumps(metadata, sort_keys=True)  # ASCII: json escapes the rest
+        options["exif"] = exif.tobytes()
     _atomic(path, lambda tmp: pil.save(tmp, format=fmt, **options))
     return path
+
+
+def _encoding(pil: Image.Image, fmt: str, quality: int) -> tuple[Image.Image, dict[str, Any]]:
+    """The image as ``fmt`` stores it and the encoder's options (lossy formats: ``quality``)."""
+    if fmt not in ("JPEG", "WEBP"):
+        return pil, {}
+    return (pil.convert("RGB") if fmt == "JPEG" and pil.mode == "RGBA" else pil), {"quality": quality}
+
+
+def through_encoding(image: torch.Tensor, fmt: str, quality: int) -> Image.Image:
+    """``image`` encoded as :func:`save_image` encodes it for ``fmt`` and decoded again: the pixels
+    a lossy output of it holds (what a replay compares with a JPEG or WebP output)."""
+    pil, options = _encoding(tensor_to_pil(image), fmt, quality)
+    buffer = io.BytesIO()
+    pil.save(buffer, format=fmt, **options)
+    buffer.seek(0)
+    decoded = Image.open(buffer)
+    decoded.load()
+    return decoded
 
 
 def save_animation(

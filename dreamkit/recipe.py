@@ -17,6 +17,7 @@ RECIPE_FORMAT = "dreamkit-recipe/1"
 
 def make_recipe(pipeline: Pipeline, seed: int, device: torch.device, source: dict[str, Any] | None) -> dict[str, Any]:
     """What is embedded in every output: enough to replay the run exactly."""
+    import PIL
     import torchvision
 
     from . import __version__
@@ -33,6 +34,7 @@ def make_recipe(pipeline: Pipeline, seed: int, device: torch.device, source: dic
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
             "python": platform.python_version(),
+            "pillow": PIL.__version__,  # its codecs encode JPEG and WebP outputs
         },
     }
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .errors import DreamkitError
-from .io import load_image, open_image, read_recipe, tensor_to_pil
+from .io import ENCODING_KEY, load_image, open_image, read_metadata, read_recipe, tensor_to_pil, through_encoding
 from .pipeline import Pipeline
 from .plugins import PluginHost
 from .recipe import RECIPE_FORMAT, make_recipe
@@ -29,6 +29,9 @@ class ReplayReport:
     version_changes: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Thread count, CPU capability, CPU and GPU that differ from the recording: why last bits may differ.
     platform_changes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: How the pixels were compared: "PNG" (lossless), or how a JPEG/WebP output's were (through
+    #: the same encoding as the output's, or, for a file that does not record it, a lossy decode).
+    compared: str = "PNG"
 
 
 def replay(
@@ -61,7 +64,7 @@ def replay(
     if device is None:
         device = "cuda" if recipe.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
     pipeline = Pipeline.from_config(recipe["pipeline"], host=host)
-    image = load_image(path, background=source.get("background", "white"))
+    image = _load_input(path, source)
     result = pipeline.run(image, seed=int(recipe["seed"]), device=device, host=host)
     frame = recipe.get("frame")
     index = 0 if frame is None else int(frame)
@@ -69,9 +72,17 @@ def replay(
         raise DreamkitError(f"{png}: recipe names frame {index} but the replay produced {len(result.frames)} frames")
     replayed = result.frames[index].image
 
-    replayed_pil = tensor_to_pil(replayed)
-    new = np.asarray(replayed_pil, dtype=np.int16)
     with open_image(png) as original_image:
+        fmt = original_image.format
+        encoding = read_metadata(png).get(ENCODING_KEY) if fmt in ("JPEG", "WEBP") else None
+        if fmt in ("JPEG", "WEBP") and encoding:
+            replayed_pil = through_encoding(replayed, encoding["format"], int(encoding["quality"]))
+            compared = f"{encoding['format']} at quality {encoding['quality']}, encoded the same way as the output"
+        else:
+            replayed_pil = tensor_to_pil(replayed)
+            compared = fmt if fmt not in ("JPEG", "WEBP") else \
+                f"a lossy {fmt} decode (the file does not record its encoding): expect the codec's differences"
+        new = np.asarray(replayed_pil, dtype=np.int16)
         original = np.asarray(original_image.convert(replayed_pil.mode), dtype=np.int16)
     if new.shape != original.shape:
         identical, max_diff, differing = False, 255, int(np.prod(original.shape[:2]))
@@ -82,7 +93,22 @@ def replay(
         differing = int(diff.reshape(diff.shape[0], diff.shape[1], -1).any(axis=2).sum())
     now = make_recipe(pipeline, int(recipe["seed"]), torch.device(device), None)
     return ReplayReport(replayed, recipe, identical, max_diff, differing, _changes(recipe, now, "versions"),
-                        _changes(recipe, now, "platform"))
+                        _changes(recipe, now, "platform"), compared)
+
+
+def _load_input(path: Path, source: dict[str, Any]) -> torch.Tensor:
+    """The recorded input: the image, or the recorded frame of a video."""
+    frame = source.get("video_frame")
+    if frame is None:
+        return load_image(path, background=source.get("background", "white"))
+    from .batch.video import FrameReader
+    from .io import max_pixels_from_env
+
+    reader = FrameReader()
+    try:
+        return reader.read(path, int(frame), max_pixels_from_env())
+    finally:
+        reader.close()
 
 
 def _changes(recorded: dict[str, Any], now: dict[str, Any], section: str) -> dict[str, tuple[str, str]]:
