@@ -8,8 +8,7 @@ The public API:
 * :mod:`dreamkit.ops` (accelerated ops), :mod:`dreamkit.weights` (verified model weights)
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .context import RunContext
 from .effect import Effect, Param
 from .errors import (ConfigError, DreamkitError, ImageLoadError, OutputError, ParameterError, PluginError,

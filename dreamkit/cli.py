@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .commands import require_positive
+
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = logging.getLogger("dreamkit")
 
@@ -170,16 +172,8 @@ def _messages_on_stderr(quiet: bool) -> Iterator[None]:
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
 
 
-def require_positive(value: int | None, option: str) -> None:
-    """A usage error unless ``value`` (an option's) is None or a positive integer."""
-    if value is not None and value < 1:
-        from .errors import DreamkitError
-
-        raise DreamkitError(f"{option} {value} is not allowed; expected a positive integer")
-
-
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return f"dreamkit {__version__}"
 
@@ -270,26 +264,10 @@ def _describe_item(item: dict[str, Any]) -> str:
     return " ".join(head + rest)
 
 
-def effect_listing(host: Any) -> list[dict[str, Any]]:
-    """Every effect of ``host`` with its declared parameters (type, default, allowed values in
-    words, bounds, choices, help): what ``dreamkit effects --json`` prints and the web page's forms use."""
-    listing = []
-    for name in sorted(host.effects):
-        effect = host.effects[name]
-        params = [
-            {"name": key, "type": p.type_name(), "default": p.default, "allowed": p.allowed(), "help": p.help,
-             "min": p.min, "max": p.max, "gt": p.gt, "choices": list(p.choices) if p.choices is not None else None,
-             "optional": p.optional}
-            for key, p in effect.params.items()
-        ]
-        listing.append({"name": name, "summary": effect.summary, "plugin": host.effect_owner(name), "params": params})
-    return listing
-
-
 def cmd_effects(args: argparse.Namespace) -> int:
     from .plugins import get_host
 
-    listing = effect_listing(get_host())
+    listing = get_host().effect_listing()
     if args.json:
         _print_json(listing)
         return EXIT_OK

@@ -44,9 +44,8 @@ class RunContext:
       numbers with it (on the CPU) and move them to ``device``.
     * ``results``: analysis records for the current frame; add with :meth:`add_result`.
     * ``source``: the input's file name (or ``None`` for in-memory images).
-    * ``host``: the run's :class:`~dreamkit.plugins.PluginHost`: effects load weights, models and
-      anything else plugins registered through it, never through a global (default: the
-      process-wide host, for contexts made by hand).
+    * ``host``: the run's :class:`~dreamkit.plugins.PluginHost` (required): effects load weights,
+      models and anything else plugins registered through it, never through a global.
     * ``previous_input`` / ``previous_output``: in a frame sequence, this step's input and output
       for the previous frame (``None`` for a single image and for the first frame). An effect that
       keeps a sequence coherent (``style``) starts from them; others ignore them.
@@ -66,9 +65,8 @@ class RunContext:
 
     def __post_init__(self) -> None:
         if self.host is None:
-            from .plugins import get_host
-
-            self.host = get_host()
+            raise TypeError("RunContext needs the run's plugin host: RunContext(..., host=host) "
+                            "(dreamkit.get_host() is the process-wide one)")
         self.generator = torch.Generator("cpu")
         self.reseed()
 

@@ -25,7 +25,7 @@ def diagnose() -> dict[str, Any]:
     import torch
     import torchvision
 
-    from . import __version__
+    from ._version import __version__
     from .ops import backend, build_info, load_error, op_kernels
     from .weights import cache_dir
 

@@ -101,6 +101,13 @@ class Param:
             parts.append(f"<= {self.max}")
         return (" " + " and ".join(parts)) if parts else ""
 
+    def describe(self) -> dict[str, Any]:
+        """The declaration as plain data: what ``dreamkit effects --json`` prints and the web
+        page builds its forms from."""
+        return {"name": self.name, "type": self.type_name(), "default": self.default, "allowed": self.allowed(),
+                "help": self.help, "min": self.min, "max": self.max, "gt": self.gt,
+                "choices": list(self.choices) if self.choices is not None else None, "optional": self.optional}
+
     def type_name(self) -> str:
         return f"list[{self.item.__name__}]" if self.kind is list else self.kind.__name__
 

@@ -98,8 +98,8 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.effects: dict[str, type[Effect]] = {}
-        self.backbones: dict[str, Any] = {}  # name -> dreamkit.models.Backbone
-        self.detectors: dict[str, Any] = {}  # name -> dreamkit.models.Detector
+        self.backbones: dict[str, Any] = {}  # name -> dreamkit.networks.Backbone
+        self.detectors: dict[str, Any] = {}  # name -> dreamkit.networks.Detector
         self.commands: dict[str, Any] = {}  # name -> dreamkit.commands.Command
         self.failures: list[PluginFailure] = []
         self.skipped: list[str] = []  # disabled by name
@@ -212,13 +212,13 @@ class PluginHost:
                                    on_add=lambda name: self._owners.__setitem__(name, plugin))
 
     def _collect_backbones(self, plugin: Any) -> list[str]:
-        from .models import Backbone, torchvision_backbone_names
+        from .networks import Backbone, torchvision_backbone_names
 
         return self._collect_named(plugin, "dreamkit_register_backbones", self.backbones, "backbone",
                                    self._by_name(Backbone, self.backbones, reserved=torchvision_backbone_names))
 
     def _collect_detectors(self, plugin: Any) -> list[str]:
-        from .models import Detector
+        from .networks import Detector
 
         return self._collect_named(plugin, "dreamkit_register_detectors", self.detectors, "detector",
                                    self._by_name(Detector, self.detectors))
@@ -299,6 +299,13 @@ class PluginHost:
             available = ", ".join(sorted(self.effects)) or "(none: no effect plugins are loaded)"
             raise UnknownEffectError(f"unknown effect '{name}'{hint}; available effects: {available}") from None
 
+    def effect_listing(self) -> list[dict[str, Any]]:
+        """Every effect with its declared parameters (:meth:`~dreamkit.effect.Param.describe`), by
+        name: what ``dreamkit effects --json`` prints and the web page's forms use."""
+        return [{"name": name, "summary": self.effects[name].summary, "plugin": self.effect_owner(name),
+                 "params": [param.describe() for param in self.effects[name].params.values()]}
+                for name in sorted(self.effects)]
+
     def plugins(self) -> list[PluginInfo]:
         """Every loaded plugin, core hooks first, then in load order."""
         return list(self._info.values())
@@ -327,7 +334,7 @@ def _unknown_hook_names(plugin: Any) -> list[str]:
 
 
 def _own_version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

@@ -20,7 +20,7 @@ def make_recipe(pipeline: Pipeline, seed: int, device: torch.device, source: dic
     import PIL
     import torchvision
 
-    from . import __version__
+    from ._version import __version__
 
     return {
         "format": RECIPE_FORMAT,

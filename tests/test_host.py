@@ -82,10 +82,12 @@ def test_model_caches_are_per_host(cat, monkeypatch):
     assert loads == [first, second]
 
 
-def test_a_context_made_by_hand_gets_the_default_host(dreamkit_host):
+def test_a_context_is_given_its_host_never_a_default(dreamkit_host):
     from dreamkit.context import RunContext
 
-    assert RunContext(torch.device("cpu"), 0).host is dreamkit_host
+    with pytest.raises(TypeError, match="RunContext needs the run's plugin host"):
+        RunContext(torch.device("cpu"), 0)
+    assert RunContext(torch.device("cpu"), 0, host=dreamkit_host).host is dreamkit_host
 
 
 def test_disabling_detect_removes_its_weights(monkeypatch, cli):

@@ -102,8 +102,8 @@ def test_results_are_collected_per_image_and_copied_into_each_frame(host, dreamk
     assert result.results[0][0]["step"] == 0
 
 
-def test_results_must_be_json_serialisable():
-    context = RunContext(torch.device("cpu"), 0)
+def test_results_must_be_json_serialisable(dreamkit_host):
+    context = RunContext(torch.device("cpu"), 0, host=dreamkit_host)
     with pytest.raises(TypeError, match="JSON-serialisable"):
         context.add_result({"tensor": torch.zeros(1)})
 

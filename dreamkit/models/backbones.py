@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -20,39 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import DreamkitError
+from ..networks import IMAGENET_MEAN, IMAGENET_STD, Backbone, torchvision_backbone_names
 from .loading import _host, _load_registered
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a registration, not a value
-class Backbone:
-    """A network a plugin adds by name; ``deepdream``, ``classify`` (and every effect that takes a
-    ``backbone``) then use it exactly like torchvision's. Its weights are registered as usual
-    (``dreamkit_register_weights``, ``WeightsEntry(backbone=name, ...)``).
-
-    * ``build()``: the architecture as an ``nn.Module`` (initialised any way: dreamkit seeds the
-      random state for ``weights="random"`` and builds it on the meta device to load real weights).
-      Layers are its module paths; it must be traceable by torch.fx (no Python branches on sizes).
-    * ``mean``, ``std``: the input normalisation its weights expect, for 0..1 RGB images.
-    * ``resize_size``, ``crop_size``: its classification preprocessing (resize the shorter side,
-      centre crop).
-    * ``aliases``: friendly layer names → module paths (optional).
-    * ``layers``: default layers by use, for effects given none: ``"deepdream"`` (the layers to
-      amplify), ``"style"`` and ``"content"`` (style transfer's Gram and content layers); e.g.
-      ``{"deepdream": ("_blocks.9",), "style": (...), "content": (...)}`` (optional).
-    """
-
-    name: str
-    build: Callable[[], nn.Module]
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    resize_size: int = 256
-    crop_size: int = 224
-    aliases: Mapping[str, str] = field(default_factory=dict)
-    description: str = ""
-    layers: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 def declared_layers(backbone: str, use: str, host: Any = None) -> list[str] | None:
@@ -90,13 +58,6 @@ def _vgg_aliases(blocks: Sequence[int]) -> dict[str, str]:
         aliases[f"pool{block}"] = f"features.{index}"
         index += 1
     return aliases
-
-
-def torchvision_backbone_names() -> list[str]:
-    """Every classification backbone torchvision can build."""
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def backbone_names(host: Any = None) -> list[str]:

@@ -117,7 +117,7 @@ def _update(args: argparse.Namespace) -> int:
 
 def _check_running(args: argparse.Namespace) -> None:
     from dreamkit.batch import make_engine
-    from dreamkit.cli import require_positive
+    from dreamkit.commands import require_positive
     from dreamkit.context import resolve_device
 
     require_positive(args.max_pixels, "--max-pixels")  # --workers: make_engine checks it

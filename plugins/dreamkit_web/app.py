@@ -21,7 +21,6 @@ import asyncio
 import json
 import secrets
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,60 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-
-#: Largest upload accepted (bytes); the image checks then bound its pixels.
-MAX_UPLOAD = 25 * 1024 * 1024
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
-STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class ServerSettings:
-    """How one server runs: its token, the names it answers to, its device and limits."""
-
-    port: int = 8765
-    bind: str = "127.0.0.1"
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    allow_hosts: tuple[str, ...] = ()
-    device: str = "auto"
-    max_upload: int = MAX_UPLOAD
-    max_pixels: int | None = None
-
-    def allowed_hosts(self) -> set[str]:
-        names = {*LOOPBACK, *self.allow_hosts}
-        if self.bind not in ("0.0.0.0", "::", ""):
-            names.add(f"[{self.bind}]" if ":" in self.bind else self.bind)
-        return {name.lower() for name in names} | {f"{name}:{self.port}".lower() for name in names}
-
-
-def samples() -> dict[str, Path]:
-    """The sample photos the page offers, by name (from scikit-image and matplotlib, if installed)."""
-    found: dict[str, Path] = {}
-    try:
-        import skimage.data
-
-        folder = Path(skimage.data.__file__).parent
-        for name in ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"):
-            if (folder / name).is_file():
-                found[name] = folder / name
-    except ImportError:
-        pass
-    try:
-        import matplotlib
-
-        path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-        if path.is_file():
-            found[path.name] = path
-    except ImportError:
-        pass
-    return found
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+from .settings import STATIC, ApiError, ServerSettings, samples
 
 
 def create_app(settings: ServerSettings | None = None, host: Any = None) -> FastAPI:
@@ -151,9 +97,7 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
 
     @app.get("/api/effects")
     async def effects() -> Any:
-        from dreamkit.cli import effect_listing
-
-        return effect_listing(host)
+        return host.effect_listing()
 
     @app.get("/api/samples")
     async def sample_list() -> Any:

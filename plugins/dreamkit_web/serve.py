@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
         raise DreamkitError("dreamkit serve needs the web extra: pip install 'dreamkit[web]'") from None
     from dreamkit.context import resolve_device
 
-    from .app import LOOPBACK, ServerSettings, create_app
+    from .app import create_app
+    from .settings import LOOPBACK, ServerSettings
 
     if not 0 <= args.port <= 65535:
         raise DreamkitError(f"--port {args.port} is not allowed; expected 0 to 65535")

@@ -18,7 +18,7 @@ import torch
 
 from dreamkit.errors import DreamkitError
 
-from .app import ApiError, ServerSettings
+from .settings import ApiError, ServerSettings
 
 
 @dataclass

@@ -40,7 +40,7 @@ def styles(samples, tmp_path_factory):
 
 
 def stylise(effect, image, seed=0):
-    return effect.stylise(image, RunContext(torch.device("cpu"), seed))
+    return effect.stylise(image, RunContext(torch.device("cpu"), seed, host=_host()))
 
 
 def quick(styles, **params):
