@@ -195,7 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.inputs and not args.list_files:
         raise DreamkitError("no inputs: name image files, folders or patterns, - for stdin, or --list FILE")
     log.debug("runtime: %s", configure(args.threads))
-    pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects)
+    # file parameters resolved now (a recipe's relative to it): the plan's resume check and every
+    # recipe written record each file's sha256
+    pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects).resolved()
     engine = make_engine(args.engine, workers=args.workers, address=args.ray_address)
     settings = BatchSettings(seed=args.seed, device=args.device, background=parse_color(args.background),
                              max_pixels=args.max_pixels, progress=None if not args.quiet else False)

@@ -37,6 +37,10 @@ class Param:
     ``kind`` is ``int``, ``float``, ``bool``, ``str`` or ``list`` (then ``item`` gives the element
     type). ``min``/``max`` are inclusive bounds, ``gt`` an exclusive lower bound; ``choices`` an
     explicit set of allowed values. A ``default`` of ``None`` makes the parameter optional.
+    ``resource`` (``"image"``, ``"file"``, ``"folder"``, ``"output"``) marks a parameter whose value
+    names a file: front ends resolve it into a :class:`~dreamkit.resources.Resource` (paths on the
+    command line and in recipes, uploads on the web page), which the effect opens like a path;
+    ``words`` are its values that are not files (``"content"``, ``"default"``).
     """
 
     def __init__(
@@ -51,13 +55,25 @@ class Param:
         choices: Sequence[Any] | None = None,
         item: type | None = None,
         min_items: int = 0,
+        resource: str | None = None,
+        words: Sequence[str] = (),
     ) -> None:
         if kind not in (*_SCALARS, list):
             raise TypeError(f"Param kind must be int, float, bool, str or list, not {kind!r}")
         if kind is list and item not in _SCALARS:
             raise TypeError("a list Param needs item=int, float, bool or str")
+        if resource is not None:
+            from .resources import KINDS
+
+            if resource not in KINDS or (kind if kind is not list else item) is not str:
+                raise TypeError(f"resource={resource!r}: a file parameter is a str (or a list of str) Param with "
+                                f"resource one of {', '.join(KINDS)}")
         self.kind = kind
         self.item = item
+        #: Set when the value names a file (see :mod:`dreamkit.resources`): front ends resolve it.
+        self.resource = resource
+        #: Values of a file parameter that are words, not files (``"content"``, ``"default"``).
+        self.words = tuple(words)
         self.help = help
         self.min, self.max, self.gt = min, max, gt
         self.choices = tuple(choices) if choices is not None else None
@@ -106,7 +122,8 @@ class Param:
         page builds its forms from."""
         return {"name": self.name, "type": self.type_name(), "default": self.default, "allowed": self.allowed(),
                 "help": self.help, "min": self.min, "max": self.max, "gt": self.gt,
-                "choices": list(self.choices) if self.choices is not None else None, "optional": self.optional}
+                "choices": list(self.choices) if self.choices is not None else None, "optional": self.optional,
+                "resource": self.resource}
 
     def type_name(self) -> str:
         return f"list[{self.item.__name__}]" if self.kind is list else self.kind.__name__
@@ -165,7 +182,7 @@ class Param:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             value = float(value) if ok else value
         else:
-            ok = isinstance(value, str)
+            ok = isinstance(value, str) or (self.resource is not None and _is_resource(value))
         if ok and self.choices is not None:
             ok = value in self.choices
         if ok and kind in (int, float):
@@ -269,7 +286,7 @@ class Effect:
         """``{"effect": name, "params": {...}}`` with every parameter that is set, so a recipe
         replays exactly even if a default changes later. Unset optional parameters (``None``) are
         left out: TOML has no null, and leaving them out restores them as unset."""
-        return {"effect": self.name, "params": {k: v for k, v in self.values.items() if v is not None}}
+        return {"effect": self.name, "params": {k: _plain(v) for k, v in self.values.items() if v is not None}}
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other._values == self._values  # type: ignore[attr-defined]
@@ -293,6 +310,20 @@ def check_effect_class(cls: Any) -> None:
         )
     if cls.apply is Effect.apply:
         raise TypeError(f"{cls.__qualname__} does not implement apply(image, context)")
+
+
+def _is_resource(value: Any) -> bool:
+    from .resources import Resource
+
+    return isinstance(value, Resource)
+
+
+def _plain(value: Any) -> Any:
+    """A value as a recipe holds it: a resolved file by the name it was given (the recipe's
+    ``resources`` section holds where it was and its sha256)."""
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value.name if _is_resource(value) else value
 
 
 def _copy(value: Any) -> Any:

@@ -133,7 +133,9 @@ class Pipeline:
     @classmethod
     def from_config(cls, config: dict[str, Any] | str | Path, host: PluginHost | None = None) -> "Pipeline":
         """Build from a dict, or from a ``.json``/``.toml`` recipe file or a dreamkit PNG."""
+        base = None
         if isinstance(config, (str, Path)):
+            base = Path(config).parent  # files a recipe names are relative to the recipe
             config = load_config_file(Path(config))
         host = host or get_host()
         if not isinstance(config, dict):
@@ -155,7 +157,17 @@ class Pipeline:
             if not isinstance(params, dict):
                 raise ConfigError(f"pipeline config: step {index}: 'params' must be a mapping")
             built.append(host.effect(step["effect"])(**params))
-        return cls(built)
+        pipeline = cls(built)
+        return pipeline.resolved(host, base) if base is not None else pipeline
+
+    def resolved(self, host: PluginHost | None = None, base: str | Path | None = None) -> "Pipeline":
+        """This pipeline with every file parameter resolved (:mod:`dreamkit.resources`): paths
+        relative to ``base`` (default: the working folder) become resources with their sha256.
+        Returns ``self`` when there is nothing left to resolve. ``run`` calls it; front ends that
+        take files another way (the web page's uploads) resolve first with their own resolver."""
+        from .resources import PathResolver, resolve_pipeline
+
+        return resolve_pipeline(self, PathResolver(Path(base) if base is not None else None, host or get_host()))
 
     def to_config(self) -> dict[str, Any]:
         """``{"steps": [{"effect": name, "params": {...}}, ...]}``, plain JSON/TOML-able data."""
@@ -194,11 +206,12 @@ class Pipeline:
         ``image`` may also be a list of images: a frame sequence (video frames), which every step
         processes in order, each frame seeing the previous one's input and output."""
         run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress))
+        steps = self.resolved(run.host).steps
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         if not images:
             raise ValueError("a pipeline needs an image or a non-empty list of frames")
         frames = [Frame(_as_batch(item).to(run.device)) for item in images]
-        for step_index, effect in enumerate(self.steps):
+        for step_index, effect in enumerate(steps):
             frames = run.step(effect, step_index, frames, source)
         return RunResult(frames)
 
@@ -218,6 +231,7 @@ class Pipeline:
 
         A batched step that raises is run again image by image, so only the culprit fails."""
         run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress))
+        steps = self.resolved(run.host).steps
         sources = list(sources) if sources is not None else [None] * len(images)
         lanes: list[list[Frame] | Exception] = []
         for image in images:
@@ -225,7 +239,7 @@ class Pipeline:
                 lanes.append([Frame(_as_batch(image).to(run.device))])
             except Exception as exc:  # noqa: BLE001 (one bad image drops out, as in any step)
                 lanes.append(exc)
-        for step_index, effect in enumerate(self.steps):
+        for step_index, effect in enumerate(steps):
             live = [i for i, lane in enumerate(lanes) if not isinstance(lane, Exception)]
             if effect.batchable and len(live) > 1:
                 batched = run.batched_step(effect, step_index, [lanes[i] for i in live], [sources[i] for i in live])

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .pipeline import Pipeline
+from .resources import resources_of
 from .weights import sha256_of
 
 RECIPE_FORMAT = "dreamkit-recipe/1"
@@ -28,6 +29,7 @@ def make_recipe(pipeline: Pipeline, seed: int, device: torch.device, source: dic
         "seed": seed,
         "device": device.type,
         "input": source,
+        "resources": resources_of(pipeline),
         "platform": platform_facts(device),
         "versions": {
             "dreamkit": __version__,

@@ -265,7 +265,8 @@ def test_effects_lists_parameters_and_defaults(cli, extra):
     code, stdout, _ = cli("effects", "--json")
     listing = {item["name"]: item for item in json.loads(stdout)}
     assert listing["fade"]["params"] == [{"name": "frames", "type": "int", "default": 3, "allowed": "an integer >= 1", "help": "",
-                                          "min": 1, "max": None, "gt": None, "choices": None, "optional": False}]
+                                          "min": 1, "max": None, "gt": None, "choices": None, "optional": False,
+                                          "resource": None}]
     assert listing["resize"]["plugin"] == "basic"
 
 

@@ -178,7 +178,7 @@ class JobRunner(InputRunner):
 
     def __init__(self, pipeline: Pipeline, settings: BatchSettings, host: PluginHost | None = None) -> None:
         super().__init__(settings)
-        self.pipeline = pipeline
+        self.pipeline = pipeline.resolved(host)  # once: a Ray actor's pipeline arrives as plain config
         self.host = host
 
     def _run_group(self, group: list[tuple[Job, dict[str, Any], Any]], reraise: bool) -> None:

@@ -18,7 +18,7 @@ from ..recipe import describe_input
 from .inputs import InputProblem, list_inputs
 from .jobs import BatchSettings, Job, base_record, results_by_frame
 from .outputs import OutputPlan, assign_outputs, check_writable, output_suffix
-from .resume import State, existing_state, identity
+from .resume import State, existing_state
 from .work import PipelineWork
 
 
@@ -79,7 +79,7 @@ def plan_batch(
             state, frames = existing_state(output, _identity_of(pipeline, settings, output))
             if state is State.DONE:
                 plan.known.append(_skipped_record(output, frames, settings.seed))
-            elif state is State.INCOMPLETE:
+            elif state in (State.INCOMPLETE, State.STALE):  # ours, unfinished or made from files since changed
                 plan.jobs.append(Job(output, replace=True))
             else:
                 foreign.append(output)
@@ -90,13 +90,17 @@ def plan_batch(
     return plan
 
 
-def _identity_of(pipeline: Pipeline, settings: BatchSettings, output: OutputPlan) -> str:
+def _identity_of(pipeline: Pipeline, settings: BatchSettings, output: OutputPlan) -> dict[str, Any]:
+    """What decides the job's pixels, as its recipe would record it."""
+    from ..resources import resources_of
+
     item = output.item
     try:
         source = describe_input(item.path, settings.background, video_frame=item.video_frame)
     except OSError:  # unreadable: it will fail as a job and say why
         source = {}
-    return identity({"pipeline": pipeline.to_config(), "seed": settings.seed, "input": source})
+    return {"pipeline": pipeline.to_config(), "seed": settings.seed, "input": source,
+            "resources": resources_of(pipeline)}
 
 
 def _problem_record(problem: InputProblem, seed: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ class State(enum.Enum):
     DONE = "done"            #: complete, by this job: skip it
     INCOMPLETE = "incomplete"  #: started by this job (frames without the animation): redo it
     FOREIGN = "foreign"      #: made by another recipe, input or tool: only --overwrite replaces it
+    STALE = "stale"          #: made by this recipe from files (a style image, a guide) that changed since: redo it
 
 
 def identity(recipe: dict[str, Any]) -> str:
@@ -38,19 +39,37 @@ def identity(recipe: dict[str, Any]) -> str:
     return json.dumps(key, sort_keys=True)
 
 
-def existing_state(plan: OutputPlan, wanted: str) -> tuple[State, list[dict[str, Any]]]:
-    """The state of ``plan``'s outputs for the job whose identity is ``wanted`` and, when it is
-    done, its outputs as a record's ``frames`` (``{"output", "results"}`` read back from each)."""
+def files_identity(recipe: dict[str, Any]) -> str:
+    """The sha256 of every file the recipe's parameters name (its ``resources``), as canonical JSON."""
+    files = [(r.get("step"), r.get("param"), r.get("index"), r.get("sha256")) for r in recipe.get("resources") or []]
+    return json.dumps(files)
+
+
+def _state_of(recipe: dict[str, Any], wanted: dict[str, Any]) -> State:
+    """DONE, STALE (the same job, files changed) or FOREIGN, for an output's recipe."""
+    if identity(recipe) != identity(wanted):
+        return State.FOREIGN
+    return State.DONE if files_identity(recipe) == files_identity(wanted) else State.STALE
+
+
+def existing_state(plan: OutputPlan, wanted: dict[str, Any]) -> tuple[State, list[dict[str, Any]]]:
+    """The state of ``plan``'s outputs for the job whose recipe would be ``wanted`` (its pipeline,
+    seed, input and resources) and, when it is done, its outputs as a record's ``frames``
+    (``{"output", "results"}`` read back from each)."""
     if plan.image.exists():
         metadata = _metadata(plan.image)
-        if metadata is None or identity(metadata[RECIPE_KEY]) != wanted:
-            return State.FOREIGN, []
+        state = State.FOREIGN if metadata is None else _state_of(metadata[RECIPE_KEY], wanted)
+        if state is not State.DONE:
+            return state, []
         return State.DONE, [{"output": str(plan.image), "results": metadata.get(RESULTS_KEY) or []}]
     if plan.frames_dir.exists():
         frames = sorted(plan.frames_dir.glob(f"frame_*{plan.image.suffix}"))
         found = [_metadata(frame) for frame in frames]
-        if not found or any(m is None or identity(m[RECIPE_KEY]) != wanted for m in found):
+        states = {State.FOREIGN if m is None else _state_of(m[RECIPE_KEY], wanted) for m in found}
+        if not found or State.FOREIGN in states:
             return State.FOREIGN, []
+        if State.STALE in states:
+            return State.STALE, []
         if not plan.animation.exists():
             return State.INCOMPLETE, []
         return State.DONE, [{"output": str(frame), "results": m.get(RESULTS_KEY) or []} for frame, m in zip(frames, found)]

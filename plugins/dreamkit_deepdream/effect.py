@@ -36,7 +36,8 @@ class DeepDream(Effect):
     name = "deepdream"
     summary = "DeepDream: octaves, jitter, layer/channel/class objectives, guide image, tiles, zoom."
     backbone = Param(str, "mobilenet_v2", help="torchvision backbone (its weights must be available)")
-    weights = Param(str, "default", help="'default', a weights key, or a file path")
+    weights = Param(str, "default", resource="file", words=("default", "random"),
+                    help="'default', a weights key, or a file path")
     layers = Param(list, None, item=str, min_items=1,
                    help="layers to amplify (`dreamkit layers BACKBONE`; default: the backbone's, features.12 for "
                         "mobilenet_v2)")
@@ -45,7 +46,7 @@ class DeepDream(Effect):
     channels = Param(list, None, item=str,
                      help="channels to target: 'N' (every layer) or 'LAYER:N'; default all")
     classes = Param(list, None, item=str, help="ImageNet class names whose logits to amplify")
-    guide = Param(str, None, help="guide image: dream toward its features instead")
+    guide = Param(str, None, resource="image", help="guide image: dream toward its features instead")
     octaves = Param(int, 4, min=1, max=16, help="number of scales")
     octave_scale = Param(float, 1.4, gt=1.0, max=4.0, help="size ratio between octaves")
     steps = Param(int, 10, min=1, max=10000, help="gradient steps per octave")
@@ -59,7 +60,7 @@ class DeepDream(Effect):
     frames = Param(int, 1, min=1, max=10000, help="frames of a zoom sequence (1: a single image)")
     zoom = Param(float, 1.05, min=1.0, max=4.0, help="zoom factor between frames")
     save_every = Param(int, 0, min=0, help="save the image every N steps (needs save_dir)")
-    save_dir = Param(str, None, help="folder for the intermediate saves")
+    save_dir = Param(str, None, resource="output", help="folder for the intermediate saves")
     fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine (slightly different "
                                     "result); elsewhere the same as fp32")
 

@@ -48,7 +48,8 @@ class Detect(Effect):
     what = Param(str, "faces", choices=("faces", "objects"), help="faces (MTCNN) or objects (COCO classes)")
     model = Param(str, "auto", help="auto: mtcnn for faces, fasterrcnn_mobilenet_v3_large_fpn for objects; any "
                                     "registered detector (`dreamkit plugins` lists them)")
-    weights = Param(str, "default", help="'default', 'random', a registered name, or a weights file (objects)")
+    weights = Param(str, "default", resource="file", words=("default", "random"),
+                    help="'default', 'random', a registered name, or a weights file (objects)")
     score_threshold = Param(float, None, min=0.0, max=1.0, help="minimum score (default 0.9 faces, 0.5 objects)")
     iou_threshold = Param(float, None, min=0.0, max=1.0, help="NMS overlap above which the weaker box goes (default: the model's)")
     max_detections = Param(int, 100, min=1, max=10000, help="keep at most this many, best first")

@@ -25,7 +25,7 @@ class Retrieve(Effect):
     name = "retrieve"
     summary = "Nearest neighbours of the image in a dreamkit index (by content or style)."
 
-    index = Param(str, "", help="the index folder (made by `dreamkit index build`)")
+    index = Param(str, "", resource="folder", words=("",), help="the index folder (made by `dreamkit index build`)")
     k = Param(int, 5, min=1, max=1000, help="how many neighbours to record")
     skip_self = Param(bool, False, help="leave out the image itself when it is in the index")
 

@@ -57,13 +57,14 @@ class Style(Effect):
 
     name = "style"
     summary = "Neural style transfer (Gatys): blended styles, colour control, masks, exact tiles, sequences."
-    style = Param(list, None, item=str, help="style image(s)")
+    style = Param(list, None, item=str, resource="image", help="style image(s)")
     style_weights = Param(list, None, item=float, help="blend weight of each style (default: equal)")
     style_scale = Param(float, 1.0, min=0.05, max=8.0, help="style image size relative to the output (longest side)")
-    masks = Param(list, None, item=str,
+    masks = Param(list, None, item=str, resource="image",
                   help="one mask image per style (white: where that style goes); pixels no mask covers keep the content")
     backbone = Param(str, "mobilenet_v2", help="backbone network (its weights must be available)")
-    weights = Param(str, "default", help="'default', a weights key, or a file path")
+    weights = Param(str, "default", resource="file", words=("default", "random"),
+                    help="'default', a weights key, or a file path")
     style_layers = Param(list, None, item=str, help="layers whose Gram matrices are matched (default: per backbone)")
     style_layer_weights = Param(list, None, item=float, help="one weight per style layer (default: 1 each)")
     content_layers = Param(list, None, item=str, help="layers whose activations are kept (default: per backbone)")
@@ -78,7 +79,8 @@ class Style(Effect):
     color = Param(str, "style", choices=("style", "luminance", "match"),
                   help="style: the style's colours; luminance: transfer luminance only, keep the content's "
                        "colours; match: first match the style's colours to the content's")
-    init = Param(str, "content", help="start from 'content', 'noise', or an image file")
+    init = Param(str, "content", resource="image", words=("content", "noise"),
+                 help="start from 'content', 'noise', or an image file")
     optimizer = Param(str, "lbfgs", choices=("lbfgs", "adam"), help="optimiser")
     iterations = Param(int, 100, min=1, max=100000, help="iterations at each scale")
     learning_rate = Param(float, 0.02, gt=0.0, max=1.0, help="Adam's step size (0..1 pixel scale)")
@@ -92,7 +94,7 @@ class Style(Effect):
     memory_mb = Param(int, 768, min=64, max=1 << 20,
                       help="memory for one forward+backward pass, MiB; larger images are stylised in exact tiles")
     save_every = Param(int, 0, min=0, help="save the image every N iterations (needs save_dir)")
-    save_dir = Param(str, None, help="folder for the intermediate saves")
+    save_dir = Param(str, None, resource="output", help="folder for the intermediate saves")
     fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine; elsewhere fp32")
 
     def check(self) -> None:

@@ -1,0 +1,142 @@
+"""Typed file parameters: a parameter that names a file says so, and each front end resolves it.
+
+An effect declares ``Param(str, None, resource="image")`` (or ``item=str`` lists of them): the
+value is a file, not a word. Before a pipeline runs, its front end turns every such value into a
+:class:`Resource` (where the file is on this machine, its name as the user gave it, and the
+sha256 of its bytes):
+
+* the command line, recipes and the Python API take paths, relative to the working folder or to
+  the recipe file (:class:`PathResolver`);
+* the web page takes uploads (and its sample images), and refuses paths: the server never opens
+  a path a client names (``dreamkit_web``'s resolver).
+
+A resolved resource goes into the recipe (name and sha256), so resume redoes an output whose
+files changed and replay says which file changed or is missing. A ``Resource`` is also an
+``os.PathLike``: effect code opens it as it opened a path.
+
+Kinds: ``"image"`` (an input image), ``"file"`` (any input file, e.g. weights), ``"folder"`` (an
+input folder, e.g. an index; no sha256: its contents are checked by whoever reads it), ``"output"``
+(a folder the effect writes into; made if missing; never on the web page). A parameter's
+``words`` (``"content"``, ``"default"``) and, for ``"file"`` parameters, the names of registered
+weights are values that are not files: they are left as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ParameterError
+
+KINDS = ("image", "file", "folder", "output")
+#: Kinds whose value is read (an input): the others are written.
+INPUT_KINDS = ("image", "file", "folder")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A file a parameter names, resolved on this machine."""
+
+    kind: str
+    name: str
+    path: Path
+    sha256: str | None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def describe(self) -> dict[str, Any]:
+        """What a recipe records of it."""
+        return {"kind": self.kind, "name": self.name, "path": str(self.path), "sha256": self.sha256}
+
+
+def make_resource(kind: str, name: str, path: Path) -> Resource:
+    """A resource for an existing ``path`` (its sha256 read now)."""
+    from .weights import sha256_of
+
+    return Resource(kind, name, path.resolve(), sha256_of(path) if kind in ("image", "file") else None)
+
+
+class PathResolver:
+    """Resolves paths (the command line, recipes, the Python API), relative to ``base`` (the working
+    folder, or a recipe's folder). A value that is not an existing file (folder) of the right
+    kind is a :class:`ParameterError` naming the effect, the parameter and the value."""
+
+    def __init__(self, base: Path | None = None, host: Any = None) -> None:
+        self.base = Path.cwd() if base is None else Path(base)
+        self.host = host
+
+    def __call__(self, effect: str, param: Any, value: Any) -> Any:
+        if isinstance(value, Resource) or is_word(param, value, self.host):
+            return value
+        path = Path(os.path.expanduser(str(value)))
+        path = path if path.is_absolute() else self.base / path
+        kind = param.resource
+        if kind == "output":
+            return Resource(kind, str(value), path.resolve(), None)
+        if kind == "folder" and path.is_dir() or kind != "folder" and path.is_file():
+            return make_resource(kind, str(value), path)
+        wanted = "folder" if kind == "folder" else "file"
+        where = f" (looked in {self.base})" if not Path(str(value)).is_absolute() else ""
+        raise ParameterError(f"effect '{effect}': parameter '{param.name}' = {str(value)!r}: no such {wanted}{where}")
+
+
+def is_word(param: Any, value: Any, host: Any) -> bool:
+    """Whether ``value`` of a file parameter is one of its words, not a file: a declared word, or
+    for a ``"file"`` parameter a registered weights name."""
+    if value in param.words:
+        return True
+    return param.resource == "file" and host is not None and value in host.weights.entries
+
+
+def resource_params(effect: Any) -> dict[str, Any]:
+    """The effect's parameters that name files: name → :class:`~dreamkit.effect.Param`."""
+    return {name: param for name, param in effect.params.items() if param.resource}
+
+
+def resolve_effect(effect: Any, resolve: Callable[[str, Any, Any], Any]) -> Any:
+    """``effect`` with its file parameters resolved by ``resolve(effect name, param, value)``: the
+    same object when nothing changes, else one built again (its checks then see the resolved files)."""
+    changes = {}
+    for name, param in resource_params(effect).items():
+        value = effect.values[name]
+        if value is None:
+            continue
+        resolved = [resolve(effect.name, param, v) for v in value] if isinstance(value, list) \
+            else resolve(effect.name, param, value)
+        if resolved != value or any(a is not b for a, b in zip(resolved if isinstance(resolved, list) else [resolved],
+                                                              value if isinstance(value, list) else [value])):
+            changes[name] = resolved
+    if not changes:
+        return effect
+    return type(effect)(**{**effect.values, **changes})
+
+
+def resolve_pipeline(pipeline: Any, resolve: Callable[[str, Any, Any], Any]) -> Any:
+    """The pipeline with every step's file parameters resolved (the same object if none changed)."""
+    steps = [resolve_effect(step, resolve) for step in pipeline.steps]
+    if all(new is old for new, old in zip(steps, pipeline.steps)):
+        return pipeline
+    return type(pipeline)(steps)
+
+
+def resources_of(pipeline: Any) -> list[dict[str, Any]]:
+    """Every resolved resource of a pipeline, for its recipe: step, parameter, index in a list."""
+    found = []
+    for step, effect in enumerate(pipeline.steps):
+        for name in resource_params(effect):
+            value = effect.values[name]
+            for index, item in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(item, Resource):
+                    found.append({"step": step, "effect": effect.name, "param": name,
+                                  "index": index if isinstance(value, list) else None, **item.describe()})
+    return found
+
+
+__all__ = ["INPUT_KINDS", "KINDS", "PathResolver", "Resource", "is_word", "make_resource", "resolve_effect",
+           "resolve_pipeline", "resource_params", "resources_of"]
