@@ -63,7 +63,7 @@ def replay(
         )
     if device is None:
         device = "cuda" if recipe.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
-    pipeline = Pipeline.from_config(recipe["pipeline"], host=host)
+    pipeline = Pipeline.from_config(_with_recorded_files(png, recipe), host=host)
     image = _load_input(path, source)
     result = pipeline.run(image, seed=int(recipe["seed"]), device=device, host=host)
     frame = recipe.get("frame")
@@ -94,6 +94,32 @@ def replay(
     now = make_recipe(pipeline, int(recipe["seed"]), torch.device(device), None)
     return ReplayReport(replayed, recipe, identical, max_diff, differing, _changes(recipe, now, "versions"),
                         _changes(recipe, now, "platform"), compared)
+
+
+def _with_recorded_files(png: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's pipeline config with each file parameter pointing at the file recorded for it,
+    after checking that the file is there and unchanged (a clear error naming the step, the
+    parameter and the file otherwise: another file cannot reproduce the image)."""
+    import copy
+
+    config = copy.deepcopy(recipe["pipeline"])
+    for resource in recipe.get("resources") or []:
+        where = f"effect '{resource['effect']}': parameter '{resource['param']}'"
+        path = Path(resource["path"])
+        if resource["kind"] in ("image", "file"):
+            if not path.is_file():
+                raise DreamkitError(f"{png}: {where} names {resource['name']!r}, recorded at {path}, which is not "
+                                    "there any more; put it back to replay this image")
+            actual = sha256_of(path)
+            if actual != resource["sha256"]:
+                raise DreamkitError(f"{png}: {where}: {resource['name']!r} ({path}) changed since this image was made "
+                                    f"(sha256 {actual}, recorded {resource['sha256']}); the replay cannot reproduce it")
+        params = config["steps"][resource["step"]]["params"]
+        if resource["index"] is None:
+            params[resource["param"]] = str(path)
+        else:
+            params[resource["param"]][resource["index"]] = str(path)
+    return config
 
 
 def _load_input(path: Path, source: dict[str, Any]) -> torch.Tensor:
