@@ -123,7 +123,7 @@ class Param:
         return {"name": self.name, "type": self.type_name(), "default": self.default, "allowed": self.allowed(),
                 "help": self.help, "min": self.min, "max": self.max, "gt": self.gt,
                 "choices": list(self.choices) if self.choices is not None else None, "optional": self.optional,
-                "resource": self.resource}
+                "resource": self.resource, "words": list(self.words)}
 
     def type_name(self) -> str:
         return f"list[{self.item.__name__}]" if self.kind is list else self.kind.__name__

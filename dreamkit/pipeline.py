@@ -18,6 +18,7 @@ import torch
 
 from .context import RunContext, resolve_device
 from .progress import Progress, make_progress
+from .resources import PathResolver, resolve_values
 from .effect import Effect
 from .errors import ConfigError
 from .plugins import PluginHost, get_host
@@ -156,16 +157,18 @@ class Pipeline:
             params = step.get("params", {})
             if not isinstance(params, dict):
                 raise ConfigError(f"pipeline config: step {index}: 'params' must be a mapping")
-            built.append(host.effect(step["effect"])(**params))
-        pipeline = cls(built)
-        return pipeline.resolved(host, base) if base is not None else pipeline
+            effect_class = host.effect(step["effect"])
+            if base is not None:  # a recipe file: the files it names are relative to it
+                params = resolve_values(effect_class, params, PathResolver(base, host))
+            built.append(effect_class(**params))
+        return cls(built)
 
     def resolved(self, host: PluginHost | None = None, base: str | Path | None = None) -> "Pipeline":
         """This pipeline with every file parameter resolved (:mod:`dreamkit.resources`): paths
         relative to ``base`` (default: the working folder) become resources with their sha256.
         Returns ``self`` when there is nothing left to resolve. ``run`` calls it; front ends that
         take files another way (the web page's uploads) resolve first with their own resolver."""
-        from .resources import PathResolver, resolve_pipeline
+        from .resources import resolve_pipeline
 
         return resolve_pipeline(self, PathResolver(Path(base) if base is not None else None, host or get_host()))
 

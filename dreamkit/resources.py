@@ -99,6 +99,21 @@ def resource_params(effect: Any) -> dict[str, Any]:
     return {name: param for name, param in effect.params.items() if param.resource}
 
 
+def resolve_values(effect_class: Any, values: dict[str, Any], resolve: Callable[[str, Any, Any], Any]) -> dict[str, Any]:
+    """``values`` (an effect's parameters, before it is built) with its file parameters resolved
+    by ``resolve(effect name, param, value)``: so the effect's own checks see the resolved files."""
+    resolved = dict(values)
+    for name, param in resource_params(effect_class).items():
+        value = values.get(name)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            resolved[name] = [resolve(effect_class.name, param, item) for item in value]
+        else:
+            resolved[name] = resolve(effect_class.name, param, value)
+    return resolved
+
+
 def resolve_effect(effect: Any, resolve: Callable[[str, Any, Any], Any]) -> Any:
     """``effect`` with its file parameters resolved by ``resolve(effect name, param, value)``: the
     same object when nothing changes, else one built again (its checks then see the resolved files)."""

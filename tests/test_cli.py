@@ -266,7 +266,7 @@ def test_effects_lists_parameters_and_defaults(cli, extra):
     listing = {item["name"]: item for item in json.loads(stdout)}
     assert listing["fade"]["params"] == [{"name": "frames", "type": "int", "default": 3, "allowed": "an integer >= 1", "help": "",
                                           "min": 1, "max": None, "gt": None, "choices": None, "optional": False,
-                                          "resource": None}]
+                                          "resource": None, "words": []}]
     assert listing["resize"]["plugin"] == "basic"
 
 

@@ -224,3 +224,65 @@ def test_serve_refuses_bad_options_and_warns_for_other_addresses(cli, monkeypatc
     assert calls[0]["host"] == "0.0.0.0" and calls[0]["port"] > 0 and "?token=" in err
     code, _, err = cli("serve")
     assert code == 0 and "WARNING" not in err and calls[1]["host"] == "127.0.0.1" and calls[1]["port"] == 8765
+
+
+# -- file parameters: uploads and samples, never server paths ------------------------------------
+STYLE = {"effect": "style", "params": {"iterations": 2, "scales": 1}}
+
+
+def _style_run(server, style_value, extra_params=None, **fields):
+    step = {**STYLE, "params": {**STYLE["params"], "style": [style_value], **(extra_params or {})}}
+    return submit(server, {"steps": [{"effect": "resize", "params": {"max_side": 48}}, step]}, **fields)
+
+
+def test_style_runs_with_an_uploaded_style_image(server):
+    response = _style_run(server, "upload:painting", sample="coffee.png",
+                          files={"file:painting": ("painting.png", png_bytes(40, 40, seed=3), "image/png")})
+    assert response.status_code == 201, response.text
+    seen = events(server, response.json()["job"])
+    assert seen[-1]["type"] == "done", seen[-1]
+    assert any(e["type"] == "progress" and "values" in e for e in seen)  # the losses reach the page
+    (resource,) = seen[-1]["result"]["recipe"]["resources"]
+    assert resource["name"] == "painting.png" and resource["param"] == "style" and len(resource["sha256"]) == 64
+    assert not any((server.workdir / "uploads").iterdir())  # the upload is gone once the job is done
+    # a sample can be a style image too
+    response = _style_run(server, "sample:chelsea.png", sample="coffee.png")
+    assert response.status_code == 201 and events(server, response.json()["job"])[-1]["type"] == "done"
+
+
+@pytest.mark.parametrize("case", ["absolute path", "relative path", "weights file", "save_dir", "index",
+                                  "unknown upload", "pipeline as a string"])
+def test_a_path_the_client_names_is_refused_and_never_opened(server, tmp_path, monkeypatch, case):
+    import PIL.Image
+
+    import dreamkit.weights
+
+    sentinel = tmp_path / "secret.png"
+    sentinel.write_bytes(png_bytes(8, 8))
+    opened = []
+    real_open, real_sha = PIL.Image.open, dreamkit.weights.sha256_of
+    monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
+    monkeypatch.setattr(dreamkit.weights, "sha256_of", lambda path: opened.append(str(path)) or real_sha(path))
+    if case == "pipeline as a string":
+        recipe = tmp_path / "recipe.json"
+        recipe.write_text(json.dumps({"steps": [{"effect": "adjust"}], "secret": 1}))
+        response = submit(server, str(recipe), sample="coffee.png")
+        assert response.status_code == 400 and "must be a JSON object" in response.json()["error"]
+        return
+    params, message = {
+        "absolute path": ({"style": [str(sentinel)]}, "names a file on the server"),
+        "relative path": ({"style": ["secret.png"]}, "names a file on the server"),
+        "weights file": ({"style": ["sample:chelsea.png"], "weights": str(sentinel)}, "names a file on the server"),
+        "save_dir": ({"style": ["sample:chelsea.png"], "save_dir": str(tmp_path / "out")}, "cannot use folders"),
+        "index": (None, "cannot use folders"),
+        "unknown upload": ({"style": ["upload:nothing"]}, "no such upload or sample"),
+    }[case]
+    if case == "index":
+        pipeline = {"steps": [{"effect": "retrieve", "params": {"index": str(tmp_path)}}]}
+    else:
+        pipeline = {"steps": [{**STYLE, "params": {**STYLE["params"], **params}}]}
+    response = submit(server, pipeline, sample="coffee.png")
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"] and "effect '" in response.json()["error"]
+    assert not any(str(sentinel) in path or "secret" in path for path in opened), opened
+    assert not (tmp_path / "out").exists()

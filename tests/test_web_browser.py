@@ -110,3 +110,41 @@ def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
         assert not errors, errors
         browser.close()
     assert json.loads(json.dumps(recipe))  # the recipe is plain data
+
+
+def test_style_with_a_style_image_picked_on_the_page(page_url, tmp_path, samples):
+    """The page uploads a file parameter's file with the job; the server never sees a path."""
+    from dreamkit.io import read_metadata
+
+    style_image = tmp_path / "my-painting.png"
+    style_image.write_bytes((samples / "gravel.png").read_bytes())
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(page_url)
+        page.wait_for_selector(".sample img")
+        page.click(".sample[title='coffee.png']")
+        for effect in ("resize", "style"):
+            page.select_option("#add-effect", effect)
+            page.click("#add-button")
+        page.evaluate("document.querySelectorAll('.step details').forEach((d) => { d.open = true; })")
+        resize, style = page.locator(".step").nth(0), page.locator(".step").nth(1)
+        resize.locator("input[name=max_side]").fill("64")
+        resize.locator("input[name=max_side]").dispatch_event("change")
+        for name, value in (("iterations", "3"), ("scales", "1")):
+            style.locator(f"input[name={name}]").fill(value)
+            style.locator(f"input[name={name}]").dispatch_event("change")
+        style.locator("input[type=file][name=style]").set_input_files(str(style_image))
+        page.click("#run")
+        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
+        with page.expect_download() as info:
+            page.click("#download")
+        saved = tmp_path / info.value.suggested_filename
+        info.value.save_as(saved)
+        browser.close()
+    recipe = read_metadata(saved)["dreamkit-recipe"]
+    (resource,) = recipe["resources"]
+    assert resource["name"] == "my-painting.png" and resource["param"] == "style"
+    assert not errors, errors

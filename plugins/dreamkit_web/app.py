@@ -113,8 +113,9 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
     async def submit(request: Request) -> Any:
         from .submit import read_submission
 
-        submission = await read_submission(request, settings, sample_paths, workdir)
-        job = queues.submit(submission.pipeline, submission.image, submission.source, submission.seed, device)
+        submission = await read_submission(request, settings, sample_paths, workdir, host)
+        job = queues.submit(submission.pipeline, submission.image, submission.source, submission.seed, device,
+                            files=submission.files)
         job.folder.mkdir(parents=True, exist_ok=True)
         return JSONResponse({"job": job.id, "position": queues.position(job)}, status_code=201)
 

@@ -49,6 +49,8 @@ class Job:
     result: dict[str, Any] | None = None
     cancel_requested: bool = False
     created: float = field(default_factory=time.time)
+    #: Uploaded files the pipeline's parameters name: deleted once the job has finished.
+    files: list[Path] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -137,9 +139,9 @@ class JobQueues:
         self._lock = threading.Lock()
 
     def submit(self, pipeline: Pipeline, image: torch.Tensor, source: dict[str, Any], seed: int,
-               device: torch.device) -> Job:
+               device: torch.device, files: list[Path] | None = None) -> Job:
         job_id = uuid.uuid4().hex
-        job = Job(job_id, pipeline, image, source, seed, device, self.folder / job_id)
+        job = Job(job_id, pipeline, image, source, seed, device, self.folder / job_id, files=list(files or []))
         with self._lock:
             self._forget_old()
             self.jobs[job_id] = job
@@ -170,6 +172,8 @@ class JobQueues:
                 waiting.remove(job)
                 job.status = "cancelled"
         if job.status == "cancelled":
+            for path in job.files:  # it never runs: its uploads are not needed
+                path.unlink(missing_ok=True)
             job.emit({"type": "cancelled"})
             self._announce_positions(str(job.device))
 
@@ -217,6 +221,8 @@ class JobQueues:
         finally:
             _current.job = None
             job.image = torch.empty(0)  # the input is in the job's folder; free the tensor
+            for path in job.files:
+                path.unlink(missing_ok=True)
 
     def _forget_old(self) -> None:
         finished = [job for job in self.jobs.values() if job.finished]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tomllib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,70 @@ from dreamkit.errors import DreamkitError
 from .settings import ApiError, ServerSettings
 
 
+#: What an uploaded file parameter may be (images, and weights files for "file" parameters).
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
 @dataclass
 class Submission:
     pipeline: Any
     image: torch.Tensor
     source: dict[str, Any]
     seed: int
+    #: Uploaded files the pipeline's parameters name: deleted when the job is done.
+    files: list[Path] = field(default_factory=list)
+
+
+class WebFiles:
+    """Resolves the file parameters of a pipeline sent by the page. The server never opens a path
+    a client names: a file parameter is ``"upload:KEY"`` (the file sent in the form field
+    ``file:KEY``) or, for an image, ``"sample:NAME"`` (one of the offered samples); its words
+    (``"content"``, ``"default"``, a registered weights name) pass; anything else is refused with
+    400, before any file is opened. Folders (an index) and output folders are not offered."""
+
+    def __init__(self, host: Any, uploads: dict[str, tuple[Path, str]], samples: dict[str, Path]) -> None:
+        self.host, self.uploads, self.samples = host, uploads, samples
+
+    def __call__(self, effect: str, param: Any, value: Any) -> Any:
+        from dreamkit.resources import is_word, make_resource
+
+        where = f"effect '{effect}': parameter '{param.name}'"
+        if is_word(param, value, self.host):
+            return value
+        if param.resource in ("folder", "output"):
+            raise ApiError(400, f"{where}: the web page cannot use folders on the server; leave it unset")
+        text = str(value)
+        if text.startswith("upload:") and text[7:] in self.uploads:
+            path, name = self.uploads[text[7:]]
+            return make_resource(param.resource, name, path)
+        if text.startswith("sample:") and param.resource == "image" and text[7:] in self.samples:
+            return make_resource("image", text[7:], self.samples[text[7:]])
+        if text.startswith(("upload:", "sample:")):
+            raise ApiError(400, f"{where} = {text!r}: no such upload or sample in this request")
+        raise ApiError(400, f"{where} = {text!r} names a file on the server; the web page never opens those: "
+                            "upload the file (upload:KEY with the form field file:KEY) or pick a sample (sample:NAME)")
+
+
+def resolve_web_files(config: Any, host: Any, files: WebFiles) -> dict[str, Any]:
+    """The pipeline config with its file parameters resolved by ``files`` (unknown effects and
+    malformed steps are left for ``Pipeline.from_config`` to name)."""
+    import copy
+
+    from dreamkit.errors import UnknownEffectError
+    from dreamkit.resources import resolve_values
+
+    if not isinstance(config, dict):
+        raise ApiError(400, f"'pipeline' must be a JSON object ({{\"steps\": [...]}}), not {type(config).__name__}")
+    config = copy.deepcopy(config)
+    for step in config.get("steps") or []:
+        if not isinstance(step, dict) or not isinstance(step.get("params", {}), dict):
+            continue
+        try:
+            effect_class = host.effect(step.get("effect"))
+        except (UnknownEffectError, TypeError):
+            continue
+        step["params"] = resolve_values(effect_class, step.get("params", {}), files)
+    return config
 
 
 async def _form(request: Any, settings: ServerSettings) -> Any:
@@ -59,10 +117,12 @@ async def _upload(form: Any, field: str, settings: ServerSettings, workdir: Path
     return path, name
 
 
-async def read_submission(request: Any, settings: ServerSettings, samples: dict[str, Path], workdir: Path) -> Submission:
-    from dreamkit.io import INPUT_SUFFIXES, load_image
+async def read_submission(request: Any, settings: ServerSettings, samples: dict[str, Path], workdir: Path,
+                          host: Any) -> Submission:
+    """The job the page sent: its pipeline (file parameters resolved by :class:`WebFiles`), image
+    and seed; a bad one is an :class:`ApiError` and leaves no uploaded file behind."""
+    from dreamkit.io import INPUT_SUFFIXES
     from dreamkit.pipeline import Pipeline
-    from dreamkit.recipe import describe_input
 
     form = await _form(request, settings)
     try:
@@ -72,12 +132,35 @@ async def read_submission(request: Any, settings: ServerSettings, samples: dict[
     seed_text = str(form.get("seed") or "0")
     if not seed_text.lstrip("-").isdigit() or not 0 <= int(seed_text) < 2**63:
         raise ApiError(400, f"seed {seed_text!r} is not allowed; expected an integer from 0 to 2^63-1")
+    uploads: dict[str, tuple[Path, str]] = {}
     try:
-        pipeline = Pipeline.from_config(config)
+        for key in {k for k in form.keys() if k.startswith("file:")}:
+            uploads[key[5:]] = await _upload(form, key, settings, workdir, (*INPUT_SUFFIXES, *WEIGHTS_SUFFIXES))
+        config = resolve_web_files(config, host, WebFiles(host, uploads, samples))
+        pipeline = Pipeline.from_config(config, host=host)
     except DreamkitError as exc:
-        raise ApiError(400, str(exc)) from None
+        _remove(uploads)
+        raise ApiError(400, _client_names(str(exc), uploads)) from None
     except (TypeError, ValueError) as exc:
-        raise ApiError(400, f"pipeline config: {exc}") from None
+        _remove(uploads)
+        raise ApiError(400, f"pipeline config: {_client_names(str(exc), uploads)}") from None
+    except ApiError:
+        _remove(uploads)
+        raise
+    try:
+        image, source, name, path, sample = await _main_image(form, settings, samples, workdir)
+    except ApiError:
+        _remove(uploads)
+        raise
+    source.update(name=name, path=name if not sample else str(path))  # the client's name, not our temporary
+    return Submission(pipeline, image, source, int(seed_text), [path for path, _ in uploads.values()])
+
+
+async def _main_image(form: Any, settings: ServerSettings, samples: dict[str, Path], workdir: Path) -> tuple:
+    """The image to run on: an upload in 'image' or a sample; (tensor, source, name, path, sample)."""
+    from dreamkit.io import INPUT_SUFFIXES, load_image
+    from dreamkit.recipe import describe_input
+
     sample, has_upload = form.get("sample"), form.get("image") is not None and not isinstance(form.get("image"), str)
     if bool(sample) == has_upload:
         raise ApiError(400, "send exactly one image: an upload in 'image', or a sample name in 'sample'")
@@ -95,8 +178,19 @@ async def read_submission(request: Any, settings: ServerSettings, samples: dict[
     finally:
         if not sample:
             path.unlink(missing_ok=True)
-    source.update(name=name, path=name if not sample else str(path))  # the client's name, not our temporary
-    return Submission(pipeline, image, source, int(seed_text))
+    return image, source, name, path, sample
+
+
+def _remove(uploads: dict[str, tuple[Path, str]]) -> None:
+    for path, _ in uploads.values():
+        path.unlink(missing_ok=True)
+
+
+def _client_names(message: str, uploads: dict[str, tuple[Path, str]]) -> str:
+    """A message with our temporary file names replaced by the client's."""
+    for path, name in uploads.values():
+        message = message.replace(str(path), name)
+    return message
 
 
 async def read_recipe_upload(request: Any, settings: ServerSettings, host: Any, workdir: Path) -> dict[str, Any]:

@@ -100,6 +100,49 @@ function moveStep(index, action) {
   renderSteps();
 }
 
+let uploadCounter = 0;
+
+// A file parameter: the page uploads the chosen files with the job (the server never opens a
+// path it is sent); the parameter's value names them as upload:KEY. Words ("content", "noise",
+// "default") can still be typed; folders on the server are not offered.
+function fileField(step, param, label) {
+  if (param.resource === "folder" || param.resource === "output") {
+    const note = document.createElement("span");
+    note.className = "param-help";
+    note.textContent = "not available on the web page (use the command line)";
+    label.append(note);
+    return label;
+  }
+  const picker = document.createElement("input");
+  picker.type = "file";
+  picker.name = param.name;
+  picker.multiple = param.type.startsWith("list[");
+  if (param.resource === "image") picker.accept = "image/*";
+  picker.addEventListener("change", () => {
+    step.files = step.files || {};
+    for (const key of Object.keys(step.files)) if (key.startsWith(`${param.name}:`)) delete step.files[key];
+    const names = [...picker.files].map((file) => {
+      const key = `${param.name}:${++uploadCounter}`;
+      step.files[key] = file;
+      return `upload:${key}`;
+    });
+    step.values[param.name] = picker.multiple ? names : (names[0] ?? param.default);
+  });
+  label.append(picker);
+  if (param.words && param.words.length) {
+    const words = document.createElement("select");
+    for (const word of param.words) words.add(new Option(word, word));
+    words.value = param.words.includes(step.values[param.name]) ? step.values[param.name] : param.words[0];
+    words.addEventListener("change", () => { picker.value = ""; step.values[param.name] = words.value; });
+    label.append(words);
+  }
+  const help = document.createElement("span");
+  help.className = "param-help";
+  help.textContent = param.help || param.allowed;
+  label.append(help);
+  return label;
+}
+
 function paramField(step, param) {
   const label = document.createElement("label");
   label.className = "param";
@@ -108,6 +151,7 @@ function paramField(step, param) {
   name.className = "param-name";
   name.textContent = param.name;
   label.append(name);
+  if (param.resource) return fileField(step, param, label);
   const value = step.values[param.name];
   let input;
   if (param.choices) {
@@ -201,6 +245,9 @@ async function run() {
   form.append("seed", $("seed").value || "0");
   if (state.image.file) form.append("image", state.image.file, state.image.name);
   else form.append("sample", state.image.sample);
+  for (const step of state.steps) {
+    for (const [key, file] of Object.entries(step.files || {})) form.append(`file:${key}`, file, file.name);
+  }
   let submitted;
   try {
     submitted = await api("/api/jobs", { method: "POST", body: form });
