@@ -49,6 +49,12 @@ def submit(server, pipeline=TWO_STEPS, **fields):
     return server.post("/api/jobs", data=data, files=fields.get("files"))
 
 
+def _saved(server, data: bytes):
+    path = server.workdir / "fetched.png"
+    path.write_bytes(data)
+    return path
+
+
 def events(server, job):
     with server.stream("GET", f"/api/jobs/{job}/events") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -105,11 +111,17 @@ def test_analysis_records_and_frame_sequences(server):
     seen = events(server, job)
     assert seen[-1]["type"] == "done", seen[-1]
     result = seen[-1]["result"]
-    assert result["animation"] == "animation.gif" and len(result["files"]) == 3
+    # the batch runner's own names: coffee/frame_0001.png ... and coffee.gif, as `dreamkit run` writes
+    assert result["animation"] == "coffee.gif" and result["files"] == [f"coffee/frame_{i:04d}.png" for i in (1, 2, 3)]
     assert [r["frame"] for r in result["results"]] == [0, 1, 2] and len(result["results"][0]["predictions"]) == 2
     assert any(e["type"] == "progress" for e in seen)  # deepdream's own bars, as events
-    gif = server.get(f"/api/jobs/{job}/files/animation.gif")
+    gif = server.get(f"/api/jobs/{job}/files/coffee.gif")
     assert gif.status_code == 200 and Image.open(io.BytesIO(gif.content)).n_frames == 3
+    frame = server.get(f"/api/jobs/{job}/files/coffee/frame_0002.png")
+    recipe = read_metadata(_saved(server, frame.content))["dreamkit-recipe"]
+    assert recipe["frame"] == 1  # the frame index is in the recipe, as in the batch's
+    for name in ("coffee%2F..%2F..%2Fjobs.py", "coffee/frame_0009.png"):  # only names on the job's own list
+        assert server.get(f"/api/jobs/{job}/files/{name}").status_code == 404
 
 
 def test_upload_and_restore_a_recipe(server, tmp_path):
@@ -189,7 +201,7 @@ def test_bad_requests(server, case):
                        400, "send exactly one image"),
         "unknown sample": (lambda: submit(server, sample="nope.png"), 404, "no sample image 'nope.png'"),
         "traversal sample": (lambda: server.get("/api/samples/..%2F..%2Fetc%2Fpasswd"), 404, "no such page"),
-        "traversal file": (lambda: server.get(f"/api/jobs/{job}/files/..%2F..%2Fetc%2Fpasswd"), 404, "no such page"),
+        "traversal file": (lambda: server.get(f"/api/jobs/{job}/files/..%2F..%2Fetc%2Fpasswd"), 404, "has no file '../../etc/passwd'"),  # only names on the job's own list
         "traversal static": (lambda: server.get("/static/..%2Fapp.py"), 404, "no such page"),
         "traversal name": (lambda: server.get(f"/api/jobs/{job}/files/..%5Cinput.png"), 404, "has no file"),
         "unknown job": (lambda: server.get("/api/jobs/0123456789abcdef0123456789abcdef"), 404, "no job"),
@@ -286,3 +298,21 @@ def test_a_path_the_client_names_is_refused_and_never_opened(server, tmp_path, m
     assert message in response.json()["error"] and "effect '" in response.json()["error"]
     assert not any(str(sentinel) in path or "secret" in path for path in opened), opened
     assert not (tmp_path / "out").exists()
+
+
+def test_old_jobs_are_forgotten_with_their_frame_folders(dreamkit_host, tmp_path):
+    import torch
+
+    from dreamkit.pipeline import Pipeline
+    from dreamkit_web.jobs import Job, JobQueues
+
+    queues = JobQueues(tmp_path, dreamkit_host, keep=2)
+    for number in range(3):
+        job = Job(f"{number:032x}", Pipeline([]), torch.empty(0), {"name": "x.png"}, 0, torch.device("cpu"),
+                  tmp_path / f"{number:032x}", status="done", created=number)
+        (job.folder / "x").mkdir(parents=True)
+        (job.folder / "x" / "frame_0001.png").write_bytes(b"png")
+        (job.folder / "x.gif").write_bytes(b"gif")
+        queues.jobs[job.id] = job
+    queues._forget_old()  # called before a job is added: it makes room for one under keep
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{2:032x}"] and list(queues.jobs) == [f"{2:032x}"]

@@ -156,13 +156,13 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/jobs/{job_id}/files/{name}")
+    @app.get("/api/jobs/{job_id}/files/{name:path}")
     async def job_file(job_id: str, name: str, download: bool = False) -> Any:
         job = find(job_id)
         names = (job.result or {}).get("files", []) + [n for n in [(job.result or {}).get("animation")] if n]
-        if name not in names:  # by name from the job's own list
+        if name not in names:  # by name from the job's own list (a sequence's frames are in a sub-folder)
             raise ApiError(404, f"job {job_id} has no file {name!r}")
-        return FileResponse(job.folder / name, filename=name if download else None,
+        return FileResponse(job.folder / name, filename=name.rsplit("/", 1)[-1] if download else None,
                             content_disposition_type="attachment" if download else "inline")
 
     @app.post("/api/recipe")

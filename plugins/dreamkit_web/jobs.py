@@ -8,6 +8,7 @@ and writes its result into the server's own folder, named by the job id only.
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 import time
 import traceback
@@ -228,10 +229,7 @@ class JobQueues:
         finished = [job for job in self.jobs.values() if job.finished]
         for job in sorted(finished, key=lambda j: j.created)[: max(0, len(self.jobs) - self.keep + 1)]:
             self.jobs.pop(job.id, None)
-            for path in sorted(job.folder.glob("*"), reverse=True) if job.folder.exists() else []:
-                path.unlink(missing_ok=True)
-            if job.folder.exists():
-                job.folder.rmdir()
+            shutil.rmtree(job.folder, ignore_errors=True)  # its files, a sequence's frames folder too
 
 
 def _valid_id(job_id: str) -> bool:

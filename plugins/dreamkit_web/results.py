@@ -6,25 +6,27 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from dreamkit.io import save_animation, save_image
 from dreamkit.pipeline import Pipeline, RunResult
 from dreamkit.recipe import make_recipe
 
 
 def write_result(job: Any, result: RunResult) -> dict[str, Any]:
-    """Write the job's files into its folder; return what the page needs (URLs are by job id)."""
+    """Write the job's files into its folder with the batch runner's own output code (the names,
+    recipes and frame indices ``dreamkit run`` writes); return what the page needs (URLs are by
+    job id and these names, relative to the job's folder)."""
+    from pathlib import Path, PurePosixPath
+
+    from dreamkit.batch.inputs import InputItem
+    from dreamkit.batch.outputs import assign_outputs, write_result as write_outputs
+
     recipe = make_recipe(job.pipeline, job.seed, job.device, job.source)
+    stem = PurePosixPath(Path(job.source["name"]).stem or "image")
+    item = InputItem(Path(job.source.get("path") or job.source["name"]), stem, stem)
+    (plan,) = assign_outputs([item], job.folder, "png")
+    written = write_outputs(result, plan, recipe, overwrite=False)
     frames = result.frames
-    stem = job.source["name"].rsplit(".", 1)[0] or "image"
-    names = []
-    for index, frame in enumerate(frames):
-        name = f"frame_{index + 1:06d}.png" if len(frames) > 1 else f"{stem}.png"
-        save_image(frame.image, job.folder / name, recipe=recipe, results=frame.results or None)
-        names.append(name)
-    animation = None
-    if len(frames) > 1:
-        animation = "animation.gif"
-        save_animation([frame.image for frame in frames], job.folder / animation)
+    names = [Path(frame["output"]).relative_to(job.folder).as_posix() for frame in written["frames"]]
+    animation = Path(written["animation"]).relative_to(job.folder).as_posix() if written["animation"] else None
     return {
         "files": names,
         "animation": animation,
