@@ -40,6 +40,8 @@ import time
 
 from ladder import REFERENCE, RUNGS, activation, describe_cpu, weights_path
 
+from dreamkit.progress import Progress
+
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE / "out"
 LAYER = "features.12"
@@ -71,7 +73,7 @@ def effect_input(size: int):
     return Pipeline([Resize(max_side=size)]).run(image, device="cpu").image if max(image.shape[-2:]) > size else image
 
 
-class StepClock:
+class StepClock(Progress):
     """Stands in for the run's progress bars: records the time between the effect's step ticks."""
 
     def __init__(self) -> None:
@@ -89,6 +91,9 @@ class StepClock:
                 intervals.append(now - last[0])
                 last[0] = now
 
+            def show(self, **values) -> None:
+                pass
+
         yield Tick()
 
 
@@ -97,12 +102,13 @@ def ours(image, times: list[float], fast: bool):
     import torch
 
     from dreamkit.context import RunContext
+    from dreamkit.plugins import get_host
     from dreamkit.runtime import configure
     from dreamkit_deepdream import DeepDream
 
     configure()
     clock = StepClock()
-    result = DeepDream(fast=fast).apply(image, RunContext(torch.device("cpu"), 0, clock))
+    result = DeepDream(fast=fast).apply(image, RunContext(torch.device("cpu"), 0, clock, host=get_host()))
     times.extend(clock.octaves[-1])
     return result
 

@@ -71,7 +71,7 @@ class PathResolver:
         self.base = Path.cwd() if base is None else Path(base)
         self.host = host
 
-    def __call__(self, effect: str, param: Any, value: Any) -> Any:
+    def __call__(self, effect: str, param: Any, value: Any, values: dict[str, Any] | None = None) -> Any:
         if isinstance(value, Resource) or is_word(param, value, self.host):
             return value
         path = Path(os.path.expanduser(str(value)))
@@ -83,7 +83,24 @@ class PathResolver:
             return make_resource(kind, str(value), path)
         wanted = "folder" if kind == "folder" else "file"
         where = f" (looked in {self.base})" if not Path(str(value)).is_absolute() else ""
+        if kind == "file" and self.host is not None and os.sep not in str(value) and not Path(str(value)).suffix:
+            raise ParameterError(_not_a_weights_name(effect, param, str(value), self.host, values or {}))
         raise ParameterError(f"effect '{effect}': parameter '{param.name}' = {str(value)!r}: no such {wanted}{where}")
+
+
+def _not_a_weights_name(effect: str, param: Any, text: str, host: Any, values: dict[str, Any]) -> str:
+    """A word that is no registered weights name (a misspelt key, not a missing file)."""
+    import difflib
+
+    keys = list(host.weights.entries)
+    backbone = values.get("backbone")
+    own = [key for key in keys if backbone and key.startswith(f"{backbone}.")]
+    close = difflib.get_close_matches(f"{backbone}.{text}", own, n=1, cutoff=0.5) if own else []
+    close = close or difflib.get_close_matches(text, keys, n=1, cutoff=0.5)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"effect '{effect}': parameter '{param.name}' = {text!r} is neither registered weights nor an existing "
+            f"file{hint}; allowed: {', '.join(repr(w) for w in param.words)}, a registered name "
+            f"({', '.join(own) or '`dreamkit weights list`'}), or the path of a weights file")
 
 
 def is_word(param: Any, value: Any, host: Any) -> bool:
@@ -108,9 +125,9 @@ def resolve_values(effect_class: Any, values: dict[str, Any], resolve: Callable[
         if value is None:
             continue
         if isinstance(value, list):
-            resolved[name] = [resolve(effect_class.name, param, item) for item in value]
+            resolved[name] = [resolve(effect_class.name, param, item, values) for item in value]
         else:
-            resolved[name] = resolve(effect_class.name, param, value)
+            resolved[name] = resolve(effect_class.name, param, value, values)
     return resolved
 
 
@@ -122,8 +139,8 @@ def resolve_effect(effect: Any, resolve: Callable[[str, Any, Any], Any]) -> Any:
         value = effect.values[name]
         if value is None:
             continue
-        resolved = [resolve(effect.name, param, v) for v in value] if isinstance(value, list) \
-            else resolve(effect.name, param, value)
+        resolved = [resolve(effect.name, param, v, effect.values) for v in value] if isinstance(value, list) \
+            else resolve(effect.name, param, value, effect.values)
         if resolved != value or any(a is not b for a, b in zip(resolved if isinstance(resolved, list) else [resolved],
                                                               value if isinstance(value, list) else [value])):
             changes[name] = resolved

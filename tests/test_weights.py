@@ -237,8 +237,8 @@ def test_weights_verify_names_a_users_file(cli, dreamkit_host, weights_home, tmp
 def test_a_misspelt_weights_key_is_named_not_read_as_a_file(cli, dreamkit_host, samples, tmp_path):
     code, _, stderr = cli("run", samples / "coffee.png", "-e", "classify:weights=IMAGENET1K_V2", "-o", tmp_path / "o")
     assert code == 2 and "Traceback" not in stderr
-    assert ("weights 'IMAGENET1K_V2' for 'mobilenet_v2' are neither registered weights nor an existing file "
-            "(did you mean 'mobilenet_v2.IMAGENET1K_V1'?)") in stderr
+    assert ("effect 'classify': parameter 'weights' = 'IMAGENET1K_V2' is neither registered weights nor an existing "
+            "file (did you mean 'mobilenet_v2.IMAGENET1K_V1'?)") in stderr
     assert "No such file" not in stderr and not (tmp_path / "o").exists()
 
 

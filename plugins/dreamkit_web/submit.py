@@ -45,7 +45,7 @@ class WebFiles:
     def __init__(self, host: Any, uploads: dict[str, tuple[Path, str]], samples: dict[str, Path]) -> None:
         self.host, self.uploads, self.samples = host, uploads, samples
 
-    def __call__(self, effect: str, param: Any, value: Any) -> Any:
+    def __call__(self, effect: str, param: Any, value: Any, values: dict[str, Any] | None = None) -> Any:
         from dreamkit.resources import is_word, make_resource
 
         where = f"effect '{effect}': parameter '{param.name}'"

@@ -1,0 +1,181 @@
+"""The contract: every registered effect (built-ins, and any plugin installed or registered) runs
+through every front end — the Python API, the command line, the web API and the Ray engine — on a
+tiny input with cheap settings, and all of them make the same pixels and the same records. A new
+effect is covered by being registered: effects run with their defaults, except the few below
+whose defaults are slow or which need a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dreamkit import load_image
+from dreamkit.io import tensor_to_pil
+from dreamkit.pipeline import Pipeline
+
+pytestmark = pytest.mark.slow
+
+#: Cheap settings for effects whose defaults take seconds (any other effect runs with defaults).
+CHEAP = {
+    "deepdream": {"octaves": 1, "steps": 2},
+    "style": {"iterations": 2, "scales": 1},
+    "resize": {"scale": 0.5},
+}
+#: The files of file parameters that have no usable default, by (effect, parameter).
+FILES = {("style", "style"): ["gravel.png"], ("retrieve", "index"): "INDEX"}
+
+
+@pytest.fixture(scope="module")
+def workspace(samples, tmp_path_factory) -> pathlib.Path:
+    """The input photo, the style image and a small index, in one folder."""
+    from dreamkit.cli import main
+
+    root = tmp_path_factory.mktemp("contract")
+    tensor_to_pil(load_image(samples / "coffee.png")[..., ::8, ::8].contiguous()).save(root / "photo.png")
+    (root / "gravel.png").write_bytes((samples / "gravel.png").read_bytes())
+    photos = root / "indexed"
+    photos.mkdir()
+    for name in ("chelsea.png", "astronaut.png"):
+        (photos / name).write_bytes((samples / name).read_bytes())
+    assert main([str(p) for p in ("index", "build", photos, "-o", root / "INDEX", "-q")]) == 0
+    return root
+
+
+def effect_params(name: str, effect_class, root: pathlib.Path) -> dict:
+    params = dict(CHEAP.get(name, {}))
+    for param_name in effect_class.params:
+        value = FILES.get((name, param_name))
+        if value is not None:
+            params[param_name] = [str(root / v) for v in value] if isinstance(value, list) else str(root / value)
+    return params
+
+
+def cli_spec(name: str, params: dict) -> str:
+    def text(value):
+        if isinstance(value, list):
+            return "[" + ",".join(text(v) for v in value) + "]"
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return f"{name}:" + ",".join(f"{k}={text(v)}" for k, v in params.items()) if params else name
+
+
+def registered_effects() -> list[str]:
+    from dreamkit.plugins import PluginHost
+
+    return sorted(PluginHost(strict=True).effects)
+
+
+def pixels(path: pathlib.Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def plain(results: list) -> list:
+    """Records as JSON data (a front end may add its own bookkeeping: ``frame``)."""
+    return [{k: v for k, v in json.loads(json.dumps(r)).items() if k != "frame"} for r in results]
+
+
+@pytest.fixture(scope="module")
+def ray_engine():
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray session of another test is still connected")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
+    from dreamkit.batch.ray_engine import RayEngine
+
+    yield RayEngine(workers=1)
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("name", registered_effects())
+def test_every_effect_gives_the_same_result_through_every_front_end(name, dreamkit_host, workspace, cli, tmp_path,
+                                                                    ray_engine, monkeypatch):
+    monkeypatch.chdir(workspace)
+    effect_class = dreamkit_host.effect(name)
+    params = effect_params(name, effect_class, workspace)
+    photo = workspace / "photo.png"
+    seed = 5
+
+    # 1. Python
+    pipeline = Pipeline([effect_class(**params)])
+    result = pipeline.run(load_image(photo), seed=seed, device="cpu", host=dreamkit_host)
+    python_pixels = np.asarray(tensor_to_pil(result.frames[0].image).convert("RGB"))
+    python_records = plain(result.frames[0].results)
+
+    # 2. the command line
+    code, out, err = cli("run", photo, "-e", cli_spec(name, params), "-o", tmp_path / "cli", "--seed", seed,
+                         "--json", "--device", "cpu")
+    assert code == 0, err
+    record = json.loads(out)
+    assert np.array_equal(pixels(tmp_path / "cli" / "photo.png"), python_pixels), "cli"
+    assert plain(record["results"]) == python_records, "cli"
+
+    # 3. the Ray engine
+    from dreamkit.batch import BatchSettings, plan_batch, run_batch
+
+    plan = plan_batch(pipeline.resolved(dreamkit_host), [photo], tmp_path / "ray",
+                      settings=BatchSettings(device="cpu", seed=seed))
+    (ray_record,) = list(run_batch(plan, ray_engine, progress=False))
+    assert ray_record["status"] == "done", ray_record.get("error")
+    assert np.array_equal(pixels(tmp_path / "ray" / "photo.png"), python_pixels), "ray"
+    assert plain(ray_record["results"]) == python_records, "ray"
+
+    # 4. the web API: file parameters are uploads; folders on the server are refused
+    web = _web_client(dreamkit_host)
+    files, web_params = {}, dict(params)
+    for param_name, param in effect_class.params.items():
+        value = params.get(param_name)
+        if param.resource in ("image", "file") and value is not None:
+            values = value if isinstance(value, list) else [value]
+            names = []
+            for index, path in enumerate(values):
+                key = f"{param_name}-{index}"
+                files[f"file:{key}"] = (pathlib.Path(path).name, pathlib.Path(path).read_bytes(), "image/png")
+                names.append(f"upload:{key}")
+            web_params[param_name] = names if isinstance(value, list) else names[0]
+    files["image"] = ("photo.png", photo.read_bytes(), "image/png")
+    response = web.post("/api/jobs", data={"pipeline": json.dumps({"steps": [{"effect": name, "params": web_params}]}),
+                                           "seed": str(seed)}, files=files)
+    if any(param.resource in ("folder", "output") and params.get(p) is not None
+           for p, param in effect_class.params.items()):
+        assert response.status_code == 400 and "cannot use folders" in response.json()["error"]
+        return  # the web page does not offer folders on the server (an index): said, not crashed
+    assert response.status_code == 201, response.text
+    done = _events(web, response.json()["job"])[-1]
+    assert done["type"] == "done", done
+    fetched = tmp_path / "web.png"
+    fetched.write_bytes(web.get(f"/api/jobs/{done['job']}/files/{done['result']['download']}").content)
+    assert np.array_equal(pixels(fetched), python_pixels), "web"
+    assert plain(done["result"]["results"]) == python_records, "web"
+
+
+def _web_client(host):
+    pytest.importorskip("fastapi")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from dreamkit_web.app import ServerSettings, create_app
+
+    settings = ServerSettings(allow_hosts=("testserver",), device="cpu")
+    client = TestClient(create_app(settings, host=host))
+    client.headers["X-Dreamkit-Token"] = settings.token
+    return client
+
+
+def _events(client, job):
+    with client.stream("GET", f"/api/jobs/{job}/events") as response:
+        return [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+
+
+def test_the_contract_covers_every_registered_effect():
+    assert {"adjust", "classify", "deepdream", "detect", "resize", "retrieve", "style"} <= set(registered_effects())
