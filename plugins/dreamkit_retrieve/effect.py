@@ -3,6 +3,7 @@ to the run's records (``dreamkit run photos/ -e retrieve:index=photos.index,k=5 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def _is_self(hit: Any, context: Any) -> bool:
     return hit.score >= SELF_SCORE and context.source is not None and Path(hit.item.path).name == context.source
 
 
-_OPEN: dict[tuple[str, int, int], ImageIndex] = {}
+_OPEN: dict[tuple[str, int, int, int], ImageIndex] = {}
 
 
 def _open(path: str) -> ImageIndex:
@@ -75,9 +76,11 @@ def _open(path: str) -> ImageIndex:
         stat = database.stat()
     except OSError:
         return ImageIndex.open(path)  # raises the clear "does not exist" error
-    key = (str(database.resolve()), stat.st_mtime_ns, stat.st_size)
+    # per thread too: a SQLite connection belongs to the thread that opened it (a Ray actor
+    # runs jobs in another thread than the one that built the effect)
+    key = (str(database.resolve()), stat.st_mtime_ns, stat.st_size, threading.get_ident())
     if key not in _OPEN:
-        for old in [k for k in _OPEN if k[0] == key[0]]:
+        for old in [k for k in _OPEN if k[0] == key[0] and k[3] == key[3]]:
             _OPEN.pop(old).close()
         _OPEN[key] = ImageIndex.open(path)
     return _OPEN[key]
