@@ -7,6 +7,7 @@ Screenshots at a laptop and a phone size are written to the test's folder, and t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -48,10 +49,9 @@ def page_url(dreamkit_host):
     thread.join(timeout=10)
 
 
-def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
-    from dreamkit.io import read_metadata
-
-    shots = [tmp_path] + ([Path(os.environ["DREAMKIT_SCREENSHOTS"])] if os.environ.get("DREAMKIT_SCREENSHOTS") else [])
+@contextlib.contextmanager
+def opened_page(page_url):
+    """Chromium at a laptop size on the page, samples loaded; yields (browser, page, page errors)."""
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 860}, accept_downloads=True)
@@ -59,6 +59,14 @@ def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(page_url)
         page.wait_for_selector(".sample img")
+        yield browser, page, errors
+
+
+def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
+    from dreamkit.io import read_metadata
+
+    shots = [tmp_path] + ([Path(os.environ["DREAMKIT_SCREENSHOTS"])] if os.environ.get("DREAMKIT_SCREENSHOTS") else [])
+    with opened_page(page_url) as (browser, page, errors):
         assert page.locator("#server").inner_text().endswith("effects ready")
         page.click(".sample[title='coffee.png']")
         # build resize + adjust, set parameters through the generated forms
@@ -118,13 +126,7 @@ def test_style_with_a_style_image_picked_on_the_page(page_url, tmp_path, samples
 
     style_image = tmp_path / "my-painting.png"
     style_image.write_bytes((samples / "gravel.png").read_bytes())
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 860}, accept_downloads=True)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(page_url)
-        page.wait_for_selector(".sample img")
+    with opened_page(page_url) as (browser, page, errors):
         page.click(".sample[title='coffee.png']")
         for effect in ("resize", "style"):
             page.select_option("#add-effect", effect)

@@ -136,6 +136,10 @@ function fileField(step, param, label) {
     words.addEventListener("change", () => { picker.value = ""; step.values[param.name] = words.value; });
     label.append(words);
   }
+  return withHelp(label, param);
+}
+
+function withHelp(label, param) {
   const help = document.createElement("span");
   help.className = "param-help";
   help.textContent = param.help || param.allowed;
@@ -178,11 +182,7 @@ function paramField(step, param) {
   input.name = param.name;
   input.addEventListener("change", () => { step.values[param.name] = readValue(param, input); });
   label.append(input);
-  const help = document.createElement("span");
-  help.className = "param-help";
-  help.textContent = param.help || param.allowed;
-  label.append(help);
-  return label;
+  return withHelp(label, param);
 }
 
 function readValue(param, input) {
