@@ -182,7 +182,8 @@ class Param:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             value = float(value) if ok else value
         else:
-            ok = isinstance(value, str) or (self.resource is not None and _is_resource(value))
+            ok = isinstance(value, str) or (self.resource is not None and _is_resource(value)) or \
+                (self.resource == "image" and _is_image_data(value))
         if ok and self.choices is not None:
             ok = value in self.choices
         if ok and kind in (int, float):
@@ -231,7 +232,8 @@ class Effect:
         if unknown:
             raise self._unknown_parameter(unknown[0])
         self._values = {
-            key: param.validate(values[key], self.name) if key in values else _copy(param.default)
+            key: _image_data_as_file(param, param.validate(values[key], self.name)) if key in values
+            else _copy(param.default)
             for key, param in self.params.items()
         }
         self.check()
@@ -310,6 +312,24 @@ def check_effect_class(cls: Any) -> None:
         )
     if cls.apply is Effect.apply:
         raise TypeError(f"{cls.__qualname__} does not implement apply(image, context)")
+
+
+def _image_data_as_file(param: Param, value: Any) -> Any:
+    """An image parameter given as data (Python API: a PIL image, tensor or array) becomes a file
+    resource at once, so the effect's checks and code see a file like any other."""
+    if param.resource != "image" or value is None:
+        return value
+    from .resources import in_memory_image
+
+    if isinstance(value, list):
+        return [in_memory_image(item) if _is_image_data(item) else item for item in value]
+    return in_memory_image(value) if _is_image_data(value) else value
+
+
+def _is_image_data(value: Any) -> bool:
+    from .resources import is_image_data
+
+    return is_image_data(value)
 
 
 def _is_resource(value: Any) -> bool:

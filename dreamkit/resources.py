@@ -74,6 +74,8 @@ class PathResolver:
     def __call__(self, effect: str, param: Any, value: Any, values: dict[str, Any] | None = None) -> Any:
         if isinstance(value, Resource) or is_word(param, value, self.host):
             return value
+        if param.resource == "image" and is_image_data(value):
+            return in_memory_image(value)
         path = Path(os.path.expanduser(str(value)))
         path = path if path.is_absolute() else self.base / path
         kind = param.resource
@@ -101,6 +103,47 @@ def _not_a_weights_name(effect: str, param: Any, text: str, host: Any, values: d
     return (f"effect '{effect}': parameter '{param.name}' = {text!r} is neither registered weights nor an existing "
             f"file{hint}; allowed: {', '.join(repr(w) for w in param.words)}, a registered name "
             f"({', '.join(own) or '`dreamkit weights list`'}), or the path of a weights file")
+
+
+def is_image_data(value: Any) -> bool:
+    """A PIL image, a tensor (C×H×W or 1×C×H×W, 0..1) or an array (H×W×C, uint8 or 0..1 floats):
+    what the Python API takes for an image parameter besides a path."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    return isinstance(value, (Image.Image, torch.Tensor, np.ndarray))
+
+
+def in_memory_image(value: Any) -> Resource:
+    """An image given as data, as a resource: written once as a PNG named by its content's
+    sha256 in a folder of this user's temporary directory, so an effect opens it like any other."""
+    import hashlib
+    import tempfile
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .io import pil_to_tensor, save_image
+
+    if isinstance(value, Image.Image):
+        tensor = pil_to_tensor(value)
+    elif isinstance(value, np.ndarray):
+        array = value if value.ndim == 3 else value[..., None].repeat(3, axis=-1)
+        array = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    else:
+        tensor = value.detach().float().cpu()
+    tensor = (tensor if tensor.dim() == 4 else tensor.unsqueeze(0)).clamp(0, 1)
+    digest = hashlib.sha256(tensor.numpy().tobytes() + str(tuple(tensor.shape)).encode()).hexdigest()
+    folder = Path(tempfile.gettempdir()) / f"dreamkit-images-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{digest[:32]}.png"
+    if not path.exists():
+        save_image(tensor, path, overwrite=True)
+    height, width = tensor.shape[-2:]
+    return make_resource("image", f"<{type(value).__name__} {width}x{height}>", path)
 
 
 def is_word(param: Any, value: Any, host: Any) -> bool:
@@ -141,8 +184,8 @@ def resolve_effect(effect: Any, resolve: Callable[[str, Any, Any], Any]) -> Any:
             continue
         resolved = [resolve(effect.name, param, v, effect.values) for v in value] if isinstance(value, list) \
             else resolve(effect.name, param, value, effect.values)
-        if resolved != value or any(a is not b for a, b in zip(resolved if isinstance(resolved, list) else [resolved],
-                                                              value if isinstance(value, list) else [value])):
+        if any(a is not b for a, b in zip(resolved if isinstance(resolved, list) else [resolved],
+                                          value if isinstance(value, list) else [value])):
             changes[name] = resolved
     if not changes:
         return effect

@@ -143,3 +143,23 @@ def test_words_and_registered_weights_are_not_files(dreamkit_host):
     assert resolve("style", Style.params["weights"], "mobilenet_v2.IMAGENET1K_V1") == "mobilenet_v2.IMAGENET1K_V1"
     with pytest.raises(ParameterError, match="parameter 'weights' = 'mobilenet_v2.NOPE': no such file"):
         resolve("style", Style.params["weights"], "mobilenet_v2.NOPE")
+
+
+def test_the_python_api_takes_images_as_data(dreamkit_host, files):
+    """A PIL image, a tensor or an array is an image parameter's value too: it becomes a file
+    (named by its content) that the recipe records like any other."""
+    import numpy as np
+    from PIL import Image
+
+    photo = load_image(files / "photo.png")
+    overlay = load_image(files / "overlay.png")
+    by_path = Pipeline([Blend(overlay=str(files / "overlay.png"))]).run(photo, device="cpu", host=dreamkit_host).image
+    array = (overlay[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    for given in (overlay, overlay[0], Image.fromarray(array), array):
+        effect = Blend(overlay=given)
+        assert isinstance(effect.overlay, Resource) and effect.overlay.path.is_file()
+        assert effect.to_config()["params"]["overlay"].startswith("<")  # what the recipe names it
+        out = Pipeline([effect]).run(photo, device="cpu", host=dreamkit_host).image
+        assert torch.allclose(out, by_path, atol=0.5 / 255 + 1e-6)  # the same pixels (8-bit file)
+    with pytest.raises(ParameterError, match="parameter 'overlay'"):
+        Blend(overlay=3)
