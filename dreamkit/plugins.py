@@ -105,9 +105,12 @@ class PluginHost:
         self.skipped: list[str] = []  # disabled by name
         self._info: dict[str, PluginInfo] = {}
         self._owners: dict[str, Any] = {}  # effect name -> plugin object
+        from .model_cache import ModelCache
         from .weights import WeightsRegistry  # local: weights imports torch lazily too
 
         self.weights = WeightsRegistry()
+        #: The loaded models every plugin shares, within a memory budget (``models.clear()``).
+        self.models = ModelCache()
         for module_name in _CORE_PLUGINS:
             module = importlib.import_module(module_name)
             self.register(module, name=module_name, distribution=BUILTIN_DISTRIBUTION, version=_own_version())

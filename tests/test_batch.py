@@ -349,16 +349,15 @@ def test_a_video_file_is_one_input_per_frame(cli, tmp_path):
     assert code == 0 and "0 done, 5 skipped" in stderr
 
 
-def test_models_load_once_per_batch_not_per_image(cli, tmp_path):
-    from dreamkit_classify.effect import _classifier
-
+def test_models_load_once_per_batch_not_per_image(cli, tmp_path, dreamkit_host):
     folder = tmp_path / "in"
     for index in range(4):
         tiny(folder / f"p{index}.png", index, size=(40, 30))
-    _classifier.cache_clear()
+    dreamkit_host.models.clear()
+    misses = dreamkit_host.models.misses
     code, stdout, _ = cli("run", folder, "-e", "classify:weights=random,top_k=2", "-o", tmp_path / "out", "--json")
     assert code == 0 and len(stdout.splitlines()) == 4
-    assert _classifier.cache_info().misses == 1
+    assert dreamkit_host.models.misses - misses == 1 and len(dreamkit_host.models) == 1
 
 
 def test_run_many_is_run_image_by_image_with_batched_steps_grouped(dreamkit_host, dreamkit_image):
@@ -379,19 +378,18 @@ def test_run_many_is_run_image_by_image_with_batched_steps_grouped(dreamkit_host
     assert [r.results[0][0]["group"] for r in clean] == [3, 3, 3]
 
 
-def test_classify_in_a_batch_run_groups_images_and_matches_one_by_one(cli, tmp_path):
-    from dreamkit_classify.effect import _classifier
-
+def test_classify_in_a_batch_run_groups_images_and_matches_one_by_one(cli, tmp_path, dreamkit_host):
     folder = tmp_path / "in"
     for index in range(5):
         tiny(folder / f"p{index}.png", index, size=(40 + 7 * index, 30))
     (folder / "p9.png").write_text("broken")
-    _classifier.cache_clear()
+    dreamkit_host.models.clear()
+    misses = dreamkit_host.models.misses
     code, stdout, _ = cli("run", folder, "-e", "classify:weights=random,top_k=3", "-o", tmp_path / "out", "--json")
     assert code == 1
     records = [json.loads(line) for line in stdout.splitlines()]
     assert [r["status"] for r in records] == ["done"] * 5 + ["failed"]
-    assert _classifier.cache_info().misses == 1  # one model for the batch
+    assert dreamkit_host.models.misses - misses == 1  # one model for the batch
     host_effect = Pipeline.from_specs(["classify:weights=random,top_k=3"])
     from dreamkit import load_image
 

@@ -3,7 +3,6 @@ out-of-place activations, channels_last, optional bfloat16, gradients to the inp
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import re
@@ -187,17 +186,17 @@ class FeatureExtractor(nn.Module):
 def shared_extractor(host: Any, backbone: str, weights: str, layers: Sequence[str], fast: bool,
                      device: str | torch.device) -> FeatureExtractor:
     """A :class:`FeatureExtractor` shared by the effects of a process (building one loads and
-    verifies weights and traces the model: worth doing once). Keyed by the host too: two hosts may
-    resolve the same weights name to different files. ``layers``: any sequence of layer names.
+    verifies weights and traces the model: worth doing once), kept in ``host.models`` (each host
+    its own: two hosts may resolve the same weights name to different files). ``layers``: any sequence of layer names.
     ``fast``: bfloat16 if it is measured to pay on this machine (:mod:`dreamkit.precision`), else fp32."""
     if isinstance(layers, str):
         raise TypeError(f"layers must be a sequence of layer names, not the string {layers!r}")
-    return _shared_extractor(host, backbone, str(weights), tuple(layers), bool(fast), str(device))
+    key = ("feature-extractor", backbone, str(weights), tuple(layers), bool(fast), str(device))
+    return host.models.get(key, lambda: _build_shared_extractor(host, *key[1:]))
 
 
-@functools.lru_cache(maxsize=4)
-def _shared_extractor(host: Any, backbone: str, weights: str, layers: tuple[str, ...], fast: bool,
-                      device: str) -> FeatureExtractor:
+def _build_shared_extractor(host: Any, backbone: str, weights: str, layers: tuple[str, ...], fast: bool,
+                            device: str) -> FeatureExtractor:
     from ..precision import bf16_pays, time_extractor_pass
 
     def make(bf16: bool) -> FeatureExtractor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -145,6 +144,7 @@ def _torchvision_categories(backbone: str) -> Sequence[str] | None:
         return None
 
 
-@functools.lru_cache(maxsize=4)
 def _classifier(host: PluginHost, backbone: str, weights: str, device: str) -> Classifier:
-    return Classifier(backbone, weights, device, host)
+    """The host's classifier for these settings (``host.models``: loaded once, shared)."""
+    return host.models.get(("classifier", backbone, str(weights), device),
+                           lambda: Classifier(backbone, weights, device, host))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 from dataclasses import replace
 from typing import Any
 
@@ -148,7 +147,10 @@ def _round(value: float, digits: int = 2) -> float:
     return round(float(value), digits)
 
 
-@functools.lru_cache(maxsize=4)
 def _network(host: PluginHost, name: str, weights: str, device: str) -> nn.Module:
-    model = MTCNN.from_registry(weights, host) if name in FACE_MODELS else load_detector(name, weights, host=host)
-    return model.to(device)
+    """The host's detector for these settings (``host.models``: loaded once, shared)."""
+    def build() -> nn.Module:
+        model = MTCNN.from_registry(weights, host) if name in FACE_MODELS else load_detector(name, weights, host=host)
+        return model.to(device)
+
+    return host.models.get(("detector", name, str(weights), device), build)

@@ -363,14 +363,11 @@ def recall_words(recall: float | None) -> str:
     return f"; estimated recall@10 {recall:.3f}{low}"
 
 
-_DESCRIBERS: dict[tuple[Any, ...], Describer] = {}
-
-
 def _describer(spec: DescriptorSpec, device: str, host: Any) -> Describer:
-    """Describers are cached per process (loading the model is the slow part of a query)."""
-    key = (spec, device, id(host))
-    if key not in _DESCRIBERS:
-        if len(_DESCRIBERS) >= 4:
-            _DESCRIBERS.clear()
-        _DESCRIBERS[key] = Describer(spec, device, host)
-    return _DESCRIBERS[key]
+    """The host's describer for ``spec`` (``host.models``: loading the model is the slow part of a
+    query; the process-wide host for a direct call without one)."""
+    if host is None:
+        from dreamkit.plugins import get_host
+
+        host = get_host()
+    return host.models.get(("describer", spec, device), lambda: Describer(spec, device, host))
