@@ -256,6 +256,8 @@ def test_style_runs_with_an_uploaded_style_image(server):
     assert any(e["type"] == "progress" and "values" in e for e in seen)  # the losses reach the page
     (resource,) = seen[-1]["result"]["recipe"]["resources"]
     assert resource["name"] == "painting.png" and resource["param"] == "style" and len(resource["sha256"]) == 64
+    command = seen[-1]["result"]["command"]  # names the user's file, never the server's copy of it
+    assert "style:style=[painting.png]" in command and "uploads" not in command, command
     assert not any((server.workdir / "uploads").iterdir())  # the upload is gone once the job is done
     # a sample can be a style image too
     response = _style_run(server, "sample:chelsea.png", sample="coffee.png")

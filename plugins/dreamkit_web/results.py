@@ -52,6 +52,10 @@ def command_line(pipeline: Pipeline, input_name: str, seed: int) -> str:
 
 
 def _text(value: Any) -> str:
+    from dreamkit.resources import Resource
+
+    if isinstance(value, Resource):  # the file by the client's own name, never the server's copy
+        return value.name
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
