@@ -46,6 +46,8 @@ class RunContext:
     * ``source``: the input's file name (or ``None`` for in-memory images).
     * ``host``: the run's :class:`~dreamkit.plugins.PluginHost` (required): effects load weights,
       models and anything else plugins registered through it, never through a global.
+    * ``artifacts``: where :meth:`save_artifact` puts images made on the way (the front end's
+      choice, :mod:`dreamkit.artifacts`; ``None``: they are dropped).
     * ``previous_input`` / ``previous_output``: in a frame sequence, this step's input and output
       for the previous frame (``None`` for a single image and for the first frame). An effect that
       keeps a sequence coherent (``style``) starts from them; others ignore them.
@@ -60,6 +62,7 @@ class RunContext:
     host: Any = None
     previous_input: torch.Tensor | None = None
     previous_output: torch.Tensor | None = None
+    artifacts: Any = None
     results: list[dict[str, Any]] = field(default_factory=list)
     generator: torch.Generator = field(init=False)
 
@@ -79,6 +82,12 @@ class RunContext:
         a bar of the run's front end (terminal, web page, silent); only what
         :class:`~dreamkit.progress.ProgressBar` declares may be used."""
         return self.progress_bars.bar(total, desc)
+
+    def save_artifact(self, name: str, image: torch.Tensor) -> None:
+        """Keep an image made on the way (an intermediate step) as ``name`` (``x.png``), where the
+        run's front end keeps artifacts; nothing happens when it keeps none."""
+        if self.artifacts is not None:
+            self.artifacts.save(name, image)
 
     def add_result(self, record: dict[str, Any]) -> None:
         """Record an analysis result (plain JSON-serialisable dict) for the current frame.

@@ -18,6 +18,7 @@ import torch
 
 from .context import RunContext, resolve_device
 from .progress import Progress, make_progress
+from .artifacts import as_artifacts
 from .resources import PathResolver, resolve_values
 from .effect import Effect
 from .errors import ConfigError
@@ -201,14 +202,17 @@ class Pipeline:
         progress: bool | None | Progress = False,
         source: str | None = None,
         host: PluginHost | None = None,
+        artifacts: Any = None,
     ) -> RunResult:
         """Run every step on ``image`` and return the frames with their analysis records.
         ``progress``: tqdm bars on stderr (True, or None: when it is a terminal), or a
         :class:`~dreamkit.progress.Progress` whose bars report elsewhere.
 
         ``image`` may also be a list of images: a frame sequence (video frames), which every step
-        processes in order, each frame seeing the previous one's input and output."""
-        run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress))
+        processes in order, each frame seeing the previous one's input and output. ``artifacts``:
+        a folder (or :class:`~dreamkit.artifacts.Artifacts`) for images effects make on the way
+        (``save_every``); default: dropped."""
+        run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress), as_artifacts(artifacts))
         steps = self.resolved(run.host).steps
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         if not images:
@@ -227,13 +231,16 @@ class Pipeline:
         progress: bool | None = False,
         sources: Sequence[str | None] | None = None,
         host: PluginHost | None = None,
+        artifacts: Sequence[Any] | None = None,
     ) -> list[RunResult | Exception]:
         """Run several independent images, each exactly as :meth:`run` would, but the steps of
         ``batchable`` effects (``classify``) see all of them in one call. An image whose step
         raises gets the exception in its place and drops out; the others go on.
 
-        A batched step that raises is run again image by image, so only the culprit fails."""
+        A batched step that raises is run again image by image, so only the culprit fails.
+        ``artifacts``: one place per image (see :meth:`run`), or None."""
         run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress))
+        places = [as_artifacts(a) for a in artifacts] if artifacts is not None else [None] * len(images)
         steps = self.resolved(run.host).steps
         sources = list(sources) if sources is not None else [None] * len(images)
         lanes: list[list[Frame] | Exception] = []
@@ -252,7 +259,7 @@ class Pipeline:
                     continue
             for i in live:
                 try:
-                    lanes[i] = run.step(effect, step_index, lanes[i], sources[i])
+                    lanes[i] = run.step(effect, step_index, lanes[i], sources[i], places[i])
                 except Exception as exc:  # noqa: BLE001
                     lanes[i] = exc
         return [lane if isinstance(lane, Exception) else RunResult(lane) for lane in lanes]
@@ -279,19 +286,23 @@ class _Run:
     device: torch.device
     seed: int
     bars: Progress
+    artifacts: Any = None
 
     def context(self, step_index: int, frame_index: int, source: str | None,
-                previous_input: torch.Tensor | None = None, previous_output: torch.Tensor | None = None) -> RunContext:
+                previous_input: torch.Tensor | None = None, previous_output: torch.Tensor | None = None,
+                artifacts: Any = None) -> RunContext:
         return RunContext(self.device, self.seed, self.bars, source, step_index, frame_index, self.host,
-                          previous_input=previous_input, previous_output=previous_output)
+                          previous_input=previous_input, previous_output=previous_output, artifacts=artifacts)
 
-    def step(self, effect: Effect, step_index: int, frames: list[Frame], source: str | None) -> list[Frame]:
+    def step(self, effect: Effect, step_index: int, frames: list[Frame], source: str | None,
+             artifacts: Any = None) -> list[Frame]:
         """One step on every frame of one image, in order (``dreamkit_run_step`` per frame)."""
         produced: list[Frame] = []
         for frame_index, frame in enumerate(frames):
             previous_input = frames[frame_index - 1].image if frame_index else None
             previous_output = produced[-1].image if frame_index else None
-            context = self.context(step_index, frame_index, source, previous_input, previous_output)
+            context = self.context(step_index, frame_index, source, previous_input, previous_output,
+                                   artifacts if artifacts is not None else self.artifacts)
             output = self.host.hook.dreamkit_run_step(effect=effect, image=frame.image, context=context)
             produced += _frames_out(effect, output, frame, context)
         return produced

@@ -163,3 +163,14 @@ def test_the_python_api_takes_images_as_data(dreamkit_host, files):
         assert torch.allclose(out, by_path, atol=0.5 / 255 + 1e-6)  # the same pixels (8-bit file)
     with pytest.raises(ParameterError, match="parameter 'overlay'"):
         Blend(overlay=3)
+
+
+def test_intermediate_saves_go_beside_the_output_never_where_a_parameter_says(cli, dreamkit_host, files):
+    """save_every's images are artifacts of the run: dreamkit run keeps them in OUTDIR/<name>.steps/."""
+    code, _, err = cli("run", files / "photo.png", "-e", "deepdream:octaves=1,steps=4,save_every=2,weights=random",
+                       "-o", files / "out")
+    assert code == 0, err
+    assert sorted(p.name for p in (files / "out" / "photo.steps").iterdir()) == \
+        ["photo-f0000-o1-s0002.png", "photo-f0000-o1-s0004.png"]
+    code, _, err = cli("run", files / "photo.png", "-e", "deepdream:steps=1", "-o", files / "out2")
+    assert code == 0 and not (files / "out2" / "photo.steps").exists()  # nothing saved: no folder

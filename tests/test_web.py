@@ -264,7 +264,7 @@ def test_style_runs_with_an_uploaded_style_image(server):
     assert response.status_code == 201 and events(server, response.json()["job"])[-1]["type"] == "done"
 
 
-@pytest.mark.parametrize("case", ["absolute path", "relative path", "weights file", "save_dir", "index",
+@pytest.mark.parametrize("case", ["absolute path", "relative path", "weights file", "index",
                                   "unknown upload", "pipeline as a string"])
 def test_a_path_the_client_names_is_refused_and_never_opened(server, tmp_path, monkeypatch, case):
     import PIL.Image
@@ -287,7 +287,6 @@ def test_a_path_the_client_names_is_refused_and_never_opened(server, tmp_path, m
         "absolute path": ({"style": [str(sentinel)]}, "names a file on the server"),
         "relative path": ({"style": ["secret.png"]}, "names a file on the server"),
         "weights file": ({"style": ["sample:chelsea.png"], "weights": str(sentinel)}, "names a file on the server"),
-        "save_dir": ({"style": ["sample:chelsea.png"], "save_dir": str(tmp_path / "out")}, "cannot use folders"),
         "index": (None, "cannot use folders"),
         "unknown upload": ({"style": ["upload:nothing"]}, "no such upload or sample"),
     }[case]

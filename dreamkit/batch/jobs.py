@@ -184,7 +184,8 @@ class JobRunner(InputRunner):
     def _run_group(self, group: list[tuple[Job, dict[str, Any], Any]], reraise: bool) -> None:
         results = self.pipeline.run_many([image for _, _, image in group], seed=self.settings.seed, device=self.device,
                                          progress=self.settings.progress, host=self.host,
-                                         sources=[job.plan.item.path.name for job, _, _ in group])
+                                         sources=[job.plan.item.path.name for job, _, _ in group],
+                                         artifacts=[job.plan.artifacts for job, _, _ in group])
         for (job, record, _), result in zip(group, results):
             if isinstance(result, Exception):
                 self._fail(record, result, reraise)

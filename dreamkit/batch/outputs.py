@@ -41,6 +41,11 @@ class OutputPlan:
     def targets(self) -> tuple[Path, Path, Path]:
         return self.image, self.frames_dir, self.animation
 
+    @property
+    def artifacts(self) -> Path:
+        """Where the job's artifacts (``save_every``'s steps) go: ``OUTDIR/<name>.steps/``."""
+        return self.image.with_name(self.frames_dir.name + ".steps")
+
     def existing(self) -> list[Path]:
         return [p for p in self.targets() if p.exists()]
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from dreamkit import Effect, Param
 from dreamkit.errors import ParameterError
-from dreamkit.io import load_image, save_image
+from dreamkit.io import load_image
 from dreamkit.models import (LayerError, build_backbone, check_backbone, declared_layers, default_weights,
                              shared_extractor)
 from dreamkit.plugins import PluginHost, get_host
@@ -59,16 +59,14 @@ class DeepDream(Effect):
                       help="memory for one forward+backward pass, MiB; larger images are dreamed in exact tiles")
     frames = Param(int, 1, min=1, max=10000, help="frames of a zoom sequence (1: a single image)")
     zoom = Param(float, 1.05, min=1.0, max=4.0, help="zoom factor between frames")
-    save_every = Param(int, 0, min=0, help="save the image every N steps (needs save_dir)")
-    save_dir = Param(str, None, resource="output", help="folder for the intermediate saves")
+    save_every = Param(int, 0, min=0, help="keep the image every N steps, as artifacts of the run "
+                                           "(dreamkit run: OUTDIR/<name>.steps/)")
     fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine (slightly different "
                                     "result); elsewhere the same as fp32")
 
     def check(self) -> None:
         # (a plugin's backbone declares its default layers on the run's host: checked when the run starts)
         self._check_layer_weights(self.layers or DEFAULT_LAYERS.get(self.backbone))
-        if self.save_every and not self.save_dir:
-            raise self.invalid("save_every", "also give save_dir, the folder to save into")
         if self.guide is not None and self.classes:
             raise self.invalid("guide", "a guided dream cannot also target classes")
         if self.guide is not None and not Path(self.guide).is_file():
@@ -192,16 +190,13 @@ class DeepDream(Effect):
         return frames if self.frames > 1 else frames[0]
 
     def _saver(self, context: Any, frame: int):
-        folder = Path(self.save_dir)
-        folder.mkdir(parents=True, exist_ok=True)
         stem = Path(context.source).stem if context.source else "dream"
         counter = {"steps": 0}
 
         def save(image: torch.Tensor, record) -> None:
             counter["steps"] += 1
             if counter["steps"] % self.save_every == 0:
-                name = f"{stem}-f{frame:04d}-o{record.octave + 1}-s{record.step + 1:04d}.png"
-                save_image(image, folder / name, overwrite=True)
+                context.save_artifact(f"{stem}-f{frame:04d}-o{record.octave + 1}-s{record.step + 1:04d}.png", image)
 
         return save
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dreamkit import Effect, Param
 from dreamkit.errors import DreamkitError, ParameterError
-from dreamkit.io import load_image, open_image, save_image
+from dreamkit.io import load_image, open_image
 from dreamkit.models import LayerError, check_backbone, declared_layers, shared_extractor, torchvision_backbone_names
 from dreamkit.plugins import PluginHost
 from dreamkit.tiling import choose_tile_size, lazy_geometry, plan_tiles
@@ -93,8 +93,8 @@ class Style(Effect):
                       help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
     memory_mb = Param(int, 768, min=64, max=1 << 20,
                       help="memory for one forward+backward pass, MiB; larger images are stylised in exact tiles")
-    save_every = Param(int, 0, min=0, help="save the image every N iterations (needs save_dir)")
-    save_dir = Param(str, None, resource="output", help="folder for the intermediate saves")
+    save_every = Param(int, 0, min=0, help="keep the image every N iterations, as artifacts of the run "
+                                           "(dreamkit run: OUTDIR/<name>.steps/)")
     fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine; elsewhere fp32")
 
     def check(self) -> None:
@@ -124,8 +124,6 @@ class Style(Effect):
             if not Path(self.init).is_file():
                 raise self.invalid("init", "expected 'content', 'noise' or an existing image file")
             _check_image("init", self.init)
-        if self.save_every and not self.save_dir:
-            raise self.invalid("save_every", "also give save_dir, the folder to save into")
 
     def _check_same_length(self, name: str, values: list | None, what: str, count: int | None = None) -> None:
         count = len(self.style) if count is None else count
@@ -306,19 +304,15 @@ class Style(Effect):
         return (as_luminance_image(after) if self.color == "luminance" else after), unchanged
 
     def _reporter(self, tick: Any, context: Any, scale: int, history: list[Record], chroma_source: torch.Tensor | None):
-        folder = Path(self.save_dir) if self.save_every else None
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
         stem = Path(context.source).stem if context.source else "style"
 
         def report(iteration: int, x: torch.Tensor, parts: LossParts) -> None:
             history.append(Record(scale, iteration, parts))
             tick.show(style=parts.style, content=parts.content)
             tick.update(1)
-            if folder is not None and (iteration + 1) % self.save_every == 0:
+            if self.save_every and (iteration + 1) % self.save_every == 0:
                 shown = with_chroma(x, chroma_source) if chroma_source is not None else x.clamp(0, 1)
-                save_image(shown, folder / f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png",
-                           overwrite=True)
+                context.save_artifact(f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png", shown)
 
         return report
 

@@ -202,7 +202,7 @@ class JobQueues:
         _current.job = job
         try:
             result = job.pipeline.run(job.image, seed=job.seed, device=job.device, progress=_WebProgress(job),
-                                      source=job.source["name"], host=self.host)
+                                      source=job.source["name"], host=self.host, artifacts=job.folder / "steps")
             job.check_cancel()
             job.result = write_result(job, result)
             job.status = "done"

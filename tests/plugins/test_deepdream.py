@@ -249,10 +249,11 @@ def test_zoom_sequence_frames(photo):
     torch.testing.assert_close(zoomed[..., 24:72, 36:108].mean(), photo[..., 36:60, 54:90].mean(), atol=0.02, rtol=0)
 
 
-def test_intermediate_saves(photo, tmp_path):
-    Pipeline([small(octaves=2, steps=3, save_every=2, save_dir=str(tmp_path / "steps"))]).run(photo, device="cpu")
+def test_intermediate_saves_are_artifacts_of_the_run(photo, tmp_path):
+    Pipeline([small(octaves=2, steps=3, save_every=2)]).run(photo, device="cpu", artifacts=tmp_path / "steps")
     names = sorted(p.name for p in (tmp_path / "steps").iterdir())
     assert names == ["dream-f0000-o1-s0002.png", "dream-f0000-o2-s0001.png", "dream-f0000-o2-s0003.png"]
+    Pipeline([small(octaves=2, steps=3, save_every=2)]).run(photo, device="cpu")  # no place given: dropped
 
 
 def test_fast_mode_is_fp32_unless_bf16_pays_here(photo, caplog):
@@ -276,7 +277,7 @@ def test_fast_mode_is_fp32_unless_bf16_pays_here(photo, caplog):
     ({"channels": ["x"]}, r"'x' is not N or LAYER:N"),
     ({"classes": ["goldfsh"]}, r"'goldfsh' is not one of the 1000 class names; did you mean goldfish"),
     ({"layer_weights": [1.0, 2.0]}, r"give one weight per layer \(1 layers\)"),
-    ({"save_every": 3}, r"also give save_dir"),
+    ({"save_dir": "steps/"}, r"unknown parameter 'save_dir'"),
     ({"guide": "/no/such/guide.png"}, r"parameter 'guide' = '/no/such/guide.png' is not allowed; no such file"),
     ({"mode": "max"}, r"parameter 'mode' = 'max' is not allowed"),
 ])

@@ -389,9 +389,9 @@ def test_a_backbone_without_default_layers_needs_them_named(styles):
 
 # -- intermediate saves and progress --------------------------------------------------------
 
-def test_intermediate_saves(photo, styles, tmp_path):
-    effect = quick(styles, iterations=4, save_every=2, save_dir=str(tmp_path / "steps"))
-    stylise(effect, photo)
+def test_intermediate_saves_are_artifacts_of_the_run(photo, styles, tmp_path):
+    effect = quick(styles, iterations=4, save_every=2)
+    Pipeline([effect]).run(photo, device="cpu", artifacts=tmp_path / "steps")
     assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["style-f0000-s1-i00002.png",
                                                                       "style-f0000-s1-i00004.png"]
 
@@ -417,7 +417,7 @@ def test_the_progress_bar_shows_the_losses(photo, styles, capsys):
     ({"init": "bogus"}, "parameter 'init' = 'bogus' is not allowed; expected 'content', 'noise' or an existing image"),
     ({"color": "sepia"}, "parameter 'color' = 'sepia' is not allowed; expected one of 'style', 'luminance', 'match'"),
     ({"optimizer": "sgd"}, "parameter 'optimizer' = 'sgd' is not allowed"),
-    ({"save_every": 5}, "also give save_dir"),
+    ({"save_dir": "steps/"}, "unknown parameter 'save_dir'"),
 ])
 def test_bad_parameters_are_named(styles, params, words):
     with pytest.raises(ParameterError) as caught:
