@@ -37,7 +37,7 @@ class Param:
     ``kind`` is ``int``, ``float``, ``bool``, ``str`` or ``list`` (then ``item`` gives the element
     type). ``min``/``max`` are inclusive bounds, ``gt`` an exclusive lower bound; ``choices`` an
     explicit set of allowed values. A ``default`` of ``None`` makes the parameter optional.
-    ``resource`` (``"image"``, ``"file"``, ``"folder"``, ``"output"``) marks a parameter whose value
+    ``resource`` (``"image"``, ``"file"``, ``"folder"``) marks a parameter whose value
     names a file: front ends resolve it into a :class:`~dreamkit.resources.Resource` (paths on the
     command line and in recipes, uploads on the web page), which the effect opens like a path;
     ``words`` are its values that are not files (``"content"``, ``"default"``).

@@ -15,8 +15,9 @@ files changed and replay says which file changed or is missing. A ``Resource`` i
 ``os.PathLike``: effect code opens it as it opened a path.
 
 Kinds: ``"image"`` (an input image), ``"file"`` (any input file, e.g. weights), ``"folder"`` (an
-input folder, e.g. an index; no sha256: its contents are checked by whoever reads it), ``"output"``
-(a folder the effect writes into; made if missing; never on the web page). A parameter's
+input folder, e.g. an index; no sha256: its contents are checked by whoever reads it). There is
+no kind for a place to write: an effect never writes where a parameter says (images it makes on
+the way are artifacts of the run, :mod:`dreamkit.artifacts`). A parameter's
 ``words`` (``"content"``, ``"default"``) and, for ``"file"`` parameters, the names of registered
 weights are values that are not files: they are left as they are.
 """
@@ -30,9 +31,7 @@ from typing import Any, Callable
 
 from .errors import ParameterError
 
-KINDS = ("image", "file", "folder", "output")
-#: Kinds whose value is read (an input): the others are written.
-INPUT_KINDS = ("image", "file", "folder")
+KINDS = ("image", "file", "folder")
 
 
 @dataclass(frozen=True)
@@ -79,8 +78,6 @@ class PathResolver:
         path = Path(os.path.expanduser(str(value)))
         path = path if path.is_absolute() else self.base / path
         kind = param.resource
-        if kind == "output":
-            return Resource(kind, str(value), path.resolve(), None)
         if kind == "folder" and path.is_dir() or kind != "folder" and path.is_file():
             return make_resource(kind, str(value), path)
         wanted = "folder" if kind == "folder" else "file"
@@ -213,5 +210,5 @@ def resources_of(pipeline: Any) -> list[dict[str, Any]]:
     return found
 
 
-__all__ = ["INPUT_KINDS", "KINDS", "PathResolver", "Resource", "is_word", "make_resource", "resolve_effect",
+__all__ = ["KINDS", "PathResolver", "Resource", "is_word", "make_resource", "resolve_effect",
            "resolve_pipeline", "resource_params", "resources_of"]

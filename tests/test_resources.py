@@ -61,8 +61,10 @@ def test_a_file_parameter_declares_its_kind():
     assert Blend.params["overlay"].resource == "image" and Blend.params["amount"].resource is None
     with pytest.raises(TypeError, match="a file parameter is a str"):
         Param(int, 1, resource="image")
-    with pytest.raises(TypeError, match="resource one of image, file, folder, output"):
+    with pytest.raises(TypeError, match="resource one of image, file, folder"):
         Param(str, None, resource="picture")
+    with pytest.raises(TypeError, match="resource one of image, file, folder"):
+        Param(str, None, resource="output")  # no kind for a place to write: effects never write where told
 
 
 def test_the_cli_resolves_paths_and_the_recipe_records_each_files_sha256(cli, blend, files, monkeypatch):

@@ -40,7 +40,7 @@ class WebFiles:
     a client names: a file parameter is ``"upload:KEY"`` (the file sent in the form field
     ``file:KEY``) or, for an image, ``"sample:NAME"`` (one of the offered samples); its words
     (``"content"``, ``"default"``, a registered weights name) pass; anything else is refused with
-    400, before any file is opened. Folders (an index) and output folders are not offered."""
+    400, before any file is opened. Folders on the server (an index) are not offered."""
 
     def __init__(self, host: Any, uploads: dict[str, tuple[Path, str]], samples: dict[str, Path]) -> None:
         self.host, self.uploads, self.samples = host, uploads, samples
@@ -51,7 +51,7 @@ class WebFiles:
         where = f"effect '{effect}': parameter '{param.name}'"
         if is_word(param, value, self.host):
             return value
-        if param.resource in ("folder", "output"):
+        if param.resource == "folder":
             raise ApiError(400, f"{where}: the web page cannot use folders on the server; leave it unset")
         text = str(value)
         if text.startswith("upload:") and text[7:] in self.uploads:

@@ -106,7 +106,7 @@ let uploadCounter = 0;
 // path it is sent); the parameter's value names them as upload:KEY. Words ("content", "noise",
 // "default") can still be typed; folders on the server are not offered.
 function fileField(step, param, label) {
-  if (param.resource === "folder" || param.resource === "output") {
+  if (param.resource === "folder") {
     const note = document.createElement("span");
     note.className = "param-help";
     note.textContent = "not available on the web page (use the command line)";
