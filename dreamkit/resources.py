@@ -83,23 +83,9 @@ class PathResolver:
         wanted = "folder" if kind == "folder" else "file"
         where = f" (looked in {self.base})" if not Path(str(value)).is_absolute() else ""
         if kind == "file" and self.host is not None and os.sep not in str(value) and not Path(str(value)).suffix:
-            raise ParameterError(_not_a_weights_name(effect, param, str(value), self.host, values or {}))
+            raise ParameterError(f"effect '{effect}': parameter '{param.name}' = {str(value)!r} "
+                                 + self.host.weights.not_a_name(str(value), (values or {}).get("backbone")))
         raise ParameterError(f"effect '{effect}': parameter '{param.name}' = {str(value)!r}: no such {wanted}{where}")
-
-
-def _not_a_weights_name(effect: str, param: Any, text: str, host: Any, values: dict[str, Any]) -> str:
-    """A word that is no registered weights name (a misspelt key, not a missing file)."""
-    import difflib
-
-    keys = list(host.weights.entries)
-    backbone = values.get("backbone")
-    own = [key for key in keys if backbone and key.startswith(f"{backbone}.")]
-    close = difflib.get_close_matches(f"{backbone}.{text}", own, n=1, cutoff=0.5) if own else []
-    close = close or difflib.get_close_matches(text, keys, n=1, cutoff=0.5)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return (f"effect '{effect}': parameter '{param.name}' = {text!r} is neither registered weights nor an existing "
-            f"file{hint}; allowed: {', '.join(repr(w) for w in param.words)}, a registered name "
-            f"({', '.join(own) or '`dreamkit weights list`'}), or the path of a weights file")
 
 
 def is_image_data(value: Any) -> bool:

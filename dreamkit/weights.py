@@ -239,6 +239,19 @@ class WeightsRegistry:
         """Entries for one backbone, in registration order."""
         return [entry for entry in self.entries.values() if entry.backbone == backbone]
 
+    def not_a_name(self, text: str, backbone: str | None) -> str:
+        """What to say of a ``weights=`` value that is neither a registered name nor an existing
+        file (a misspelt key, not a missing file): the closest name, and what is allowed."""
+        import difflib
+
+        known = [entry.key for entry in self.for_backbone(backbone)] if backbone else []
+        close = difflib.get_close_matches(f"{backbone}.{text}", known, n=1, cutoff=0.5) or \
+            difflib.get_close_matches(text, known or list(self.entries), n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return (f"is neither registered weights nor an existing file{hint}; allowed: 'default', 'random', "
+                f"{', '.join(repr(k) for k in known) or 'a registered name (`dreamkit weights list`)'}, "
+                "or the path of a weights file")
+
     # -- files -----------------------------------------------------------------------------
     def cached_path(self, entry: WeightsEntry) -> Path:
         return cache_dir() / entry.filename

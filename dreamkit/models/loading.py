@@ -49,26 +49,12 @@ def resolve_weights_key(backbone: str, weights: str | Path = "default", *, host:
     return text if text in registry.entries else default_weights(backbone, host)
 
 
-def _not_weights(backbone: str, text: str, host: Any) -> str:
-    """What to say of a ``weights=`` value that is neither a registered key nor an existing file."""
-    import difflib
-
-    registry = _registry(host)
-    known = [entry.key for entry in registry.for_backbone(backbone)]
-    close = difflib.get_close_matches(f"{backbone}.{text}", known, n=1, cutoff=0.5) or \
-        difflib.get_close_matches(text, known, n=1, cutoff=0.5)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return (f"weights '{text}' for '{backbone}' are neither registered weights nor an existing file{hint}; "
-            f"allowed: 'default', 'random', {', '.join(repr(k) for k in known) or 'no registered weights'}, "
-            "or the path of a weights file")
-
-
 def _load_registered(model: nn.Module, name: str, weights: str | Path, host: Any, *, assign: bool = False) -> None:
     """Load the verified state dict that ``weights`` (not "random") means for ``name``."""
     key = resolve_weights_key(name, weights, host=host)
     path = None if str(weights) in ("default", key) else Path(weights)
     if path is not None and not path.is_file():  # a misspelt key is not a missing file
-        raise WeightsError(_not_weights(name, str(weights), host))
+        raise WeightsError(f"weights '{weights}' for '{name}' {_registry(host).not_a_name(str(weights), name)}")
     state = _registry(host).load_state_dict(key, path=path)
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith(_AUX_PREFIXES)}, assign=assign)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]

@@ -148,15 +148,12 @@ def graph_damage(graph: Any, count: int, keys: np.ndarray, matrix: np.ndarray) -
     after it was written is caught by its checksum (:func:`file_checksum`)."""
     if len(graph) != count:
         return f"it holds {len(graph)} vectors, the index {count}"
-    if not len(keys):
-        return None
-    rows = np.arange(len(keys))
-    for row in rows:
-        stored = graph.get(int(keys[row]), dtype="f32")
+    for key, vector in zip(keys.tolist(), matrix):
+        stored = graph.get(key, dtype="f32")
         if stored is None:
-            return f"key {int(keys[row])} is missing"
+            return f"key {key} is missing"
         stored = np.asarray(stored, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(stored))
-        if not np.isfinite(norm) or norm == 0 or float(stored @ matrix[row]) / norm < 0.999:
-            return f"the vector stored for key {int(keys[row])} differs from the index's"
+        if not np.isfinite(norm) or norm == 0 or float(stored @ vector) / norm < 0.999:
+            return f"the vector stored for key {key} differs from the index's"
     return None

@@ -106,15 +106,19 @@ class ImageIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         if not len(self.store):
             return [[] for _ in queries]
-        graph = self.graph()
-        if graph is not None:
-            keys, scores = graph_search(graph, queries, k)
-        else:
-            all_keys, matrix = self.vectors()
-            keys, scores = exact_search(matrix, all_keys, queries, k)
+        keys, scores = self._nearest(queries, k)
         items = self.store.lookup(int(key) for key in np.unique(keys))
         return [[Hit(items[int(key)], float(score)) for key, score in zip(row_k, row_s)
                  if np.isfinite(score) and int(key) in items] for row_k, row_s in zip(keys, scores)]
+
+    def _nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest keys and scores per query: through the graph when there is one in
+        use, else exactly."""
+        graph = self.graph()
+        if graph is not None:
+            return graph_search(graph, queries, k)
+        keys, matrix = self.vectors()
+        return exact_search(matrix, keys, queries, k)
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(keys, matrix)`` of every item, read once per generation of the index (exact search
@@ -208,7 +212,7 @@ class ImageIndex:
         row_of = {int(key): row for row, key in enumerate(keys)}
         links: dict[int, list[tuple[int, float]]] = {}
         saturated: set[int] = set()
-        for start, found_keys, found_scores in self._neighbours(keys, matrix, neighbours + 1):
+        for start, found_keys, found_scores in self._neighbours(matrix, neighbours + 1):
             for offset, (row_k, row_s) in enumerate(zip(found_keys, found_scores)):
                 me = start + offset
                 if flat[me]:
@@ -248,31 +252,22 @@ class ImageIndex:
     def _within(self, row: int, matrix: np.ndarray, keys: np.ndarray, row_of: dict[int, int],
                 threshold: float) -> list[tuple[int, float]]:
         """Every image scoring at least ``threshold`` with image ``row``: nearest neighbours read
-        in doubling counts until one falls below the threshold."""
-        graph = self.graph()
+        in counts four times larger each time until one falls below the threshold."""
         k = 32
         while True:
             k = min(k, len(keys))
-            if graph is not None:
-                found_keys, found_scores = graph_search(graph, matrix[row:row + 1], k)
-            else:
-                found_keys, found_scores = exact_search(matrix, keys, matrix[row:row + 1], k)
+            found_keys, found_scores = self._nearest(matrix[row:row + 1], k)
             scores = found_scores[0]
             if k == len(keys) or not np.isfinite(scores[-1]) or scores[-1] < threshold:
                 return [(row_of[int(key)], float(score)) for key, score in zip(found_keys[0], scores)
                         if score >= threshold and int(key) in row_of]
             k *= 4
 
-    def _neighbours(self, keys: np.ndarray, matrix: np.ndarray, k: int,
+    def _neighbours(self, matrix: np.ndarray, k: int,
                     block: int = 1024) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        graph = self.graph()
-        for start in range(0, len(keys), block):
-            queries = matrix[start:start + block]
-            if graph is not None:
-                found_keys, found_scores = graph_search(graph, queries, k)
-            else:
-                found_keys, found_scores = exact_search(matrix, keys, queries, k)
-            yield start, found_keys, found_scores
+        """The ``k`` nearest of every stored vector, ``block`` queries at a time."""
+        for start in range(0, len(matrix), block):
+            yield start, *self._nearest(matrix[start:start + block], k)
 
     # -- keeping the graph in step ------------------------------------------------------------
     def sync_graph(self, added: Sequence[int], removed: Sequence[int], previous_generation: int,
