@@ -133,13 +133,17 @@ class Pipeline:
         return cls(steps)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | str | Path, host: PluginHost | None = None) -> "Pipeline":
-        """Build from a dict, or from a ``.json``/``.toml`` recipe file or a dreamkit PNG."""
-        base = None
-        if isinstance(config, (str, Path)):
-            base = Path(config).parent  # files a recipe names are relative to the recipe
-            config = load_config_file(Path(config))
+    def from_config(cls, config: dict[str, Any] | str | Path, host: PluginHost | None = None,
+                    resolve: Any = None) -> "Pipeline":
+        """Build from a dict, or from a ``.json``/``.toml`` recipe file or a dreamkit PNG.
+        ``resolve(effect, param, value, values)`` resolves file parameters before each effect is
+        built (:mod:`dreamkit.resources`; the web page passes its uploads' resolver); a recipe
+        file's are resolved relative to it by default, a dict's are left for :meth:`run`."""
         host = host or get_host()
+        if isinstance(config, (str, Path)):
+            if resolve is None:  # files a recipe names are relative to the recipe
+                resolve = PathResolver(Path(config).parent, host)
+            config = load_config_file(Path(config))
         if not isinstance(config, dict):
             raise ConfigError(f"a pipeline config is a mapping with a 'steps' list, not {type(config).__name__}")
         unknown = set(config) - _CONFIG_KEYS
@@ -159,8 +163,8 @@ class Pipeline:
             if not isinstance(params, dict):
                 raise ConfigError(f"pipeline config: step {index}: 'params' must be a mapping")
             effect_class = host.effect(step["effect"])
-            if base is not None:  # a recipe file: the files it names are relative to it
-                params = resolve_values(effect_class, params, PathResolver(base, host))
+            if resolve is not None:
+                params = resolve_values(effect_class, params, resolve)
             built.append(effect_class(**params))
         return cls(built)
 

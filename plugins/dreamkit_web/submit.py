@@ -65,28 +65,6 @@ class WebFiles:
                             "upload the file (upload:KEY with the form field file:KEY) or pick a sample (sample:NAME)")
 
 
-def resolve_web_files(config: Any, host: Any, files: WebFiles) -> dict[str, Any]:
-    """The pipeline config with its file parameters resolved by ``files`` (unknown effects and
-    malformed steps are left for ``Pipeline.from_config`` to name)."""
-    import copy
-
-    from dreamkit.errors import UnknownEffectError
-    from dreamkit.resources import resolve_values
-
-    if not isinstance(config, dict):
-        raise ApiError(400, f"'pipeline' must be a JSON object ({{\"steps\": [...]}}), not {type(config).__name__}")
-    config = copy.deepcopy(config)
-    for step in config.get("steps") or []:
-        if not isinstance(step, dict) or not isinstance(step.get("params", {}), dict):
-            continue
-        try:
-            effect_class = host.effect(step.get("effect"))
-        except (UnknownEffectError, TypeError):
-            continue
-        step["params"] = resolve_values(effect_class, step.get("params", {}), files)
-    return config
-
-
 async def _form(request: Any, settings: ServerSettings) -> Any:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > settings.max_upload:
@@ -136,8 +114,9 @@ async def read_submission(request: Any, settings: ServerSettings, samples: dict[
     try:
         for key in {k for k in form.keys() if k.startswith("file:")}:
             uploads[key[5:]] = await _upload(form, key, settings, workdir, (*INPUT_SUFFIXES, *WEIGHTS_SUFFIXES))
-        config = resolve_web_files(config, host, WebFiles(host, uploads, samples))
-        pipeline = Pipeline.from_config(config, host=host)
+        if not isinstance(config, dict):
+            raise ApiError(400, f"'pipeline' must be a JSON object ({{\"steps\": [...]}}), not {type(config).__name__}")
+        pipeline = Pipeline.from_config(config, host=host, resolve=WebFiles(host, uploads, samples))
     except DreamkitError as exc:
         _remove(uploads)
         raise ApiError(400, _client_names(str(exc), uploads)) from None
