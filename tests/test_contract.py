@@ -84,16 +84,26 @@ def plain(results: list) -> list:
     return [{k: v for k, v in json.loads(json.dumps(r)).items() if k != "frame"} for r in results]
 
 
+#: Threads everywhere in this test: float sums are grouped by thread count, so the same pixels
+#: need the same count in this process and in the Ray actor (2 CPUs, 1 actor: 2 threads), on any
+#: machine, whatever its core count.
+THREADS = 2
+
+
 @pytest.fixture(scope="module")
 def ray_engine():
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray session of another test is still connected")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=THREADS, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
-    from dreamkit.batch.ray_engine import RayEngine
+    from dreamkit.batch.ray_engine import RayEngine, plan_actors
 
+    assert plan_actors(THREADS, 0, 1, "cpu").threads == THREADS  # the actor's threads: ours below
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
     yield RayEngine(workers=1)
+    torch.set_num_threads(before)
     ray.shutdown()
 
 
