@@ -273,6 +273,11 @@ class Effect:
     #: batch runs then hand it several inputs at once (:meth:`Pipeline.run_many`).
     batchable: ClassVar[bool] = False
 
+    #: True when :meth:`apply` uses ``context.previous_input``/``previous_output`` (``style``
+    #: starts each frame from the previous result): the frames of a video then run in order in
+    #: one process (:meth:`Pipeline.sequence`); otherwise they are independent jobs, run in parallel.
+    sequential: ClassVar[bool] = False
+
     def apply_batch(self, images: list[Any], contexts: list[Any]) -> list[Any]:
         """Several independent images, each with its own context (seed, records); one output image
         per image, in order. A batchable effect must not use ``context.previous_output`` (it is

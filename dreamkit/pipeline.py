@@ -197,6 +197,12 @@ class Pipeline:
         atomic_write_bytes(path, data)
 
     # -- running -----------------------------------------------------------------------------
+    @property
+    def sequential(self) -> bool:
+        """True when a step carries state from frame to frame (:attr:`Effect.sequential`,
+        ``style``): a video's frames must then run in order, through one :class:`FrameSequence`."""
+        return any(step.sequential for step in self.steps)
+
     def run(
         self,
         image: Any,
@@ -212,19 +218,35 @@ class Pipeline:
         ``progress``: tqdm bars on stderr (True, or None: when it is a terminal), or a
         :class:`~dreamkit.progress.Progress` whose bars report elsewhere.
 
-        ``image`` may also be a list of images: a frame sequence (video frames), which every step
-        processes in order, each frame seeing the previous one's input and output. ``artifacts``:
-        a folder (or :class:`~dreamkit.artifacts.Artifacts`) for images effects make on the way
-        (``save_every``); default: dropped."""
-        run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress), as_artifacts(artifacts))
-        steps = self.resolved(run.host).steps
+        ``image`` may also be a list of images: a frame sequence (video frames), run as
+        :meth:`sequence` runs it, each frame seeing the previous one's input and output.
+        ``artifacts``: a folder (or :class:`~dreamkit.artifacts.Artifacts`) for images effects make
+        on the way (``save_every``); default: dropped."""
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         if not images:
             raise ValueError("a pipeline needs an image or a non-empty list of frames")
-        frames = [Frame(_as_batch(item).to(run.device)) for item in images]
-        for step_index, effect in enumerate(steps):
-            frames = run.step(effect, step_index, frames, source)
-        return RunResult(frames)
+        sequence = self.sequence(seed=seed, device=device, progress=progress, source=source, host=host,
+                                 artifacts=artifacts)
+        return RunResult([frame for item in images for frame in sequence.push(item).frames])
+
+    def sequence(
+        self,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        progress: bool | None | Progress = False,
+        source: str | None = None,
+        host: PluginHost | None = None,
+        artifacts: Any = None,
+        start: int = 0,
+    ) -> "FrameSequence":
+        """A run over a frame sequence fed one frame at a time (:meth:`FrameSequence.push`): a
+        video's frames are decoded, run and written one by one, never all held at once. Each
+        step sees the previous frame's input and output for it (``context.previous_*``).
+        ``start``: the index of the first frame pushed (a video frame run on its own keeps its
+        index, which seeds its randomness). Options as for :meth:`run`."""
+        run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress), as_artifacts(artifacts))
+        return FrameSequence(run, self.resolved(run.host).steps, source, start)
 
     def run_many(
         self,
@@ -236,17 +258,20 @@ class Pipeline:
         sources: Sequence[str | None] | None = None,
         host: PluginHost | None = None,
         artifacts: Sequence[Any] | None = None,
+        frame_indices: Sequence[int] | None = None,
     ) -> list[RunResult | Exception]:
         """Run several independent images, each exactly as :meth:`run` would, but the steps of
         ``batchable`` effects (``classify``) see all of them in one call. An image whose step
         raises gets the exception in its place and drops out; the others go on.
 
         A batched step that raises is run again image by image, so only the culprit fails.
-        ``artifacts``: one place per image (see :meth:`run`), or None."""
+        ``artifacts``: one place per image (see :meth:`run`), or None. ``frame_indices``: each
+        image's frame index (``start`` of :meth:`sequence`: video frames run independently)."""
         run = _Run(host or get_host(), resolve_device(device), seed, make_progress(progress))
         places = [as_artifacts(a) for a in artifacts] if artifacts is not None else [None] * len(images)
         steps = self.resolved(run.host).steps
         sources = list(sources) if sources is not None else [None] * len(images)
+        starts = list(frame_indices) if frame_indices is not None else [0] * len(images)
         lanes: list[list[Frame] | Exception] = []
         for image in images:
             try:
@@ -256,14 +281,15 @@ class Pipeline:
         for step_index, effect in enumerate(steps):
             live = [i for i, lane in enumerate(lanes) if not isinstance(lane, Exception)]
             if effect.batchable and len(live) > 1:
-                batched = run.batched_step(effect, step_index, [lanes[i] for i in live], [sources[i] for i in live])
+                batched = run.batched_step(effect, step_index, [lanes[i] for i in live], [sources[i] for i in live],
+                                           [starts[i] for i in live])
                 if batched is not None:
                     for i, frames in zip(live, batched):
                         lanes[i] = frames
                     continue
             for i in live:
                 try:
-                    lanes[i] = run.step(effect, step_index, lanes[i], sources[i], places[i])
+                    lanes[i] = run.step(effect, step_index, lanes[i], sources[i], _Carry(starts[i]), places[i])
                 except Exception as exc:  # noqa: BLE001
                     lanes[i] = exc
         return [lane if isinstance(lane, Exception) else RunResult(lane) for lane in lanes]
@@ -282,6 +308,40 @@ class Pipeline:
         return f"Pipeline({self.steps!r})"
 
 
+class FrameSequence:
+    """One pipeline run over a frame sequence, fed a frame at a time (see :meth:`Pipeline.sequence`).
+
+    Each step keeps its own memory of the sequence (a :class:`_Carry`), so frame-by-frame pushes
+    give exactly what one call on the whole list would. A push that raises leaves the steps it
+    did not reach where they were: the next frame sees the last frame they ran as its previous.
+    """
+
+    def __init__(self, run: "_Run", steps: Sequence[Effect], source: str | None, start: int = 0) -> None:
+        self._run = run
+        self._steps = list(steps)
+        self._carries = [_Carry(start) for _ in self._steps]
+        self.source = source
+
+    def push(self, image: Any, artifacts: Any = None) -> RunResult:
+        """Run the next frame through every step; ``artifacts``: where this frame's go (default:
+        the sequence's)."""
+        frames = [Frame(_as_batch(image).to(self._run.device))]
+        place = as_artifacts(artifacts)
+        for step_index, (effect, carry) in enumerate(zip(self._steps, self._carries)):
+            frames = self._run.step(effect, step_index, frames, self.source, carry, place)
+        return RunResult(frames)
+
+
+@dataclass
+class _Carry:
+    """What a step remembers of the sequence it runs over: the next frame's index, and the
+    previous frame's input and output (``context.previous_*``)."""
+
+    frame_index: int = 0
+    previous_input: torch.Tensor | None = None
+    previous_output: torch.Tensor | None = None
+
+
 @dataclass
 class _Run:
     """What every step of one run shares: the host, the device, the seed and the progress bars."""
@@ -292,33 +352,34 @@ class _Run:
     bars: Progress
     artifacts: Any = None
 
-    def context(self, step_index: int, frame_index: int, source: str | None,
-                previous_input: torch.Tensor | None = None, previous_output: torch.Tensor | None = None,
-                artifacts: Any = None) -> RunContext:
-        return RunContext(self.device, self.seed, self.bars, source, step_index, frame_index, self.host,
-                          previous_input=previous_input, previous_output=previous_output, artifacts=artifacts)
+    def context(self, step_index: int, carry: _Carry, source: str | None, artifacts: Any = None) -> RunContext:
+        return RunContext(self.device, self.seed, self.bars, source, step_index, carry.frame_index, self.host,
+                          previous_input=carry.previous_input, previous_output=carry.previous_output,
+                          artifacts=artifacts if artifacts is not None else self.artifacts)
 
     def step(self, effect: Effect, step_index: int, frames: list[Frame], source: str | None,
-             artifacts: Any = None) -> list[Frame]:
-        """One step on every frame of one image, in order (``dreamkit_run_step`` per frame)."""
+             carry: _Carry, artifacts: Any = None) -> list[Frame]:
+        """One step on ``frames`` (one image, or the frames a zoom made of it), in order
+        (``dreamkit_run_step`` per frame), ``carry`` moving on by each."""
         produced: list[Frame] = []
-        for frame_index, frame in enumerate(frames):
-            previous_input = frames[frame_index - 1].image if frame_index else None
-            previous_output = produced[-1].image if frame_index else None
-            context = self.context(step_index, frame_index, source, previous_input, previous_output,
-                                   artifacts if artifacts is not None else self.artifacts)
+        for frame in frames:
+            context = self.context(step_index, carry, source, artifacts)
             output = self.host.hook.dreamkit_run_step(effect=effect, image=frame.image, context=context)
-            produced += _frames_out(effect, output, frame, context)
+            made = _frames_out(effect, output, frame, context)
+            carry.frame_index += 1
+            carry.previous_input, carry.previous_output = frame.image, made[-1].image
+            produced += made
         return produced
 
     def batched_step(self, effect: Effect, step_index: int, lanes: list[list[Frame]],
-                     sources: list[str | None]) -> list[list[Frame]] | None:
+                     sources: list[str | None], starts: list[int]) -> list[list[Frame]] | None:
         """One step on every frame of several images in one ``dreamkit_run_batch_step`` call;
         ``None`` if it raised or broke the contract (the caller then goes image by image)."""
         pairs = [(lane_index, frame_index, frame) for lane_index, lane in enumerate(lanes)
                  for frame_index, frame in enumerate(lane)]
-        contexts = [self.context(step_index, frame_index, sources[lane_index],
-                                 lanes[lane_index][frame_index - 1].image if frame_index else None)
+        contexts = [self.context(step_index, _Carry(starts[lane_index] + frame_index,
+                                                    lanes[lane_index][frame_index - 1].image if frame_index else None),
+                                 sources[lane_index])
                     for lane_index, frame_index, _ in pairs]
         try:
             outputs = self.host.hook.dreamkit_run_batch_step(effect=effect, images=[f.image for _, _, f in pairs],
@@ -371,4 +432,4 @@ def load_config_file(path: Path) -> dict[str, Any]:
     raise ConfigError(f"recipe file {path}: unknown extension {path.suffix!r}; use .json, .toml or a dreamkit .png")
 
 
-__all__ = ["Frame", "Pipeline", "RunResult", "split_effect_spec", "load_config_file"]
+__all__ = ["Frame", "FrameSequence", "Pipeline", "RunResult", "split_effect_spec", "load_config_file"]

@@ -64,8 +64,7 @@ def replay(
     if device is None:
         device = "cuda" if recipe.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
     pipeline = Pipeline.from_config(_with_recorded_files(png, recipe), host=host)
-    image = _load_input(path, source)
-    result = pipeline.run(image, seed=int(recipe["seed"]), device=device, host=host)
+    result = _rerun(pipeline, path, source, int(recipe["seed"]), device, host)
     frame = recipe.get("frame")
     index = 0 if frame is None else int(frame)
     if index >= len(result.frames):
@@ -122,19 +121,27 @@ def _with_recorded_files(png: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _load_input(path: Path, source: dict[str, Any]) -> torch.Tensor:
-    """The recorded input: the image, or the recorded frame of a video."""
+def _rerun(pipeline: Pipeline, path: Path, source: dict[str, Any], seed: int, device: str,
+           host: PluginHost | None) -> Any:
+    """The recorded run again, as the batch ran it: the image; or the recorded frame of a video,
+    at its index, after the frames before it when the pipeline is sequential (each frame starts
+    from the previous one's result, so frame N needs frames 0..N)."""
     frame = source.get("video_frame")
     if frame is None:
-        return load_image(path, background=source.get("background", "white"))
+        image = load_image(path, background=source.get("background", "white"))
+        return pipeline.run(image, seed=seed, device=device, host=host, source=path.name)
     from .batch.video import FrameReader
     from .io import max_pixels_from_env
 
+    first = 0 if pipeline.sequential else int(frame)
+    sequence = pipeline.sequence(seed=seed, device=device, host=host, source=path.name, start=first)
     reader = FrameReader()
     try:
-        return reader.read(path, int(frame), max_pixels_from_env())
+        for index in range(first, int(frame) + 1):
+            result = sequence.push(reader.read(path, index, max_pixels_from_env()))
     finally:
         reader.close()
+    return result
 
 
 def _changes(recorded: dict[str, Any], now: dict[str, Any], section: str) -> dict[str, tuple[str, str]]:

@@ -18,6 +18,7 @@ import torch
 from dreamkit import Effect, Param, hookimpl
 from dreamkit.batch import BatchSettings, LocalEngine, list_inputs, plan_batch, run_batch
 from dreamkit.batch.inputs import InputItem
+from pathlib import PurePosixPath
 from dreamkit.batch.outputs import assign_outputs
 from dreamkit.io import read_metadata, read_recipe
 from dreamkit.pipeline import Pipeline
@@ -315,10 +316,13 @@ def test_the_python_api(dreamkit_host, tmp_path):
 
 
 # -- video --------------------------------------------------------------------------------------
-def make_video(path, frames=5, size=(32, 24)):
+def make_video(path, frames=5, size=(32, 24), pictures=None):
+    """A lossless video of ``pictures`` (H×W×3 uint8; default: ``frames`` random ones of ``size``)."""
     av = pytest.importorskip("av")
     rng = np.random.default_rng(0)
-    pictures = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(frames)]
+    if pictures is None:
+        pictures = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(frames)]
+    size = (pictures[0].shape[1], pictures[0].shape[0])
     with av.open(str(path), "w") as container:
         stream = container.add_stream("ffv1", rate=10)  # lossless: decoded frames are the pictures
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "bgr0"
@@ -417,3 +421,90 @@ def test_a_progress_bar_counts_images_on_a_terminal(dreamkit_host, tmp_path):
     assert "images:" in text and "/3 [00:00<" in text and "img/s]" in text
     plan = plan_batch(Pipeline.from_specs(["resize:scale=2"]), [folder], tmp_path / "out2")
     assert len(list(run_batch(plan, LocalEngine(), stream=hidden))) == 3 and hidden.getvalue() == ""
+
+
+# -- video through a sequential pipeline (style): one frame sequence per video -------------------
+def moving_square_pictures(samples, count=4):
+    """A photo with a blue square moving 6 pixels right per frame (64×48)."""
+    base = np.asarray(Image.open(samples / "chelsea.png").convert("RGB").resize((64, 48)))
+    pictures = []
+    for index in range(count):
+        picture = base.copy()
+        picture[16:28, 8 + 6 * index:20 + 6 * index] = (25, 150, 230)
+        pictures.append(picture)
+    return pictures
+
+
+def still_flicker(pictures, outputs):
+    """Mean change between consecutive outputs where the input did not change."""
+    changes = []
+    for before, after, out_before, out_after in zip(pictures, pictures[1:], outputs, outputs[1:]):
+        still = (np.abs(after.astype(int) - before.astype(int)).max(2) == 0)[..., None]
+        changes.append((np.abs(out_after.astype(float) - out_before.astype(float)) * still).sum() / (still.sum() * 3))
+    return float(np.mean(changes))
+
+
+def pixels(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+STYLE_SPEC = "style:style={},iterations=8,scales=1"
+
+
+def test_a_video_through_style_is_one_coherent_frame_sequence(cli, samples, tmp_path):
+    pictures = moving_square_pictures(samples)
+    make_video(tmp_path / "clip.mkv", pictures=pictures)
+    frames = tmp_path / "frames"
+    for index, picture in enumerate(pictures):  # the same frames as separate images: run independently
+        tiny_path = frames / f"f{index}.png"
+        tiny_path.parent.mkdir(exist_ok=True)
+        Image.fromarray(picture).save(tiny_path)
+    spec = STYLE_SPEC.format(samples / "coffee.png")
+    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", tmp_path / "out")
+    assert code == 0, stderr
+    code, _, stderr = cli("run", frames, "-e", spec, "-o", tmp_path / "alone")
+    assert code == 0, stderr
+    sequence = [pixels(tmp_path / "out" / "clip" / f"frame_{i + 1:06d}.png") for i in range(4)]
+    alone = [pixels(tmp_path / "alone" / f"f{i}.png") for i in range(4)]
+    # each frame started from the previous result, held by the temporal term where nothing moved
+    assert still_flicker(pictures, sequence) < 0.5 * still_flicker(pictures, alone)
+    blue = np.array([25, 150, 230])
+    for index, output in enumerate(sequence):  # and what moved, moved: the square is where the input's is
+        square = output[18:26, 10 + 6 * index:18 + 6 * index].astype(float)
+        assert np.abs(square - blue).mean() < 40, index
+    recipe = read_recipe(tmp_path / "out" / "clip" / "frame_000003.png")
+    assert recipe["input"]["video_frame"] == 2
+
+
+def test_a_resumed_video_sequence_redoes_missing_frames_exactly(cli, samples, tmp_path):
+    make_video(tmp_path / "clip.mkv", pictures=moving_square_pictures(samples))
+    spec, out = STYLE_SPEC.format(samples / "coffee.png"), tmp_path / "out"
+    assert cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", out)[0] == 0
+    third = out / "clip" / "frame_000003.png"
+    before = pixels(third)
+    third.unlink()
+    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", out)
+    # frames 1-2 warm the sequence up again (not written), so frame 3 sees what it saw the first time
+    assert code == 0 and "1 done, 3 skipped" in stderr
+    assert np.array_equal(pixels(third), before)
+    code, stdout, _ = cli("replay", out / "clip" / "frame_000004.png")  # replay runs frames 1..4 in order
+    assert code == 0 and "reproduces the image exactly" in stdout
+
+
+def test_a_sequential_pipeline_runs_each_video_as_one_chunk(samples, tmp_path):
+    from dreamkit.batch.jobs import Job
+    from dreamkit.batch.outputs import OutputPlan
+    from dreamkit.batch.work import PipelineWork
+
+    def job(path, frame):
+        item = InputItem(tmp_path / path, PurePosixPath(path), PurePosixPath(path), frame)
+        return Job(OutputPlan(item, tmp_path / "o.png", tmp_path / "o", tmp_path / "o.gif"))
+
+    jobs = [job("a.mkv", 1), job("x.png", None), job("b.mkv", 0), job("a.mkv", 0), job("y.png", None)]
+    style = Pipeline.from_specs([STYLE_SPEC.format(samples / "coffee.png")])
+    chunks = PipelineWork(style).chunks(jobs)
+    names = [[(j.item.path.name, j.item.video_frame) for j in chunk] for chunk in chunks]
+    assert names == [[("x.png", None)], [("y.png", None)], [("a.mkv", 0), ("a.mkv", 1)], [("b.mkv", 0)]]
+    independent = PipelineWork(Pipeline.from_specs(["resize:scale=1"])).chunks(jobs)
+    assert [len(chunk) for chunk in independent] == [1] * 5  # frames run as separate jobs (in parallel on Ray)

@@ -96,6 +96,59 @@ def test_a_sequence_flows_through_later_steps_frame_by_frame(host, dreamkit_imag
         result.image
 
 
+class Echo(Effect):
+    """Sequential: half the frame, half the previous frame's output (the first frame: itself)."""
+
+    name = "echo"
+    sequential = True
+
+    def apply(self, image, context):
+        previous = context.previous_output if context.previous_output is not None else image
+        return (image + previous) / 2
+
+
+def test_frames_pushed_one_by_one_equal_one_run_over_the_list(host, dreamkit_image):
+    frames = [dreamkit_image * (0.4 + 0.2 * i) for i in range(3)]
+    pipeline = Pipeline([Zoom(frames=2), Echo(), Noise(amount=0.5)])
+    whole = pipeline.run(frames, seed=3, device="cpu").frames
+    sequence = pipeline.sequence(seed=3, device="cpu")
+    pushed = [frame for image in frames for frame in sequence.push(image).frames]
+    assert len(whole) == len(pushed) == 6
+    assert all(torch.equal(a.image, b.image) for a, b in zip(whole, pushed))
+    echo = Pipeline([Echo()]).sequence(device="cpu")
+    first, second = (echo.push(image).image for image in frames[:2])
+    assert torch.equal(first, frames[0]) and torch.allclose(second, (frames[1] + frames[0]) / 2)  # carried across pushes
+    assert pipeline.sequential and not Pipeline([Zoom(), Noise()]).sequential
+
+
+def test_a_sequence_started_at_frame_n_seeds_as_frame_n(host, dreamkit_image):
+    frames = [torch.full_like(dreamkit_image, 0.5)] * 3
+    pipeline = Pipeline([Noise(amount=1.0)])
+    whole = pipeline.run(frames, seed=1, device="cpu").frames
+    alone = pipeline.sequence(seed=1, device="cpu", start=2).push(frames[2]).image
+    assert torch.equal(alone, whole[2].image) and not torch.equal(alone, whole[0].image)
+    many = pipeline.run_many(frames, seed=1, device="cpu", frame_indices=[2, 0, 1])
+    assert torch.equal(many[0].image, whole[2].image) and torch.equal(many[2].image, whole[1].image)
+
+
+def test_a_failed_push_leaves_the_sequence_on_its_last_good_frame(host, dreamkit_image):
+    class Fussy(Effect):
+        name = "fussy"
+
+        def apply(self, image, context):
+            if image.mean() > 0.9:
+                raise ValueError("too bright")
+            return image
+
+    pipeline = Pipeline([Fussy(), Echo()])
+    sequence = pipeline.sequence(device="cpu")
+    dark, bright, mid = (torch.full_like(dreamkit_image, v) for v in (0.2, 0.95, 0.6))
+    sequence.push(dark)
+    with pytest.raises(ValueError, match="too bright"):
+        sequence.push(bright)
+    assert torch.allclose(sequence.push(mid).image, torch.full_like(dreamkit_image, 0.4))  # (0.6 + 0.2) / 2
+
+
 def test_results_are_collected_per_image_and_copied_into_each_frame(host, dreamkit_image):
     result = Pipeline([Measure(), Zoom(frames=2)]).run(dreamkit_image, device="cpu")
     assert [len(records) for records in result.results] == [1, 1]

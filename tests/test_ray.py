@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -255,6 +256,34 @@ def test_video_frames_on_ray_equal_the_local_engine(ray_session, dreamkit_host, 
         with Image.open(tmp_path / "local" / name) as a, Image.open(tmp_path / "ray" / name) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b))
     assert len(local) == 6
+
+
+def test_videos_through_a_sequential_pipeline_run_in_parallel_each_in_order(ray_session, dreamkit_host, samples,
+                                                                          tmp_path):
+    """``style`` carries each video's frames: a video is one chunk on one actor (two videos: two
+    actors at once), and its frames come out as the local engine's, which runs them in order."""
+    from tests.test_batch import STYLE_SPEC, make_video, moving_square_pictures
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pictures = moving_square_pictures(samples, count=3)
+    make_video(folder / "a.mkv", pictures=pictures)
+    make_video(folder / "b.mkv", pictures=[np.ascontiguousarray(p[:, ::-1]) for p in pictures])
+    pipeline = Pipeline.from_specs([STYLE_SPEC.format(samples / "coffee.png")])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two actors below (2 CPUs): the same float sums
+    try:
+        run(pipeline, folder, tmp_path / "local", None)
+    finally:
+        torch.set_num_threads(before)
+    remote = run(pipeline, folder, tmp_path / "ray", RayEngine(workers=2))
+    assert sorted((r["input"][-5:], r["video_frame"]) for r in remote) == \
+        [(f"{v}.mkv", i) for v in "ab" for i in range(3)] and {r["status"] for r in remote} == {"done"}
+    for video in "ab":
+        for index in range(3):
+            name = f"{video}/frame_{index + 1:06d}.png"
+            with Image.open(tmp_path / "local" / name) as a, Image.open(tmp_path / "ray" / name) as b:
+                assert np.array_equal(np.asarray(a), np.asarray(b)), name
 
 
 def test_an_index_built_on_ray_equals_the_local_one(ray_session, dreamkit_host, tmp_path):

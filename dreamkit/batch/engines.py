@@ -28,10 +28,9 @@ class LocalEngine:
 
     def run(self, jobs: Sequence[Any], work: Work, host: PluginHost | None, *, reraise: bool = False) -> Iterator[dict]:
         runner = work.runner(host)
-        size = work.chunk_size()
         try:
-            for start in range(0, len(jobs), size):
-                yield from runner.run_chunk(jobs[start:start + size], reraise=reraise)
+            for chunk in work.chunks(jobs):
+                yield from runner.run_chunk(chunk, reraise=reraise)
         finally:
             runner.close()
 

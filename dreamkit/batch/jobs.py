@@ -12,7 +12,7 @@ import logging
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -102,9 +102,9 @@ class InputRunner:
     def __call__(self, job: Any, *, reraise: bool = False) -> dict[str, Any]:
         """Run ``job``; a failure becomes a ``failed`` record (``reraise``: the exception itself,
         for a run of one input, which keeps the single-image command's exit codes)."""
-        return self.run_chunk([job], reraise=reraise)[0]
+        return next(iter(self.run_chunk([job], reraise=reraise)))
 
-    def run_chunk(self, jobs: Sequence[Any], *, reraise: bool = False) -> list[dict[str, Any]]:
+    def run_chunk(self, jobs: Sequence[Any], *, reraise: bool = False) -> Iterable[dict[str, Any]]:
         """Run several jobs, handing their loaded images to :meth:`_run_group` together; decoded
         images are held at most :data:`MAX_BATCH_PIXELS` at a time. A record's ``seconds`` is its
         share of its group's time."""
@@ -181,16 +181,49 @@ class JobRunner(InputRunner):
         self.pipeline = pipeline.resolved(host)  # once: a Ray actor's pipeline arrives as plain config
         self.host = host
 
+    def run_chunk(self, jobs: Sequence[Job], *, reraise: bool = False) -> Iterable[dict[str, Any]]:
+        """As :meth:`InputRunner.run_chunk`; a chunk of one video's frames with a sequential
+        pipeline (:meth:`~.work.PipelineWork.chunks`) runs as one frame sequence."""
+        if self.pipeline.sequential and jobs and all(job.item.video_frame is not None and job.item.path == jobs[0].item.path
+                                                     for job in jobs):
+            return self._run_sequence(jobs, reraise)
+        return super().run_chunk(jobs, reraise=reraise)
+
     def _run_group(self, group: list[tuple[Job, dict[str, Any], Any]], reraise: bool) -> None:
         results = self.pipeline.run_many([image for _, _, image in group], seed=self.settings.seed, device=self.device,
                                          progress=self.settings.progress, host=self.host,
                                          sources=[job.plan.item.path.name for job, _, _ in group],
-                                         artifacts=[job.plan.artifacts for job, _, _ in group])
+                                         artifacts=[job.plan.artifacts for job, _, _ in group],
+                                         frame_indices=[job.item.video_frame or 0 for job, _, _ in group])
         for (job, record, _), result in zip(group, results):
             if isinstance(result, Exception):
                 self._fail(record, result, reraise)
             else:
                 self._guard(record, reraise, lambda: self._write(job, result, record))
+
+    def _run_sequence(self, jobs: Sequence[Job], reraise: bool) -> Iterator[dict[str, Any]]:
+        """Frames of one video through one :class:`~dreamkit.pipeline.FrameSequence`, from the
+        video's first frame to the last job's, yielding each job's record when its frame is
+        written. Frames without a job (done by an earlier run) are run again but not written, so
+        every frame sees the same previous frame as in a run of the whole video, and a replay
+        (which runs frames 0..N) gives its pixels."""
+        wanted = {job.item.video_frame: job for job in jobs}
+        path = jobs[0].item.path
+        sequence = self.pipeline.sequence(seed=self.settings.seed, device=self.device, progress=self.settings.progress,
+                                          source=path.name, host=self.host)
+        for index in range(max(wanted) + 1):
+            job = wanted.get(index)
+            start = time.perf_counter()
+            record = base_record(path, "done", self.settings.seed, index)
+            fails = reraise and job is not None  # a frame only warming up the sequence fails quietly
+            image = self._guard(record, fails, lambda: self._frames.read(path, index, self.max_pixels))
+            if image is not None:
+                result = self._guard(record, fails, lambda: sequence.push(image, job.plan.artifacts if job else None))
+                if result is not None and job is not None:
+                    self._guard(record, reraise, lambda: self._write(job, result, record))
+            if job is not None:
+                record["seconds"] = round(time.perf_counter() - start, 4)
+                yield record
 
     def _write(self, job: Job, result: Any, record: dict[str, Any]) -> None:
         item = job.plan.item

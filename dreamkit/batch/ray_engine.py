@@ -43,7 +43,8 @@ def import_ray() -> Any:
 
 class Worker:
     """A Ray actor's callable: one :class:`~.work.Work`'s runner, built once (models load once per
-    actor); a batch of jobs in, their records out."""
+    actor); a chunk of jobs in (one row), their records out as each is ready (a generator: a
+    video's frames stream back while the rest of it runs)."""
 
     def __init__(self, work: Work, threads: int) -> None:
         from ..runtime import configure
@@ -52,9 +53,11 @@ class Worker:
         self.work = work
         self.runner = work.runner(None)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        jobs = [self.work.job_from_dict(json.loads(text)) for text in batch["job"]]
-        return {"record": [json.dumps(record, default=str) for record in self.runner.run_chunk(jobs)]}
+    def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, list[str]]]:
+        for text in batch["chunk"]:
+            jobs = [self.work.job_from_dict(data) for data in json.loads(text)]
+            for record in self.runner.run_chunk(jobs):
+                yield {"record": [json.dumps(record, default=str)]}
 
 
 @dataclass(frozen=True)
@@ -114,28 +117,28 @@ class RayEngine:
         actors = plan_actors(int(resources.get("CPU", 0)), float(resources.get("GPU", 0)), self.workers,
                              work.settings.device)
         worker_args = {"work": work.with_settings(device=actors.device, progress=False), "threads": actors.threads}
-        size = work.chunk_size()
-        missing = yield from self._map(ray, jobs, work, actors, worker_args, size)
-        if missing and size > 1:  # a group whose actor died on every try: again one by one, to find the culprit
-            missing = yield from self._map(ray, missing, work, actors, worker_args, 1)
+        chunks = work.chunks(jobs)
+        missing = yield from self._map(ray, chunks, work, actors, worker_args)
+        if missing and len(chunks) < len(jobs):  # a group whose actor died on every try: again one by one, to find the culprit
+            missing = yield from self._map(ray, [[job] for job in missing], work, actors, worker_args)
         for job in missing:
             yield work.lost_record(job, f"the Ray worker running it died {RETRIES + 1} times (a crash, or killed "
                                         "for memory); see the Ray logs")
 
-    def _map(self, ray: Any, jobs: Sequence[Any], work: Work, actors: ActorPlan, worker_args: dict[str, Any],
-             size: int) -> Generator[dict, None, list[Any]]:
-        """Yield the records of ``jobs`` run ``size`` at a time on the actor pool; return the jobs
-        that came back with no record (their actor died on every try)."""
+    def _map(self, ray: Any, chunks: Sequence[Sequence[Any]], work: Work, actors: ActorPlan,
+             worker_args: dict[str, Any]) -> Generator[dict, None, list[Any]]:
+        """Yield the records of the jobs in ``chunks`` (each chunk to one actor in one go) run on
+        the actor pool; return the jobs that came back with no record (their actor died on every try)."""
         returned: set[tuple[str, Any]] = set()
-        blocks = -(-len(jobs) // size)
+        blocks = len(chunks)
         # No more actors than groups (idle ones make Ray warn). One task in flight per actor: an
         # actor that dies takes only its own job (or group) with it, never the next one queued on
         # it, which would use up that job's retries too. Ray prints worker deaths on stdout: keep
         # stdout for records (--json).
         with _data_context(ray), redirect_stdout(sys.stderr):
-            dataset = ray.data.from_items([{"job": json.dumps(work.job_to_dict(job))} for job in jobs],
-                                          override_num_blocks=blocks)
-            dataset = dataset.map_batches(Worker, batch_size=size, fn_constructor_kwargs=worker_args,
+            dataset = ray.data.from_items([{"chunk": json.dumps([work.job_to_dict(job) for job in chunk])}
+                                           for chunk in chunks], override_num_blocks=blocks)
+            dataset = dataset.map_batches(Worker, batch_size=1, fn_constructor_kwargs=worker_args,
                                           compute=ray.data.ActorPoolStrategy(size=min(actors.workers, blocks),
                                                                             max_tasks_in_flight_per_actor=1),
                                           num_cpus=actors.threads, num_gpus=actors.gpus_each, **_bounded_retries())
@@ -143,7 +146,7 @@ class RayEngine:
                 record = json.loads(row["record"])
                 returned.add((record["input"], record["video_frame"]))
                 yield record
-        return [job for job in jobs if (str(job.item.path), job.item.video_frame) not in returned]
+        return [job for chunk in chunks for job in chunk if (str(job.item.path), job.item.video_frame) not in returned]
 
     def _connect(self, ray: Any) -> bool:
         """Connect (True) or use the caller's session (False)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Iterable, Protocol, Sequence
 
 from ..pipeline import Pipeline
 from ..plugins import PluginHost
@@ -20,8 +20,9 @@ from .jobs import BatchSettings, Job, JobRunner, base_record, batch_size_for
 class Runner(Protocol):
     """Runs jobs in one process; models load once, on the first job that needs them."""
 
-    def run_chunk(self, jobs: Sequence[Any], *, reraise: bool = False) -> list[dict[str, Any]]:
-        """One record per job, in order; a failure is a ``failed`` record (``reraise``: raised)."""
+    def run_chunk(self, jobs: Sequence[Any], *, reraise: bool = False) -> Iterable[dict[str, Any]]:
+        """One record per job, in order (as each is ready); a failure is a ``failed`` record
+        (``reraise``: raised)."""
 
     def close(self) -> None:
         """Release what the runner holds open."""
@@ -52,6 +53,12 @@ class Work(ABC):
         """How many jobs a runner is handed at once (more when it batches them)."""
         return 1
 
+    def chunks(self, jobs: Sequence[Any]) -> list[list[Any]]:
+        """The groups of jobs runners are handed, each to one runner in one go, in input order:
+        :meth:`chunk_size` at a time."""
+        size = self.chunk_size()
+        return [list(jobs[start:start + size]) for start in range(0, len(jobs), size)]
+
     def with_settings(self, **changes: Any) -> "Work":
         """A copy with some settings changed (the Ray engine picks each actor's device)."""
         return dataclasses.replace(self, settings=dataclasses.replace(self.settings, **changes))  # type: ignore[type-var]
@@ -79,6 +86,26 @@ class PipelineWork(Work):
 
     def chunk_size(self) -> int:
         return batch_size_for(self.pipeline)
+
+    def chunks(self, jobs: Sequence[Job]) -> list[list[Job]]:
+        """As :meth:`Work.chunks`, except that with a :attr:`~dreamkit.Pipeline.sequential`
+        pipeline all frames of a video are one chunk, in frame order (one runner carries the
+        sequence; different videos still run in parallel)."""
+        if not self.pipeline.sequential:
+            return super().chunks(jobs)
+        videos: dict[Any, list[Job]] = {}
+        order: list[Any] = []  # videos in input order, after the images
+        others: list[Job] = []
+        for job in jobs:
+            if job.item.video_frame is None:
+                others.append(job)
+                continue
+            if job.item.path not in videos:
+                videos[job.item.path] = []
+                order.append(job.item.path)
+            videos[job.item.path].append(job)
+        chunks = super().chunks(others)
+        return chunks + [sorted(videos[path], key=lambda job: job.item.video_frame) for path in order]
 
     def cleanup(self, jobs: Sequence[Job]) -> None:
         from .outputs import remove_stale_temporaries

@@ -56,6 +56,7 @@ class Style(Effect):
     """
 
     name = "style"
+    sequential = True  # a frame starts from the previous frame's result
     summary = "Neural style transfer (Gatys): blended styles, colour control, masks, exact tiles, sequences."
     style = Param(list, None, item=str, resource="image", help="style image(s)")
     style_weights = Param(list, None, item=float, help="blend weight of each style (default: equal)")
@@ -227,7 +228,7 @@ class Style(Effect):
         geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
         previous = self._previous(context, image)
         sizes = _scale_sizes(*image.shape[-2:], 1 if previous else self.scales)  # a sequence's later frames: full size
-        current = previous[0] if previous else self._initial(content, context.generator)
+        current = _anchored_start(previous, content) if previous else self._initial(content, context.generator)
         history: list[Record] = []
         bar = context.progress(self.iterations * len(sizes), "style")
         with bar as tick:
@@ -315,6 +316,13 @@ class Style(Effect):
                 context.save_artifact(f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png", shown)
 
         return report
+
+
+def _anchored_start(previous: tuple[torch.Tensor, torch.Tensor], content: torch.Tensor) -> torch.Tensor:
+    """A sequence frame's start: the previous result where the input did not change, the new
+    frame's content where it did (so what moved starts where it now is, not where it was)."""
+    result, unchanged = previous
+    return torch.lerp(content, result, unchanged)
 
 
 def _check_image(param: str, path: str) -> None:
