@@ -140,8 +140,8 @@ def test_every_effect_gives_the_same_result_through_every_front_end(name, dreamk
     assert np.array_equal(pixels(tmp_path / "ray" / "photo.png"), python_pixels), "ray"
     assert plain(ray_record["results"]) == python_records, "ray"
 
-    # 4. the web API: file parameters are uploads; folders on the server are refused
-    web = _web_client(dreamkit_host)
+    # 4. the web API: file parameters are uploads, folders are ones the server shares by name
+    web = _web_client(dreamkit_host, {"INDEX": photo.parent / "INDEX"})
     files, web_params = {}, dict(params)
     for param_name, param in effect_class.params.items():
         value = params.get(param_name)
@@ -153,13 +153,11 @@ def test_every_effect_gives_the_same_result_through_every_front_end(name, dreamk
                 files[f"file:{key}"] = (pathlib.Path(path).name, pathlib.Path(path).read_bytes(), "image/png")
                 names.append(f"upload:{key}")
             web_params[param_name] = names if isinstance(value, list) else names[0]
+        elif param.resource == "folder" and value is not None:
+            web_params[param_name] = f"folder:{pathlib.Path(value).name}"
     files["image"] = ("photo.png", photo.read_bytes(), "image/png")
     response = web.post("/api/jobs", data={"pipeline": json.dumps({"steps": [{"effect": name, "params": web_params}]}),
                                            "seed": str(seed)}, files=files)
-    if any(param.resource == "folder" and params.get(p) is not None
-           for p, param in effect_class.params.items()):
-        assert response.status_code == 400 and "cannot use folders" in response.json()["error"]
-        return  # the web page does not offer folders on the server (an index): said, not crashed
     assert response.status_code == 201, response.text
     done = _events(web, response.json()["job"])[-1]
     assert done["type"] == "done", done
@@ -169,14 +167,14 @@ def test_every_effect_gives_the_same_result_through_every_front_end(name, dreamk
     assert plain(done["result"]["results"]) == python_records, "web"
 
 
-def _web_client(host):
+def _web_client(host, folders):
     pytest.importorskip("fastapi")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
     from dreamkit_web.app import ServerSettings, create_app
 
-    settings = ServerSettings(allow_hosts=("testserver",), device="cpu")
+    settings = ServerSettings(allow_hosts=("testserver",), device="cpu", folders=folders)
     client = TestClient(create_app(settings, host=host))
     client.headers["X-Dreamkit-Token"] = settings.token
     return client

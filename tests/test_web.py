@@ -238,6 +238,57 @@ def test_serve_refuses_bad_options_and_warns_for_other_addresses(cli, monkeypatc
     assert code == 0 and "WARNING" not in err and calls[1]["host"] == "127.0.0.1" and calls[1]["port"] == 8765
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("index", "expected NAME=PATH with a plain NAME"),
+    ("../up={here}", "expected NAME=PATH with a plain NAME"),
+    ("a={here}/missing", "is not a folder"),
+    ("a={here}", None),
+])
+def test_serve_shares_only_folders_it_is_given(cli, monkeypatch, tmp_path, spec, message):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    code, _, err = cli("serve", "--port", "0", "--folder", spec.format(here=tmp_path))
+    if message:
+        assert code == 2 and message in err and not calls
+        return
+    assert code == 0
+    code, _, err = cli("serve", "--port", "0", "--folder", f"a={tmp_path}", "--folder", f"a={tmp_path}")
+    assert code == 2 and "the name 'a' is given twice" in err
+
+
+def test_a_shared_folder_is_named_never_shown_and_only_it_is_used(dreamkit_host, tmp_path):
+    """retrieve's index on the page: ``folder:NAME`` of a folder the server shares; the listing
+    gives names only; another name or a path is refused before anything is opened."""
+    from dreamkit.cli import main
+    from dreamkit_web.app import ServerSettings, create_app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(2):
+        (photos / f"p{seed}.png").write_bytes(png_bytes(40, 30, seed))
+    assert main(["index", "build", str(photos), "-o", str(tmp_path / "idx"), "-q"]) == 0
+    settings = ServerSettings(allow_hosts=("testserver",), folders={"library": tmp_path / "idx"})
+    client = TestClient(create_app(settings, host=dreamkit_host))
+    client.headers["X-Dreamkit-Token"] = settings.token
+    listing = client.get("/api/folders")
+    assert listing.json() == [{"name": "library"}] and str(tmp_path) not in listing.text
+
+    def retrieve(index):
+        return submit(client, {"steps": [{"effect": "retrieve", "params": {"index": index, "k": 2}}]},
+                      files={"image": ("p0.png", png_bytes(40, 30, 0), "image/png")})
+
+    response = retrieve("folder:library")
+    assert response.status_code == 201, response.text
+    done = events(client, response.json()["job"])[-1]
+    assert done["type"] == "done", done
+    assert done["result"]["results"][0]["effect"] == "retrieve"
+    for other in ("folder:other", str(tmp_path / "idx")):
+        response = retrieve(other)
+        assert response.status_code == 400 and "allowed: folder:library" in response.json()["error"]
+
+
 # -- file parameters: uploads and samples, never server paths ------------------------------------
 STYLE = {"effect": "style", "params": {"iterations": 2, "scales": 1}}
 
@@ -287,7 +338,7 @@ def test_a_path_the_client_names_is_refused_and_never_opened(server, tmp_path, m
         "absolute path": ({"style": [str(sentinel)]}, "names a file on the server"),
         "relative path": ({"style": ["secret.png"]}, "names a file on the server"),
         "weights file": ({"style": ["sample:chelsea.png"], "weights": str(sentinel)}, "names a file on the server"),
-        "index": (None, "cannot use folders"),
+        "index": (None, "uses only the folders this server shares; it shares none"),
         "unknown upload": ({"style": ["upload:nothing"]}, "no such upload or sample"),
     }[case]
     if case == "index":

@@ -103,6 +103,10 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
     async def sample_list() -> Any:
         return [{"name": name} for name in sample_paths]
 
+    @app.get("/api/folders")
+    async def folder_list() -> Any:
+        return [{"name": name} for name in settings.folders]  # names only: paths stay on the server
+
     @app.get("/api/samples/{name}")
     async def sample(name: str) -> Any:
         if name not in sample_paths:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 
 from dreamkit.commands import Command
 from dreamkit.errors import DreamkitError
@@ -18,6 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="another name the page may be reached by (a Host header to accept); repeatable")
     parser.add_argument("--max-upload-mb", type=int, default=25, metavar="MB", help="largest upload (default 25)")
+    parser.add_argument("--folder", action="append", default=[], metavar="NAME=PATH",
+                        help="share a folder on this machine under NAME (an index for retrieve); the page "
+                             "offers the name, never the path (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     port = args.port or _free_port(args.host)
     settings = ServerSettings(port=port, bind=args.host, allow_hosts=tuple(args.allow_host), device=args.device,
-                              max_upload=args.max_upload_mb * 1024 * 1024)
+                              max_upload=args.max_upload_mb * 1024 * 1024, folders=shared_folders(args.folder))
     if args.host not in LOOPBACK and args.host != "::1":
         print(f"dreamkit: WARNING: listening on {args.host}, not this machine only: anyone who can reach this "
               "address and has the token can run models here and read their results. Use --host 127.0.0.1 "
@@ -54,6 +59,23 @@ def run(args: argparse.Namespace) -> int:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
     uvicorn.run(app, host=args.host, port=port, log_level="warning")
     return 0
+
+
+def shared_folders(specs: list[str]) -> dict[str, Path]:
+    """``["NAME=PATH", ...]`` → ``{NAME: PATH}``; each PATH an existing folder, each NAME plain
+    (letters, digits, ``-_.``) and given once."""
+    folders: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise DreamkitError(f"--folder {spec!r} is not allowed; expected NAME=PATH with a plain NAME "
+                                "(letters, digits, - _ .)")
+        if name in folders:
+            raise DreamkitError(f"--folder {spec!r}: the name {name!r} is given twice")
+        if not Path(path).expanduser().is_dir():
+            raise DreamkitError(f"--folder {spec!r}: {path} is not a folder")
+        folders[name] = Path(path).expanduser().resolve()
+    return folders
 
 
 def _free_port(host: str) -> int:

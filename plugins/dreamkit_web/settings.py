@@ -24,6 +24,9 @@ class ServerSettings:
     device: str = "auto"
     max_upload: int = MAX_UPLOAD
     max_pixels: int | None = None
+    #: Folders the operator shares by name (``dreamkit serve --folder NAME=PATH``): a folder
+    #: parameter (retrieve's ``index``) is ``folder:NAME``. Clients see the names, never the paths.
+    folders: dict[str, Path] = field(default_factory=dict)
 
     def allowed_hosts(self) -> set[str]:
         names = {*LOOPBACK, *self.allow_hosts}

@@ -38,12 +38,15 @@ class Submission:
 class WebFiles:
     """Resolves the file parameters of a pipeline sent by the page. The server never opens a path
     a client names: a file parameter is ``"upload:KEY"`` (the file sent in the form field
-    ``file:KEY``) or, for an image, ``"sample:NAME"`` (one of the offered samples); its words
-    (``"content"``, ``"default"``, a registered weights name) pass; anything else is refused with
-    400, before any file is opened. Folders on the server (an index) are not offered."""
+    ``file:KEY``) or, for an image, ``"sample:NAME"`` (one of the offered samples); a folder
+    parameter (an index) is ``"folder:NAME"``, one the operator shares (``--folder NAME=PATH``);
+    its words (``"content"``, ``"default"``, a registered weights name) pass; anything else is
+    refused with 400, before any file is opened."""
 
-    def __init__(self, host: Any, uploads: dict[str, tuple[Path, str]], samples: dict[str, Path]) -> None:
+    def __init__(self, host: Any, uploads: dict[str, tuple[Path, str]], samples: dict[str, Path],
+                 folders: dict[str, Path] | None = None) -> None:
         self.host, self.uploads, self.samples = host, uploads, samples
+        self.folders = folders or {}
 
     def __call__(self, effect: str, param: Any, value: Any, values: dict[str, Any] | None = None) -> Any:
         from dreamkit.resources import is_word, make_resource
@@ -51,9 +54,13 @@ class WebFiles:
         where = f"effect '{effect}': parameter '{param.name}'"
         if is_word(param, value, self.host):
             return value
-        if param.resource == "folder":
-            raise ApiError(400, f"{where}: the web page cannot use folders on the server; leave it unset")
         text = str(value)
+        if param.resource == "folder":
+            if text.startswith("folder:") and text[7:] in self.folders:
+                return make_resource("folder", text[7:], self.folders[text[7:]])
+            shared = ", ".join(f"folder:{name}" for name in self.folders)
+            raise ApiError(400, f"{where} = {text!r}: the web page uses only the folders this server shares; "
+                                + (f"allowed: {shared}" if shared else "it shares none (dreamkit serve --folder NAME=PATH)"))
         if text.startswith("upload:") and text[7:] in self.uploads:
             path, name = self.uploads[text[7:]]
             return make_resource(param.resource, name, path)
@@ -116,7 +123,7 @@ async def read_submission(request: Any, settings: ServerSettings, samples: dict[
             uploads[key[5:]] = await _upload(form, key, settings, workdir, (*INPUT_SUFFIXES, *WEIGHTS_SUFFIXES))
         if not isinstance(config, dict):
             raise ApiError(400, f"'pipeline' must be a JSON object ({{\"steps\": [...]}}), not {type(config).__name__}")
-        pipeline = Pipeline.from_config(config, host=host, resolve=WebFiles(host, uploads, samples))
+        pipeline = Pipeline.from_config(config, host=host, resolve=WebFiles(host, uploads, samples, settings.folders))
     except DreamkitError as exc:
         _remove(uploads)
         raise ApiError(400, _client_names(str(exc), uploads)) from None

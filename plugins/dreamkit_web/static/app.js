@@ -4,7 +4,7 @@
 
 const token = new URLSearchParams(location.search).get("token") || "";
 const $ = (id) => document.getElementById(id);
-const state = { effects: {}, steps: [], image: null, job: null, events: null };
+const state = { effects: {}, steps: [], image: null, job: null, events: null, folders: [] };
 
 async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { "X-Dreamkit-Token": token, ...(options.headers || {}) } });
@@ -102,17 +102,31 @@ function moveStep(index, action) {
 
 let uploadCounter = 0;
 
-// A file parameter: the page uploads the chosen files with the job (the server never opens a
-// path it is sent); the parameter's value names them as upload:KEY. Words ("content", "noise",
-// "default") can still be typed; folders on the server are not offered.
-function fileField(step, param, label) {
-  if (param.resource === "folder") {
+// A folder parameter (an index): one of the folders the server shares, by name (folder:NAME).
+function folderField(step, param, label) {
+  if (!state.folders.length) {
     const note = document.createElement("span");
     note.className = "param-help";
-    note.textContent = "not available on the web page (use the command line)";
+    note.textContent = "this server shares no folders (dreamkit serve --folder NAME=PATH)";
     label.append(note);
     return label;
   }
+  const select = document.createElement("select");
+  if (param.optional) select.add(new Option("(none)", ""));
+  for (const folder of state.folders) select.add(new Option(folder.name, `folder:${folder.name}`));
+  const current = step.values[param.name];
+  select.value = typeof current === "string" && current.startsWith("folder:") ? current : select.options[0].value;
+  step.values[param.name] = select.value || null;
+  select.addEventListener("change", () => { step.values[param.name] = select.value || null; });
+  label.append(select);
+  return withHelp(label, param);
+}
+
+// A file parameter: the page uploads the chosen files with the job (the server never opens a
+// path it is sent); the parameter's value names them as upload:KEY. Words ("content", "noise",
+// "default") can still be typed.
+function fileField(step, param, label) {
+  if (param.resource === "folder") return folderField(step, param, label);
   const picker = document.createElement("input");
   picker.type = "file";
   picker.name = param.name;
@@ -415,6 +429,7 @@ async function start() {
   }
   try {
     await loadEffects();
+    state.folders = await api("/api/folders");
     await loadSamples();
     renderSteps();
   } catch (error) {
