@@ -15,6 +15,7 @@ so a re-run never takes its own outputs for inputs.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import sys
@@ -106,7 +107,7 @@ def list_inputs(
         elif path.exists():
             found.append((path, PurePosixPath(path.name)))
         else:
-            listing.problems.append(InputProblem(text, f"{path}: no such file"))
+            listing.problems.append(InputProblem(text, link_problem(path) or f"{path}: no such file"))
     for list_file in list_files:
         name = str(list_file)
         if name == "-":
@@ -120,12 +121,30 @@ def list_inputs(
         found += _listed(lines, f"list file {name}", listing)
     seen: set[Path] = set()
     for path, relative in found:
+        problem = link_problem(path)
+        if problem:  # a loop or a dangling link is one bad input, named (resolve() would raise)
+            listing.problems.append(InputProblem(str(path), problem))
+            continue
         resolved = path.resolve()
         if resolved in seen:
             continue
         seen.add(resolved)
         listing.items += _items_for(path, relative, listing)
     return listing
+
+
+def link_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` if it is a symbolic link that leads nowhere: a loop, or a
+    target that does not exist; ``None`` for anything else."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path}: symbolic link loop (it leads back to itself)"
+        return f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return None
 
 
 def _items_for(path: Path, relative: PurePosixPath, listing: InputListing) -> list[InputItem]:
@@ -163,8 +182,8 @@ def _listed(lines: Iterable[str], where: str, listing: InputListing) -> list[tup
 
 
 def _walk(folder: Path, recursive: bool, excluded: Path | None) -> list[Path]:
-    if not recursive:
-        return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not recursive:  # links that lead nowhere are kept, to be named as failures
+        return sorted(p for p in folder.iterdir() if (p.is_file() or link_problem(p)) and not p.name.startswith("."))
     files = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _inside(Path(root, d), excluded))

@@ -96,12 +96,16 @@ def _key(name: PurePosixPath) -> str:
 
 
 def _clashing(names: Sequence[PurePosixPath], suffix: str) -> set[int]:
-    """Indices of names whose outputs (image, frames folder or animation) meet another's."""
+    """Indices of names whose outputs (image, frames folder or animation, and the folders they
+    are in: ``x.png`` the file and ``x.png/inner.png``'s folder) meet another's."""
     owners: dict[str, set[int]] = defaultdict(set)
     for index, name in enumerate(names):
-        for claimed in (f"{_key(name)}{suffix}", _key(name), f"{_key(name)}.gif"):
+        folders = [_key(parent) for parent in name.parents if parent != PurePosixPath(".")]
+        for claimed in (f"{_key(name)}{suffix}", _key(name), f"{_key(name)}.gif", *folders):
             owners[claimed].add(index)
-    return {index for group in owners.values() if len(group) > 1 for index in group}
+    # a folder shared by many outputs is no clash; a folder that is also another output's file is
+    folder_only = {key for key in owners if all(key in [_key(p) for p in names[i].parents] for i in owners[key])}
+    return {index for key, group in owners.items() if len(group) > 1 and key not in folder_only for index in group}
 
 
 def check_writable(outdir: Path) -> None:
