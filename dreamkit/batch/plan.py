@@ -76,11 +76,18 @@ def plan_batch(
         elif overwrite:
             plan.jobs.append(Job(output, replace=True))
         else:
-            state, frames = existing_state(output, _identity_of(pipeline, settings, output))
-            if state is State.DONE:
-                plan.known.append(_skipped_record(output, frames, settings.seed))
-            elif state in (State.INCOMPLETE, State.STALE):  # ours, unfinished or made from files since changed
+            wanted = _identity_of(pipeline, settings, output)
+            if wanted is None:  # the input cannot be read now: its job fails and says why; the output stays
+                plan.jobs.append(Job(output))
+                continue
+            existing = existing_state(output, wanted)
+            if existing.state is State.DONE:
+                plan.known.append(_skipped_record(output, existing.frames, settings.seed))
+            elif existing.state in (State.INCOMPLETE, State.STALE):  # ours, unfinished or made from files since changed
                 plan.jobs.append(Job(output, replace=True))
+            elif existing.state is State.DAMAGED:
+                plan.known.append({**base_record(output.item.path, "failed", settings.seed, output.item.video_frame),
+                                   "error": f"its output {existing.problem}; pass --overwrite to redo it"})
             else:
                 foreign.append(output)
     if foreign:
@@ -90,15 +97,16 @@ def plan_batch(
     return plan
 
 
-def _identity_of(pipeline: Pipeline, settings: BatchSettings, output: OutputPlan) -> dict[str, Any]:
-    """What decides the job's pixels, as its recipe would record it."""
+def _identity_of(pipeline: Pipeline, settings: BatchSettings, output: OutputPlan) -> dict[str, Any] | None:
+    """What decides the job's pixels, as its recipe would record it; ``None`` when the input
+    cannot be read (its job will fail and say why)."""
     from ..resources import resources_of
 
     item = output.item
     try:
         source = describe_input(item.path, settings.background, video_frame=item.video_frame)
-    except OSError:  # unreadable: it will fail as a job and say why
-        source = {}
+    except OSError:
+        return None
     return {"pipeline": pipeline.to_config(), "seed": settings.seed, "input": source,
             "resources": resources_of(pipeline)}
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import enum
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DreamkitError
-from ..io import RECIPE_KEY, RESULTS_KEY, read_metadata
+from ..errors import DreamkitError, ImageLoadError
+from ..io import RECIPE_KEY, RESULTS_KEY, open_image, read_metadata
 from .outputs import OutputPlan
 
 
@@ -24,6 +25,21 @@ class State(enum.Enum):
     INCOMPLETE = "incomplete"  #: started by this job (frames without the animation): redo it
     FOREIGN = "foreign"      #: made by another recipe, input or tool: only --overwrite replaces it
     STALE = "stale"          #: made by this recipe from files (a style image, a guide) that changed since: redo it
+    DAMAGED = "damaged"      #: there but unreadable (empty, truncated, corrupt): a failed record; --overwrite redoes it
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What is in place of a job's outputs: its :class:`State`; for DONE the outputs as a record's
+    ``frames``; for DAMAGED what is wrong (naming the file)."""
+
+    state: State
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    problem: str = ""
+
+
+class _Damaged(Exception):
+    """An output that cannot be read back."""
 
 
 def identity(recipe: dict[str, Any]) -> str:
@@ -52,35 +68,53 @@ def _state_of(recipe: dict[str, Any], wanted: dict[str, Any]) -> State:
     return State.DONE if files_identity(recipe) == files_identity(wanted) else State.STALE
 
 
-def existing_state(plan: OutputPlan, wanted: dict[str, Any]) -> tuple[State, list[dict[str, Any]]]:
+def existing_state(plan: OutputPlan, wanted: dict[str, Any]) -> Existing:
     """The state of ``plan``'s outputs for the job whose recipe would be ``wanted`` (its pipeline,
     seed, input and resources) and, when it is done, its outputs as a record's ``frames``
     (``{"output", "results"}`` read back from each)."""
-    if plan.image.exists():
+    try:
+        return _existing(plan, wanted)
+    except _Damaged as exc:
+        return Existing(State.DAMAGED, problem=str(exc))
+
+
+def _existing(plan: OutputPlan, wanted: dict[str, Any]) -> Existing:
+    if plan.image.is_file():
         metadata = _metadata(plan.image)
         state = State.FOREIGN if metadata is None else _state_of(metadata[RECIPE_KEY], wanted)
         if state is not State.DONE:
-            return state, []
-        return State.DONE, [{"output": str(plan.image), "results": metadata.get(RESULTS_KEY) or []}]
-    if plan.frames_dir.exists():
+            return Existing(state)
+        return Existing(State.DONE, [{"output": str(plan.image), "results": metadata.get(RESULTS_KEY) or []}])
+    if plan.image.exists():  # a folder where the image goes
+        return Existing(State.FOREIGN)
+    if plan.frames_dir.is_dir():
         frames = sorted(plan.frames_dir.glob(f"frame_*{plan.image.suffix}"))
         found = [_metadata(frame) for frame in frames]
         states = {State.FOREIGN if m is None else _state_of(m[RECIPE_KEY], wanted) for m in found}
         if not found or State.FOREIGN in states:
-            return State.FOREIGN, []
+            return Existing(State.FOREIGN)
         if State.STALE in states:
-            return State.STALE, []
+            return Existing(State.STALE)
         if not plan.animation.exists():
-            return State.INCOMPLETE, []
-        return State.DONE, [{"output": str(frame), "results": m.get(RESULTS_KEY) or []} for frame, m in zip(frames, found)]
-    if plan.animation.exists():
-        return State.FOREIGN, []
-    return State.ABSENT, []
+            return Existing(State.INCOMPLETE)
+        return Existing(State.DONE, [{"output": str(frame), "results": m.get(RESULTS_KEY) or []}
+                                     for frame, m in zip(frames, found)])
+    if plan.frames_dir.exists() or plan.animation.exists():
+        return Existing(State.FOREIGN)
+    return Existing(State.ABSENT)
 
 
 def _metadata(path: Path) -> dict[str, Any] | None:
+    """The dreamkit metadata of an output, ``None`` for an image without a recipe; raises
+    :class:`_Damaged` for a file that cannot be read back whole (empty, truncated, corrupt)."""
     try:
         metadata = read_metadata(path)
+        with open_image(path) as image:
+            image.verify()  # every chunk's checksum (PNG); without decoding the pixels
+    except ImageLoadError as exc:  # empty, not an image, a header that does not parse
+        raise _Damaged(f"{path} cannot be read back ({str(exc).removeprefix(f'{path}: ')})") from None
     except DreamkitError:
-        return None
+        return None  # readable, but its metadata is not dreamkit's
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's words for a truncated or corrupt file
+        raise _Damaged(f"{path} cannot be read back ({exc})") from None
     return metadata if isinstance(metadata.get(RECIPE_KEY), dict) else None
