@@ -290,9 +290,14 @@ def test_tiled_and_untiled_stylisations_agree(photo, styles):
     untiled, _ = stylise(quick(styles, iterations=3, tile_size=0), photo)
     tiled, _ = stylise(quick(styles, iterations=3, tile_size=32), photo)
     assert len(plan_tiles(*photo.shape[-2:], 32, Geometry({"a": 16}, 85))) > 1
-    # float32 through different tile shapes: rounding-level differences (L-BFGS steps are linear in
-    # the gradient; Adam's first step, lr * sign(g), would turn rounding of g ~ 0 into +-lr).
-    assert (tiled - untiled).abs().max() < 1e-3
+    # Tiles change only how float32 sums are grouped (the float64 test above: the same gradient).
+    # L-BFGS then amplifies that rounding by an amount that depends on the CPU's kernels (AVX-512,
+    # AVX2, none), so the yardstick is measured here: what a rounding-sized change of the input
+    # (one ulp) does to the same run. (Adam's first step, lr * sign(g), would turn rounding of
+    # g ~ 0 into +-lr: L-BFGS steps are linear in the gradient.)
+    nudged, _ = stylise(quick(styles, iterations=3, tile_size=0), torch.nextafter(photo, torch.ones_like(photo)))
+    rounding = float((nudged - untiled).abs().max())
+    assert (tiled - untiled).abs().max() <= 10 * rounding + 1e-5
 
 
 def test_memory_budget_chooses_tiles_and_caps_the_lbfgs_history(styles):
