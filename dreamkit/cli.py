@@ -1,8 +1,9 @@
 """The ``dreamkit`` command line.
 
 Exit codes: 0 success, 2 usage errors and bad inputs (a message on stderr, no traceback),
-1 internal errors (with a traceback: that is a bug to report) and batches where some inputs
-failed (each named, with the reason), 130 interrupted (Ctrl-C).
+1 internal errors (with a traceback: that is a bug to report), batches where some inputs
+failed (each named, with the reason) and runs stopped by the machine (a full disk), 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 from .commands import require_positive
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 log = logging.getLogger("dreamkit")
 
 
@@ -61,6 +62,8 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON-lines report: one line per input")
     run.add_argument("--overwrite", action="store_true",
                      help="redo and replace existing outputs (default: skip those this recipe made from the same input)")
+    run.add_argument("--wait", action="store_true",
+                     help="if another run is writing OUTDIR, wait for it (default: refuse, exit 2)")
     run.add_argument("--engine", default="local", choices=["local", "ray"], help="where images run (default local)")
     run.add_argument("--workers", type=int, metavar="N", help="Ray actors (default: one per GPU, else the cluster's CPUs / 2)")
     run.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (auto, HOST:PORT, ray://HOST:PORT) "
@@ -109,7 +112,7 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dreamkit`` command; returns the exit code."""
-    from .errors import DreamkitError
+    from .errors import DreamkitError, EnvironmentFailure
 
     try:
         # Plugins load here (their commands are part of the parser): a plugin failure in strict
@@ -126,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _messages_on_stderr(quiet=getattr(args, "quiet", False)):
             return _command(args.command)(args)
+    except EnvironmentFailure as exc:
+        print(f"dreamkit: stopped: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
     except DreamkitError as exc:
         print(f"dreamkit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -184,7 +190,9 @@ def _print_json(value: Any) -> None:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from .batch import BatchSettings, BatchSummary, ReportWriter, make_engine, plan_batch, run_batch
+    from .batch import BatchSettings, ReportWriter, make_engine, plan_batch
+    from .batch.lock import FolderLock
+    from .batch.outputs import check_writable, remove_stale_temporaries
     from .errors import DreamkitError
     from .io import check_output_path, parse_color
     from .pipeline import Pipeline
@@ -205,35 +213,83 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .context import resolve_device
 
         resolve_device(settings.device)
-    plan = plan_batch(pipeline, args.inputs, args.output, settings=settings, fmt=args.format,
-                      overwrite=args.overwrite, recursive=args.recursive, list_files=args.list_files)
-    inputs = [job.plan.item.path for job in plan.jobs]
-    if args.report:  # rewritten by each run, but never over an input
-        check_output_path(args.report, overwrite=True, inputs=inputs)
-    if args.save_recipe:
-        check_output_path(args.save_recipe, overwrite=args.overwrite, inputs=inputs)
-        pipeline.save(args.save_recipe)
+    check_writable(args.output)  # its clear message before the lock makes the folder
+    with FolderLock(args.output, wait=args.wait):  # one run at a time writes OUTDIR
+        plan = plan_batch(pipeline, args.inputs, args.output, settings=settings, fmt=args.format,
+                          overwrite=args.overwrite, recursive=args.recursive, list_files=args.list_files)
+        inputs = [job.plan.item.path for job in plan.jobs]
+        if args.report:  # rewritten by each run, but never over an input
+            check_output_path(args.report, overwrite=True, inputs=inputs)
+        if args.save_recipe:
+            check_output_path(args.save_recipe, overwrite=args.overwrite, inputs=inputs)
+            pipeline.save(args.save_recipe)
+        report = ReportWriter(args.report) if args.report else None  # unwritable: a usage error, before work
+        swept = remove_stale_temporaries([job.plan for job in plan.jobs])
+        if swept:
+            log.info("removed %d temporary file(s) a killed run left in %s", swept, args.output)
+        return _run_plan(plan, engine, args, report)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd, docker, Kubernetes stopping us), handled as Ctrl-C is: exit 143."""
+
+
+def _run_plan(plan: Any, engine: Any, args: argparse.Namespace, report: Any) -> int:
+    """Run ``plan``, printing and reporting each record; the summary at the end, also after Ctrl-C,
+    SIGTERM or a full disk."""
+    from .batch import BatchSummary, run_batch
+    from .errors import EnvironmentFailure
+
     stdout = sys.stdout  # the Ray engine sends Ray's own chatter to stderr while it runs
     summary = BatchSummary(plan.total)
-    report = ReportWriter(args.report) if args.report else None
-    try:
-        for record in run_batch(plan, engine, progress=None if not args.quiet else False, summary=summary):
+    exit_code = None
+    with _sigterm_as_interrupt():
+        try:
+            for record in run_batch(plan, engine, progress=None if not args.quiet else False, summary=summary):
+                if report:
+                    report.write(record)
+                if args.json:
+                    print(json.dumps(record, default=str), file=stdout, flush=True)
+                else:
+                    _print_record(record, stdout)
+        except KeyboardInterrupt as exc:
+            summary.interrupted = True
+            exit_code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        except EnvironmentFailure as exc:
+            summary.stopped = str(exc)
+        finally:
             if report:
-                report.write(record)
-            if args.json:
-                print(json.dumps(record, default=str), file=stdout, flush=True)
-            else:
-                _print_record(record, stdout)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        if report:
-            report.close()
-    if plan.total > 1 or summary.interrupted:
+                report.close()
+    if plan.total > 1 or summary.interrupted or summary.stopped:
         print(f"dreamkit: {summary.describe()}" + (f"; report: {args.report}" if args.report else ""), file=sys.stderr)
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
+    if summary.stopped:
+        print(f"dreamkit: stopped: {summary.stopped}; nothing more was started. Free some space (or lift the limit) "
+              "and run the same command again to finish", file=sys.stderr)
+        return EXIT_INTERNAL
+    if exit_code is not None:
+        return exit_code
     return EXIT_INTERNAL if summary.failed else EXIT_OK
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so a
+    stopped service finishes its current write cleanly, flushes the report and prints the summary."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_record(record: dict[str, Any], stream: Any) -> None:

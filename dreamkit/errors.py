@@ -6,6 +6,8 @@ an internal error (exit code 1, with a traceback).
 
 from __future__ import annotations
 
+import errno
+
 
 class DreamkitError(Exception):
     """Base class: the user can fix this (a bad parameter, file, recipe, plugin or weight file)."""
@@ -37,3 +39,24 @@ class PluginError(DreamkitError):
 
 class WeightsError(DreamkitError):
     """Model weights are unknown, unavailable or fail verification."""
+
+
+class EnvironmentFailure(DreamkitError):
+    """The machine cannot go on: the disk is full, a quota or file-size limit is reached, the file
+    system turned read-only. A batch stops scheduling work at once (exit 1); the same command run
+    again once it is fixed finishes the job."""
+
+
+#: errno values that say the machine, not the input, is the problem (see :class:`EnvironmentFailure`).
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def environment_failure(exc: BaseException) -> EnvironmentFailure | None:
+    """``exc`` as an :class:`EnvironmentFailure` when it is one (an ``OSError`` with one of
+    :data:`ENVIRONMENT_ERRNOS`), else ``None``."""
+    if isinstance(exc, EnvironmentFailure):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+        where = f"writing {exc.filename}: " if exc.filename else ""
+        return EnvironmentFailure(f"{where}{exc.strerror or exc}")
+    return None

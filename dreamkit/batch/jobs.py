@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..context import resolve_device
-from ..errors import DreamkitError
+from ..errors import DreamkitError, environment_failure
 from ..io import load_image, max_pixels_from_env
 from ..pipeline import Pipeline
 from ..plugins import PluginHost
@@ -98,6 +98,8 @@ class InputRunner:
         self.max_pixels = settings.max_pixels or max_pixels_from_env()
         self._frames = FrameReader()
         self._video_hash: tuple[Any, str] | None = None
+        #: Why this runner stopped taking work (an :class:`~dreamkit.errors.EnvironmentFailure`), if it did.
+        self.stopped: str | None = None
 
     def __call__(self, job: Any, *, reraise: bool = False) -> dict[str, Any]:
         """Run ``job``; a failure becomes a ``failed`` record (``reraise``: the exception itself,
@@ -113,6 +115,8 @@ class InputRunner:
         pixels = 0
         start = time.perf_counter()
         for job in jobs:
+            if self.stopped:
+                break
             record = base_record(job.item.path, "done", self.settings.seed, job.item.video_frame)
             records.append(record)
             loaded = self._guard(record, reraise, lambda: self._load(job.item))
@@ -125,7 +129,8 @@ class InputRunner:
                 group, pixels = [], 0
         if group:
             self._run_group(group, reraise)
-        share = round((time.perf_counter() - start) / max(1, len(jobs)), 4)
+        records = [record for record in records if record["status"] is not None]  # None: not started (stopped)
+        share = round((time.perf_counter() - start) / max(1, len(records)), 4)
         for record in records:
             record["seconds"] = share
         return records
@@ -143,6 +148,13 @@ class InputRunner:
             return None
 
     def _fail(self, record: dict[str, Any], exc: Exception, reraise: bool) -> None:
+        environment = environment_failure(exc)
+        if environment is not None:  # the disk is full: no later job can succeed either
+            if reraise:
+                raise environment from exc
+            self.stopped = str(environment)
+            record.update(status="failed", error=str(environment), fatal=True)
+            return
         if reraise:
             raise exc
         if isinstance(exc, DreamkitError):
@@ -196,6 +208,9 @@ class JobRunner(InputRunner):
                                          artifacts=[job.plan.artifacts for job, _, _ in group],
                                          frame_indices=[job.item.video_frame or 0 for job, _, _ in group])
         for (job, record, _), result in zip(group, results):
+            if self.stopped:
+                record["status"] = None  # not started: the run stops
+                continue
             if isinstance(result, Exception):
                 self._fail(record, result, reraise)
             else:
@@ -212,6 +227,8 @@ class JobRunner(InputRunner):
         sequence = self.pipeline.sequence(seed=self.settings.seed, device=self.device, progress=self.settings.progress,
                                           source=path.name, host=self.host)
         for index in range(max(wanted) + 1):
+            if self.stopped:
+                return
             job = wanted.get(index)
             start = time.perf_counter()
             record = base_record(path, "done", self.settings.seed, index)

@@ -163,15 +163,20 @@ def _write_frames(frames: list, plan: OutputPlan, recipe: dict[str, Any], overwr
     return [plan.frames_dir / name for name in names]
 
 
-def remove_stale_temporaries(plans: Sequence[OutputPlan]) -> None:
-    """Remove the hidden temporary files a killed worker can leave beside planned outputs (its
-    own atomic writes clean up after any exception, but not after SIGKILL)."""
+def remove_stale_temporaries(plans: Sequence[OutputPlan]) -> int:
+    """Remove the hidden temporary files (``.NAME.*.part``, frame staging folders) a killed run can
+    leave beside planned outputs (atomic writes clean up after any exception, but not after
+    SIGKILL); return how many were removed. Only while no other run writes there (the folder's
+    lock, :mod:`.lock`, or the Ray engine's own actors, stopped)."""
+    removed = 0
     for folder, names in _by_folder(plans).items():
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():
             if entry.name.startswith(".") and any(entry.name.startswith(f".{n}.") for n in names):
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _by_folder(plans: Sequence[OutputPlan]) -> dict[Path, set[str]]:

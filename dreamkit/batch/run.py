@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -11,7 +12,7 @@ from itertools import chain
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from ..errors import ImageLoadError
+from ..errors import EnvironmentFailure, ImageLoadError, OutputError, environment_failure
 from ..plugins import PluginHost
 from .engines import Engine, LocalEngine
 from .plan import BatchPlan
@@ -32,6 +33,8 @@ class BatchSummary:
     total: int
     counts: Counter = field(default_factory=Counter)
     interrupted: bool = False
+    #: Why the run stopped early (an :class:`~dreamkit.errors.EnvironmentFailure`), if it did.
+    stopped: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, record: dict[str, Any]) -> None:
@@ -51,6 +54,8 @@ class BatchSummary:
         text = ", ".join(parts) + f" in {time.perf_counter() - self.started:.1f} s"
         if self.interrupted:
             text = f"interrupted: {text}; {self.not_started} not started (run the same command again to finish)"
+        elif self.stopped:
+            text = f"{text}; {self.not_started} not started"
         return text
 
 
@@ -79,27 +84,51 @@ def run_batch(
     with tqdm(total=plan.total, desc="images", unit="img", file=stream, disable=not enabled or plan.total < 2,
               dynamic_ncols=True, leave=False) as bar:
         records = engine.run(plan.jobs, plan.work, host, reraise=single)
-        for record in chain(plan.known, records):
-            summary.add(record)
-            bar.update(1)
-            yield record
+        try:
+            for record in chain(plan.known, records):
+                summary.add(record)
+                bar.update(1)
+                yield record
+                if record.get("fatal"):  # the disk is full (or the like): schedule nothing more
+                    raise EnvironmentFailure(record["error"])
+        finally:
+            close = getattr(records, "close", None)
+            if close is not None:
+                close()  # the engine stops its workers now, not when garbage collected
 
 
 class ReportWriter:
-    """The JSON-lines report: one line per record, flushed as it is written (a crash or Ctrl-C
-    keeps what was done). Replaced by each run."""
+    """The JSON-lines report: one line per record, each written whole and at once (a crash, a kill
+    or Ctrl-C keeps what was done). Replaced by each run. A line that cannot be written (the disk is
+    full) is cut off again, so the file stays valid JSON lines, and the run stops
+    (:class:`~dreamkit.errors.EnvironmentFailure`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise OutputError(f"--report {self.path}: cannot write it: {exc.strerror or exc}") from None
+        self._size = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, default=str) + "\n")
-        self._file.flush()
+        line = (json.dumps(record, default=str) + "\n").encode()
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+        except OSError as exc:
+            os.ftruncate(self._fd, self._size)  # no half line: the report stays valid
+            if environment_failure(exc) is not None:
+                raise EnvironmentFailure(f"--report {self.path}: {exc.strerror or exc}") from exc
+            raise
+        self._size += len(line)
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> "ReportWriter":
         return self
