@@ -33,7 +33,7 @@ class Terminal(io.StringIO):
 def _web_progress(tmp_path: pathlib.Path, pipeline: Pipeline):
     from dreamkit_web.jobs import Job, _WebProgress
 
-    job = Job("0" * 32, pipeline, torch.empty(0), {"name": "x.png"}, 0, torch.device("cpu"), tmp_path)
+    job = Job("0" * 32, pipeline, tmp_path / "x.png", {"name": "x.png"}, 0, torch.device("cpu"), tmp_path)
     return job, _WebProgress(job)
 
 

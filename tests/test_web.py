@@ -8,8 +8,10 @@ import io
 import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -360,7 +362,7 @@ def test_old_jobs_are_forgotten_with_their_frame_folders(dreamkit_host, tmp_path
 
     queues = JobQueues(tmp_path, dreamkit_host, keep=2)
     for number in range(3):
-        job = Job(f"{number:032x}", Pipeline([]), torch.empty(0), {"name": "x.png"}, 0, torch.device("cpu"),
+        job = Job(f"{number:032x}", Pipeline([]), tmp_path / "x.png", {"name": "x.png"}, 0, torch.device("cpu"),
                   tmp_path / f"{number:032x}", status="done", created=number)
         (job.folder / "x").mkdir(parents=True)
         (job.folder / "x" / "frame_0001.png").write_bytes(b"png")
@@ -368,3 +370,122 @@ def test_old_jobs_are_forgotten_with_their_frame_folders(dreamkit_host, tmp_path
         queues.jobs[job.id] = job
     queues._forget_old()  # called before a job is added: it makes room for one under keep
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{2:032x}"] and list(queues.jobs) == [f"{2:032x}"]
+
+
+# -- a long-lived server under load -----------------------------------------------------------------
+SLOW = {"steps": [{"effect": "deepdream", "params": {"octaves": 1, "steps": 500, "weights": "random"}}]}
+
+
+def wait_until_running(server, job):
+    deadline = time.monotonic() + 60
+    while server.get(f"/api/jobs/{job}").json()["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_full_queue_is_refused_with_429_and_queued_jobs_hold_no_pixels(dreamkit_host):
+    from dreamkit_web.app import ServerSettings, create_app
+
+    settings = ServerSettings(allow_hosts=("testserver",), max_queue=2)
+    client = TestClient(create_app(settings, host=dreamkit_host))
+    client.headers["X-Dreamkit-Token"] = settings.token
+    running = submit(client, SLOW, sample="astronaut.png").json()["job"]
+    wait_until_running(client, running)
+    waiting = [submit(client, files={"image": (f"w{i}.png", png_bytes(seed=i), "image/png")}).json()["job"]
+               for i in range(2)]
+    refused = submit(client, sample="coffee.png")
+    assert refused.status_code == 429 and "the queue is full (2 jobs waiting)" in refused.json()["error"]
+    assert "--max-queue" in refused.json()["error"]
+    queues = client.app.state.queues
+    for job_id in waiting:  # waiting jobs keep their upload encoded on disk, not decoded in memory
+        job = queues.get(job_id)
+        assert isinstance(job.image, Path) and job.image.is_file() and not any(
+            isinstance(v, torch.Tensor) for v in vars(job).values())
+    client.delete(f"/api/jobs/{waiting[0]}")  # a cancelled job lets go of its upload at once
+    assert not queues.get(waiting[0]).image.exists()
+    assert submit(client, sample="coffee.png").status_code == 201  # room again
+    client.delete(f"/api/jobs/{running}")
+    assert events(client, waiting[1])[-1]["type"] == "done"
+    assert not queues.get(waiting[1]).image.exists()  # its upload went when it finished
+
+
+def test_the_server_pixel_limit_is_named_and_a_broken_body_fails_its_job(server):
+    big = io.BytesIO()
+    Image.new("RGB", (2100, 2000)).save(big, "PNG")  # 4.2 Mpx > this server's 4 Mpx
+    response = submit(server, files={"image": ("big.png", big.getvalue(), "image/png")})
+    assert response.status_code == 400 and "over the limit of 4,000,000" in response.json()["error"]
+    assert "dreamkit serve --max-pixels" in response.json()["error"]
+    whole = png_bytes(64, 48)
+    cut = submit(server, files={"image": ("cut.png", whole[: len(whole) // 2], "image/png")})  # header fine, body not
+    assert cut.status_code == 201
+    final = events(server, cut.json()["job"])[-1]
+    assert final["type"] == "failed" and final["error"].startswith("cut.png: cannot decode the image")
+    assert str(server.workdir) not in final["error"]
+
+
+def test_many_open_event_streams_do_not_delay_another(dreamkit_host):
+    """Event streams wait on the event loop, not in threads: on a real server (uvicorn, one event
+    loop, as `dreamkit serve`), a dozen idle streams (a slow job's) do not hold back another."""
+    import http.client
+    import socket
+    import threading
+
+    import uvicorn
+
+    from dreamkit_web.app import ServerSettings, create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = ServerSettings(port=port)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, host=dreamkit_host), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    headers = {"X-Dreamkit-Token": settings.token, "Host": f"127.0.0.1:{port}"}
+
+    def request(method, path, body=None, extra=None):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request(method, path, body=body, headers={**headers, **(extra or {})})
+        return connection, connection.getresponse()
+
+    def first_event(job):
+        connection, response = request("GET", f"/api/jobs/{job}/events")
+        line = next(line for line in response if line.startswith(b"data:"))
+        connection.close()
+        return json.loads(line[5:])
+
+    try:
+        jobs = []
+        for pipeline, sample in ((SLOW, "astronaut.png"), (TWO_STEPS, "coffee.png")):
+            form = f"pipeline={json.dumps(pipeline)}&sample={sample}".encode()
+            _, response = request("POST", "/api/jobs", form, {"Content-Type": "application/x-www-form-urlencoded"})
+            jobs.append(json.loads(response.read())["job"])
+        slow, queued = jobs  # the second waits behind the first: its streams hear nothing for a while
+        idle = []
+        for _ in range(12):  # streams that have read every event so far and now wait
+            connection, response = request("GET", f"/api/jobs/{queued}/events")
+            response.readline()
+            idle.append(connection)
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert first_event(queued)["type"] == "queued" and time.monotonic() - started < 2.0
+        request("DELETE", f"/api/jobs/{slow}")
+        request("DELETE", f"/api/jobs/{queued}")
+        for connection in idle:
+            connection.close()
+    finally:
+        server.should_exit = True
+
+
+def test_the_working_folder_goes_when_the_server_stops(dreamkit_host):
+    from dreamkit_web.app import ServerSettings, create_app
+
+    settings = ServerSettings(allow_hosts=("testserver",))
+    app = create_app(settings, host=dreamkit_host)
+    with TestClient(app) as client:  # the app's lifespan: started, then shut down
+        client.headers["X-Dreamkit-Token"] = settings.token
+        assert events(client, submit(client, sample="coffee.png").json()["job"])[-1]["type"] == "done"
+        assert any(app.state.workdir.rglob("*.png"))
+    assert not app.state.workdir.exists()

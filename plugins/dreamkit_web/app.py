@@ -17,10 +17,11 @@ Errors are JSON ``{"error": "..."}`` with the CLI's messages.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
+import shutil
 import tempfile
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,17 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
         host.register(StepEvents(), name="dreamkit-web-steps")
     device = resolve_device(settings.device)
     workdir = Path(tempfile.mkdtemp(prefix="dreamkit-web-"))
-    (workdir / "uploads").mkdir()  # uploads live here only while they are checked
-    queues = JobQueues(workdir, host)
+    (workdir / "uploads").mkdir()  # uploads live here until their job is over
+    queues = JobQueues(workdir, host, max_pixels=settings.max_pixels)
     sample_paths = samples()
     allowed = settings.allowed_hosts()
-    app = FastAPI(title="dreamkit", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        shutil.rmtree(workdir, ignore_errors=True)  # results live as long as the server: downloads are the user's
+
+    app = FastAPI(title="dreamkit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings, app.state.queues, app.state.workdir = settings, queues, workdir
 
     @app.middleware("http")
@@ -117,6 +124,9 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
     async def submit(request: Request) -> Any:
         from .submit import read_submission
 
+        if queues.waiting() >= settings.max_queue:  # before reading the upload
+            raise ApiError(429, f"the queue is full ({settings.max_queue} jobs waiting); try again when some have "
+                                "finished (the server's limit: dreamkit serve --max-queue N)")
         submission = await read_submission(request, settings, sample_paths, workdir, host)
         job = queues.submit(submission.pipeline, submission.image, submission.source, submission.seed, device,
                             files=submission.files)
@@ -149,7 +159,7 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
         async def stream() -> Any:
             seen = 0
             while True:
-                fresh = await asyncio.to_thread(job.wait, seen, 10.0)
+                fresh = await job.wait(seen, 10.0)
                 for event in fresh:
                     yield f"data: {json.dumps(event, default=str)}\n\n"
                 seen += len(fresh)

@@ -7,6 +7,7 @@ and writes its result into the server's own folder, named by the job id only.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import shutil
 import threading
@@ -39,7 +40,8 @@ class Job:
 
     id: str
     pipeline: Pipeline
-    image: torch.Tensor
+    #: The input, still encoded on disk (decoded when the job starts; see :class:`~.submit.Submission`).
+    image: Path
     source: dict[str, Any]
     seed: int
     device: torch.device
@@ -52,18 +54,34 @@ class Job:
     created: float = field(default_factory=time.time)
     #: Uploaded files the pipeline's parameters name: deleted once the job has finished.
     files: list[Path] = field(default_factory=list)
-    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _changed: threading.Lock = field(default_factory=threading.Lock)
+    #: Event streams waiting for this job's next event: (their event loop, their asyncio.Event).
+    _waiters: list[tuple[Any, asyncio.Event]] = field(default_factory=list)
 
     def emit(self, event: dict[str, Any]) -> None:
         with self._changed:
             self.events.append({**event, "job": self.id, "time": round(time.time() - self.created, 3)})
-            self._changed.notify_all()
+            waiters = list(self._waiters)
+        for loop, woken in waiters:  # from the worker thread into each stream's loop
+            loop.call_soon_threadsafe(woken.set)
 
-    def wait(self, seen: int, timeout: float) -> list[dict[str, Any]]:
-        """Events after the first ``seen``, waiting up to ``timeout`` seconds for one."""
+    async def wait(self, seen: int, timeout: float) -> list[dict[str, Any]]:
+        """Events after the first ``seen``, waiting up to ``timeout`` seconds for one. A waiting
+        stream costs no thread: any number of them wait on the event loop."""
+        woken = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), woken)
         with self._changed:
-            if len(self.events) <= seen:
-                self._changed.wait(timeout)
+            if len(self.events) > seen:
+                return self.events[seen:]
+            self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(woken.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._changed:
+                self._waiters.remove(waiter)
+        with self._changed:
             return self.events[seen:]
 
     @property
@@ -130,16 +148,22 @@ class JobQueues:
     """A FIFO queue and a worker thread per device; jobs are kept (with their files) until the
     server stops, at most ``keep`` of them (the oldest finished ones go first)."""
 
-    def __init__(self, folder: Path, host: Any, keep: int = 200) -> None:
+    def __init__(self, folder: Path, host: Any, keep: int = 200, max_pixels: int | None = None) -> None:
         self.folder = folder
         self.host = host
         self.keep = keep
+        self.max_pixels = max_pixels
         self.jobs: dict[str, Job] = {}
         self._queues: dict[str, queue.Queue[Job]] = {}
         self._waiting: dict[str, list[Job]] = {}
         self._lock = threading.Lock()
 
-    def submit(self, pipeline: Pipeline, image: torch.Tensor, source: dict[str, Any], seed: int,
+    def waiting(self) -> int:
+        """How many jobs wait to start, on every device."""
+        with self._lock:
+            return sum(len(jobs) for jobs in self._waiting.values())
+
+    def submit(self, pipeline: Pipeline, image: Path, source: dict[str, Any], seed: int,
                device: torch.device, files: list[Path] | None = None) -> Job:
         job_id = uuid.uuid4().hex
         job = Job(job_id, pipeline, image, source, seed, device, self.folder / job_id, files=list(files or []))
@@ -201,8 +225,10 @@ class JobQueues:
         job.emit({"type": "started", "device": str(job.device)})
         _current.job = job
         try:
-            result = job.pipeline.run(job.image, seed=job.seed, device=job.device, progress=_WebProgress(job),
+            image = _decoded(job, self.max_pixels)
+            result = job.pipeline.run(image, seed=job.seed, device=job.device, progress=_WebProgress(job),
                                       source=job.source["name"], host=self.host, artifacts=job.folder / "steps")
+            del image
             job.check_cancel()
             job.result = write_result(job, result)
             job.status = "done"
@@ -221,8 +247,7 @@ class JobQueues:
                 torch.cuda.empty_cache()
         finally:
             _current.job = None
-            job.image = torch.empty(0)  # the input is in the job's folder; free the tensor
-            for path in job.files:
+            for path in job.files:  # the uploads: the result and its recipe are what stays
                 path.unlink(missing_ok=True)
 
     def _forget_old(self) -> None:
@@ -230,6 +255,17 @@ class JobQueues:
         for job in sorted(finished, key=lambda j: j.created)[: max(0, len(self.jobs) - self.keep + 1)]:
             self.jobs.pop(job.id, None)
             shutil.rmtree(job.folder, ignore_errors=True)  # its files, a sequence's frames folder too
+
+
+def _decoded(job: Job, max_pixels: int | None) -> torch.Tensor:
+    """The job's input decoded now (its header was checked when it was sent); errors name the
+    client's file, never the server's copy."""
+    from dreamkit.io import load_image
+
+    try:
+        return load_image(job.image, max_pixels=max_pixels)
+    except DreamkitError as exc:
+        raise DreamkitError(str(exc).replace(str(job.image), job.source["name"])) from None
 
 
 def _valid_id(job_id: str) -> bool:

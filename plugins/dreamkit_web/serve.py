@@ -7,8 +7,10 @@ import re
 import sys
 from pathlib import Path
 
-from dreamkit.commands import Command
+from dreamkit.commands import Command, require_positive
 from dreamkit.errors import DreamkitError
+
+from .settings import MAX_QUEUE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +22,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="another name the page may be reached by (a Host header to accept); repeatable")
     parser.add_argument("--max-upload-mb", type=int, default=25, metavar="MB", help="largest upload (default 25)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="refuse uploads larger than N pixels (default 89,478,485, as dreamkit run)")
+    parser.add_argument("--max-queue", type=int, default=MAX_QUEUE, metavar="N",
+                        help=f"jobs that may wait; more are refused with 429 (default {MAX_QUEUE})")
     parser.add_argument("--folder", action="append", default=[], metavar="NAME=PATH",
                         help="share a folder on this machine under NAME (an index for retrieve); the page "
                              "offers the name, never the path (repeatable)")
@@ -38,12 +44,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise DreamkitError(f"--port {args.port} is not allowed; expected 0 to 65535")
-    if args.max_upload_mb < 1:
-        raise DreamkitError(f"--max-upload-mb {args.max_upload_mb} is not allowed; expected a positive integer")
+    require_positive(args.max_upload_mb, "--max-upload-mb")
+    require_positive(args.max_pixels, "--max-pixels")
+    require_positive(args.max_queue, "--max-queue")
     resolve_device(args.device)
     port = args.port or _free_port(args.host)
     settings = ServerSettings(port=port, bind=args.host, allow_hosts=tuple(args.allow_host), device=args.device,
-                              max_upload=args.max_upload_mb * 1024 * 1024, folders=shared_folders(args.folder))
+                              max_upload=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
+                              max_queue=args.max_queue, folders=shared_folders(args.folder))
     if args.host not in LOOPBACK and args.host != "::1":
         print(f"dreamkit: WARNING: listening on {args.host}, not this machine only: anyone who can reach this "
               "address and has the token can run models here and read their results. Use --host 127.0.0.1 "

@@ -10,6 +10,8 @@ from pathlib import Path
 #: Largest upload accepted (bytes); the image checks then bound its pixels.
 MAX_UPLOAD = 25 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+#: Jobs waiting at most (each one user's click: a few per user is plenty).
+MAX_QUEUE = 32
 STATIC = Path(__file__).parent / "static"
 
 
@@ -24,6 +26,9 @@ class ServerSettings:
     device: str = "auto"
     max_upload: int = MAX_UPLOAD
     max_pixels: int | None = None
+    #: Jobs that may wait in the queue; more are refused with 429 (a queued job costs its upload's
+    #: bytes on disk, nothing in memory).
+    max_queue: int = MAX_QUEUE
     #: Folders the operator shares by name (``dreamkit serve --folder NAME=PATH``): a folder
     #: parameter (retrieve's ``index``) is ``folder:NAME``. Clients see the names, never the paths.
     folders: dict[str, Path] = field(default_factory=dict)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from dreamkit.errors import DreamkitError
 
@@ -28,10 +27,14 @@ WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 @dataclass
 class Submission:
     pipeline: Any
-    image: torch.Tensor
+    #: The image to run on, still encoded (an upload under a server-chosen name, or a sample):
+    #: decoded only when the job starts, so a queued job holds no pixels.
+    image: Path
+    #: The name the client knows it by (in messages and the command, never our temporary's).
+    image_name: str
     source: dict[str, Any]
     seed: int
-    #: Uploaded files the pipeline's parameters name: deleted when the job is done.
+    #: Uploaded files (the image, the pipeline's file parameters): deleted when the job is done.
     files: list[Path] = field(default_factory=list)
 
 
@@ -134,17 +137,20 @@ async def read_submission(request: Any, settings: ServerSettings, samples: dict[
         _remove(uploads)
         raise
     try:
-        image, source, name, path, sample = await _main_image(form, settings, samples, workdir)
+        source, name, path, sample = await _main_image(form, settings, samples, workdir)
     except ApiError:
         _remove(uploads)
         raise
     source.update(name=name, path=name if not sample else str(path))  # the client's name, not our temporary
-    return Submission(pipeline, image, source, int(seed_text), [path for path, _ in uploads.values()])
+    files = [path for path, _ in uploads.values()] + ([] if sample else [path])
+    return Submission(pipeline, path, name, source, int(seed_text), files)
 
 
 async def _main_image(form: Any, settings: ServerSettings, samples: dict[str, Path], workdir: Path) -> tuple:
-    """The image to run on: an upload in 'image' or a sample; (tensor, source, name, path, sample)."""
-    from dreamkit.io import INPUT_SUFFIXES, load_image
+    """The image to run on: an upload in 'image' or a sample; (source, name, path, sample). Its
+    header is checked now (format, pixel count: bombs are refused without decoding them); the
+    upload stays encoded on disk until its job starts."""
+    from dreamkit.io import INPUT_SUFFIXES, open_image
     from dreamkit.recipe import describe_input
 
     sample, has_upload = form.get("sample"), form.get("image") is not None and not isinstance(form.get("image"), str)
@@ -157,14 +163,20 @@ async def _main_image(form: Any, settings: ServerSettings, samples: dict[str, Pa
     else:
         path, name = await _upload(form, "image", settings, workdir, INPUT_SUFFIXES)
     try:
-        image = load_image(path, max_pixels=settings.max_pixels)
+        open_image(path, max_pixels=settings.max_pixels).close()
         source = describe_input(path, (255, 255, 255))
     except DreamkitError as exc:
-        raise ApiError(400, str(exc).replace(str(path), name)) from None
-    finally:
         if not sample:
             path.unlink(missing_ok=True)
-    return image, source, name, path, sample
+        raise ApiError(400, server_limits(str(exc).replace(str(path), name))) from None
+    return source, name, path, sample
+
+
+def server_limits(message: str) -> str:
+    """``message`` with the server option behind a pixel limit named."""
+    if "over the limit of" in message:
+        return message + " (this server's: dreamkit serve --max-pixels N)"
+    return message
 
 
 def _remove(uploads: dict[str, tuple[Path, str]]) -> None:
