@@ -243,18 +243,27 @@ def _run_plan(plan: Any, engine: Any, args: argparse.Namespace, report: Any) -> 
     stdout = sys.stdout  # the Ray engine sends Ray's own chatter to stderr while it runs
     summary = BatchSummary(plan.total)
     exit_code = None
+    seen: set[tuple[str, Any]] = set()
+
+    def show(record: dict[str, Any]) -> None:
+        seen.add((record["input"], record.get("video_frame")))
+        if report:
+            report.write(record)
+        if args.json:
+            print(json.dumps(record, default=str), file=stdout, flush=True)
+        else:
+            _print_record(record, stdout)
+
     with _sigterm_as_interrupt():
         try:
             for record in run_batch(plan, engine, progress=None if not args.quiet else False, summary=summary):
-                if report:
-                    report.write(record)
-                if args.json:
-                    print(json.dumps(record, default=str), file=stdout, flush=True)
-                else:
-                    _print_record(record, stdout)
+                show(record)
         except KeyboardInterrupt as exc:
             summary.interrupted = True
             exit_code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+            for record in _finished_unreported(plan, seen):  # every output on disk has its record
+                summary.add(record)
+                show(record)
         except EnvironmentFailure as exc:
             summary.stopped = str(exc)
         finally:
@@ -269,6 +278,18 @@ def _run_plan(plan: Any, engine: Any, args: argparse.Namespace, report: Any) -> 
     if exit_code is not None:
         return exit_code
     return EXIT_INTERNAL if summary.failed else EXIT_OK
+
+
+def _finished_unreported(plan: Any, seen: set[tuple[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Records of jobs whose outputs were written but whose records never came back (a Ray actor
+    had finished them when the run was interrupted)."""
+    from .batch.plan import finished_record
+
+    for job in plan.jobs:
+        if (str(job.item.path), job.item.video_frame) not in seen:
+            record = finished_record(plan, job)
+            if record is not None:
+                yield record
 
 
 @contextmanager

@@ -244,3 +244,21 @@ def test_two_real_runs_on_one_folder_do_all_the_work_once(tmp_path):
     assert [run.returncode for run in runs] == [0, 0], outputs
     statuses = [json.loads(line)["status"] for stdout, _ in outputs for line in stdout.splitlines()]
     assert statuses.count("done") == 50 and statuses.count("skipped") == 50 and "failed" not in statuses
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_ray_run_reports_every_output_on_disk(tmp_path, stop):
+    pytest.importorskip("ray")
+    folder, out, report = fifty(tmp_path), tmp_path / "out", tmp_path / "r.jsonl"
+    command, process = start_run(folder, out, report, "--engine", "ray", "--workers", "2",
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_for_outputs(out, 4, process, seconds=300)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == (143 if stop == signal.SIGTERM else 130), stderr
+    assert "Traceback" not in stderr
+    on_disk = sorted(p.name for p in out.iterdir())
+    assert all(not name.startswith(".") for name in on_disk)  # the actors' temporaries were swept
+    records = report_lines(report)
+    assert sorted(Path(r["frames"][0]["output"]).name for r in records if r["status"] == "done") == on_disk
+    assert f"{len(on_disk)} done" in stderr

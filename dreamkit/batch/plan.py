@@ -97,6 +97,19 @@ def plan_batch(
     return plan
 
 
+def finished_record(plan: BatchPlan, job: Job) -> dict[str, Any] | None:
+    """The ``done`` record of ``job`` if its outputs are on disk, complete and made by it, else
+    ``None``: after an interruption, what a worker finished but never reported (a Ray actor
+    writes its outputs before its records travel back) still gets its record."""
+    wanted = _identity_of(plan.pipeline, plan.settings, job.plan)
+    existing = existing_state(job.plan, wanted) if wanted is not None else None
+    if existing is None or existing.state is not State.DONE:
+        return None
+    record = _skipped_record(job.plan, existing.frames, plan.settings.seed)
+    record["status"] = "done"
+    return record
+
+
 def _identity_of(pipeline: Pipeline, settings: BatchSettings, output: OutputPlan) -> dict[str, Any] | None:
     """What decides the job's pixels, as its recipe would record it; ``None`` when the input
     cannot be read (its job will fail and say why)."""

@@ -157,17 +157,37 @@ class RayEngine:
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         if self.address is None:
-            ray.init(num_cpus=os.cpu_count(), **quiet)
+            with _own_sigterm():
+                ray.init(num_cpus=os.cpu_count(), **quiet)
             return True
         _check_reachable(self.address)
         _use_auth_token()
         try:
-            ray.init(address=self.address, **({} if self.address.startswith("ray://") else quiet))
+            with _own_sigterm():
+                ray.init(address=self.address, **({} if self.address.startswith("ray://") else quiet))
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise DreamkitError(f"--ray-address {self.address}: cannot join the Ray cluster: {exc} (a cluster started "
                                 "with `ray start` needs its token: copy the head node's ~/.ray/auth_token here, "
                                 "or set RAY_AUTH_TOKEN)") from None
         return True
+
+
+@contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across ``ray.init``: Ray's core installs one that dumps
+    a stack and aborts (exit -6), where ``dreamkit run`` stops cleanly (summary, report, exit 143)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 def _use_auth_token() -> None:
