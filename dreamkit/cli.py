@@ -111,7 +111,17 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dreamkit`` command; returns the exit code."""
+    """Entry point of the ``dreamkit`` command; returns the exit code. SIGTERM is handled as
+    Ctrl-C is, from the start (exit 143)."""
+    try:
+        with _sigterm_as_interrupt():
+            return _main(argv)
+    except KeyboardInterrupt as exc:  # before or after a command's own handling
+        print("dreamkit: interrupted", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from .errors import DreamkitError, EnvironmentFailure
 
     try:
@@ -138,9 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `dreamkit layers vgg19 | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("dreamkit: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
         print("dreamkit: internal error (a bug: please report it with the traceback above)", file=sys.stderr)
@@ -254,21 +264,21 @@ def _run_plan(plan: Any, engine: Any, args: argparse.Namespace, report: Any) -> 
         else:
             _print_record(record, stdout)
 
-    with _sigterm_as_interrupt():
-        try:
-            for record in run_batch(plan, engine, progress=None if not args.quiet else False, summary=summary):
-                show(record)
-        except KeyboardInterrupt as exc:
-            summary.interrupted = True
-            exit_code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-            for record in _finished_unreported(plan, seen):  # every output on disk has its record
-                summary.add(record)
-                show(record)
-        except EnvironmentFailure as exc:
-            summary.stopped = str(exc)
-        finally:
-            if report:
-                report.close()
+    # SIGTERM arrives here as Terminated (main() handles it as Ctrl-C)
+    try:
+        for record in run_batch(plan, engine, progress=None if not args.quiet else False, summary=summary):
+            show(record)
+    except KeyboardInterrupt as exc:
+        summary.interrupted = True
+        exit_code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        for record in _finished_unreported(plan, seen):  # every output on disk has its record
+            summary.add(record)
+            show(record)
+    except EnvironmentFailure as exc:
+        summary.stopped = str(exc)
+    finally:
+        if report:
+            report.close()
     if plan.total > 1 or summary.interrupted or summary.stopped:
         print(f"dreamkit: {summary.describe()}" + (f"; report: {args.report}" if args.report else ""), file=sys.stderr)
     if summary.stopped:
