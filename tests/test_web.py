@@ -4,6 +4,7 @@ tests/test_web_browser.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -426,23 +427,11 @@ def test_many_open_event_streams_do_not_delay_another(dreamkit_host):
     """Event streams wait on the event loop, not in threads: on a real server (uvicorn, one event
     loop, as `dreamkit serve`), a dozen idle streams (a slow job's) do not hold back another."""
     import http.client
-    import socket
-    import threading
-
-    import uvicorn
 
     from dreamkit_web.app import ServerSettings, create_app
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = ServerSettings(port=port)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, host=dreamkit_host), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    settings = ServerSettings(port=free_port())
+    port = settings.port
     headers = {"X-Dreamkit-Token": settings.token, "Host": f"127.0.0.1:{port}"}
 
     def request(method, path, body=None, extra=None):
@@ -456,7 +445,7 @@ def test_many_open_event_streams_do_not_delay_another(dreamkit_host):
         connection.close()
         return json.loads(line[5:])
 
-    try:
+    with live_server(create_app(settings, host=dreamkit_host), port):
         jobs = []
         for pipeline, sample in ((SLOW, "astronaut.png"), (TWO_STEPS, "coffee.png")):
             form = f"pipeline={json.dumps(pipeline)}&sample={sample}".encode()
@@ -475,8 +464,34 @@ def test_many_open_event_streams_do_not_delay_another(dreamkit_host):
         request("DELETE", f"/api/jobs/{queued}")
         for connection in idle:
             connection.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(app, port):
+    """``app`` served by a real uvicorn server (one event loop, as `dreamkit serve`) in a thread."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield server
     finally:
         server.should_exit = True
+        thread.join(timeout=10)
 
 
 def test_the_working_folder_goes_when_the_server_stops(dreamkit_host):

@@ -11,9 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,26 +24,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture
 def page_url(dreamkit_host):
-    import uvicorn
-
     from dreamkit_web.app import ServerSettings, create_app
+    from tests.test_web import free_port, live_server
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = ServerSettings(port=port)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, host=dreamkit_host), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/?token={settings.token}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    settings = ServerSettings(port=free_port())
+    with live_server(create_app(settings, host=dreamkit_host), settings.port):
+        yield f"http://127.0.0.1:{settings.port}/?token={settings.token}"
 
 
 @contextlib.contextmanager
