@@ -85,6 +85,8 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     replay.add_argument("--device", default=None, help="device (default: the recorded one if available, else cpu)")
     replay.add_argument("--overwrite", action="store_true")
     replay.add_argument("--check", action="store_true", help="exit 1 if the pixels differ")
+    replay.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads (default: the recorded count: float sums, and so pixels, depend on it)")
 
     layers = sub.add_parser("layers", help="list a backbone's layer names (for effects' layer parameters)")
     layers.add_argument("backbone", nargs="?", help="e.g. mobilenet_v2, vgg19, resnet50")
@@ -409,12 +411,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    import torch
+
     from .io import check_output_path, save_image
     from .replay import replay
+    from .runtime import configure
 
+    require_positive(args.threads, "--threads")
     if args.output:
         check_output_path(args.output, overwrite=args.overwrite, inputs=[args.png] + ([args.input] if args.input else []))
-    report = replay(args.png, input_path=args.input, device=args.device)
+    threads = args.threads or _recorded_threads(args.png)
+    before = torch.get_num_threads()
+    configure(threads)
+    try:
+        report = replay(args.png, input_path=args.input, device=args.device)
+    finally:
+        torch.set_num_threads(before)  # main() may be called in-process (tests, scripts)
     for key, (old, new) in report.version_changes.items():
         print(f"note: {key} was {old}, now {new}", file=sys.stderr)
     compared = "" if report.compared == "PNG" else f" (compared as {report.compared})"
@@ -431,6 +443,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         save_image(report.image, args.output, recipe=report.recipe, overwrite=args.overwrite, inputs=[args.png])
         print(f"wrote {args.output}")
     return EXIT_INTERNAL if (args.check and not report.identical) else EXIT_OK
+
+
+def _recorded_threads(png: Path) -> int | None:
+    """The thread count the image's recipe records (None when it records none)."""
+    from .io import read_recipe
+
+    threads = (read_recipe(png).get("platform") or {}).get("threads")
+    return threads if isinstance(threads, int) and threads > 0 else None
 
 
 def cmd_layers(args: argparse.Namespace) -> int:

@@ -120,7 +120,7 @@ def test_recipe_records_the_platform_and_replay_names_what_differs(cli, photos, 
     recipe["platform"].update(threads=recipe["platform"]["threads"] + 7, cpu_capability=other)
     recipe["seed"] = 12  # the pixels differ; the note says what else differed when it was made
     save_image(load_image(png), tmp_path / "elsewhere.png", recipe=recipe)
-    code, stdout, stderr = cli("replay", tmp_path / "elsewhere.png")
+    code, stdout, stderr = cli("replay", tmp_path / "elsewhere.png", "--threads", torch.get_num_threads())
     assert code == 0 and "differs in" in stdout
     assert f"note: threads was {torch.get_num_threads() + 7}, now {torch.get_num_threads()}" in stderr
     assert f"note: cpu_capability was {other}, now {here}" in stderr
@@ -406,3 +406,23 @@ def test_replay_of_a_video_frame_decodes_the_recorded_frame(cli, tmp_path, extra
     # the recorded frame, not the first: frame 3 replayed from frame 1's pixels would differ
     recipe = read_recipe(out / "clip" / "frame_000003.png")
     assert recipe["input"]["video_frame"] == 2
+
+
+def test_replay_computes_with_the_recorded_thread_count(cli, tmp_path, monkeypatch):
+    import torch
+
+    import dreamkit.replay
+
+    from tests.test_batch import tiny
+
+    photo = tiny(tmp_path / "p.png", size=(40, 30))
+    assert cli("run", photo, "-e", "resize:scale=0.5", "-o", tmp_path / "out", "--threads", "1")[0] == 0
+    seen, real = [], dreamkit.replay.replay
+    monkeypatch.setattr(dreamkit.replay, "replay", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    code, stdout, _ = cli("replay", tmp_path / "out" / "p.png")
+    assert code == 0 and "exactly" in stdout and seen == [1]  # float sums depend on it: the recorded count
+    code, _, _ = cli("replay", tmp_path / "out" / "p.png", "--threads", "3")
+    assert code == 0 and seen == [1, 3] and torch.get_num_threads() == before
+    code, _, stderr = cli("replay", tmp_path / "out" / "p.png", "--threads", "0")
+    assert code == 2 and "--threads 0 is not allowed" in stderr
