@@ -21,7 +21,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from dreamkit import ops
-from dreamkit.tiling import Geometry, LazyGeometry, activation_counts, choose_tile_size, plan_tiles
+from dreamkit.tiling import Geometry, LazyGeometry, activation_counts, choose_tile_size, memory_budget, plan_tiles
 
 from .objective import Objective
 from .tiles import jittered_gradient
@@ -39,8 +39,8 @@ class Settings:
     step_size: float = 0.005
     jitter: int = 32
     blur: float = 0.0
-    tile_size: int | None = None  # None: tile only when a pass would need more than memory_mb
-    memory_mb: int = 768
+    tile_size: int | None = None  # None: tile only when a pass would need more than the memory budget
+    memory_mb: int | None = None  # the pass's budget (None: half the available memory, tiling.memory_budget)
     min_side: int = 32
 
 
@@ -73,6 +73,7 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
     sizes = octave_sizes(height, width, settings.octaves, settings.octave_scale, settings.min_side)
     bases = [image] + [ops.octave_resample(image, size, antialias=True) for size in sizes[1:]]
     history: list[StepRecord] = []
+    budget = memory_budget(image.device, settings.memory_mb)
     detail = torch.zeros_like(bases[-1])
     for octave, size in enumerate(reversed(sizes)):
         base = bases.pop()  # a coarser base is not needed again: free it before the finer octaves
@@ -80,11 +81,15 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
             detail = ops.octave_resample(detail, size)
         current = detail.add_(base).clamp_(0, 1)  # reuses the detail's memory: large images are large
         del detail
-        tiles = plan_tiles(*size, choose_tile_size(extractor, *size, settings.tile_size, settings.memory_mb, geometry),
-                           geometry)
+        core = choose_tile_size(extractor, *size, settings.tile_size, budget, geometry)
+        tiles = plan_tiles(*size, core, geometry)
+        if len(tiles) > 1:
+            log.info("deepdream: %dx%d in %d tiles of %d px (a pass may use %d MiB: %s)", size[1], size[0], len(tiles),
+                     core, budget // 2**20, "memory_mb" if settings.memory_mb else "half the available memory")
         # Tiles need the whole image's activation counts; one piece counts its own activations.
         objective.counts = activation_counts(extractor, *size) if len(tiles) > 1 else {}
-        bar = progress(settings.steps, f"octave {octave + 1}/{len(sizes)} {size[1]}x{size[0]}") if progress else nullcontext()
+        shown = f"octave {octave + 1}/{len(sizes)} {size[1]}x{size[0]}" + (f" in {len(tiles)} tiles" if len(tiles) > 1 else "")
+        bar = progress(settings.steps, shown) if progress else nullcontext()
         with bar as tick:  # tick: a dreamkit.progress.ProgressBar, or None without progress
             for step in range(settings.steps):
                 shift = _random_shift(settings.jitter, size, generator)

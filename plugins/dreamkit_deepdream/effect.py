@@ -55,8 +55,9 @@ class DeepDream(Effect):
     blur = Param(float, 0.0, min=0.0, max=20.0, help="Gaussian blur of the gradient (sigma, pixels)")
     tile_size = Param(int, None, min=0, max=16384,
                       help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
-    memory_mb = Param(int, 768, min=64, max=1 << 20,
-                      help="memory for one forward+backward pass, MiB; larger images are dreamed in exact tiles")
+    memory_mb = Param(int, None, min=64, max=1 << 20,
+                      help="memory for one forward+backward pass, MiB (default: half of what is available when "
+                           "the run starts); larger images are dreamed in exact tiles")
     frames = Param(int, 1, min=1, max=10000, help="frames of a zoom sequence (1: a single image)")
     zoom = Param(float, 1.05, min=1.0, max=4.0, help="zoom factor between frames")
     save_every = Param(int, 0, min=0, help="keep the image every N steps, as artifacts of the run "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from dreamkit.errors import DreamkitError, ParameterError
 from dreamkit.io import load_image, open_image
 from dreamkit.models import LayerError, check_backbone, declared_layers, shared_extractor, torchvision_backbone_names
 from dreamkit.plugins import PluginHost
-from dreamkit.tiling import choose_tile_size, lazy_geometry, plan_tiles
+from dreamkit.tiling import choose_tile_size, lazy_geometry, memory_budget, plan_tiles
 
 from .colour import as_luminance_image, match_colour, with_chroma
 from .loss import LossParts, StyleLoss, StyleTarget, add_image_terms
@@ -22,6 +23,8 @@ from .optimize import optimise
 
 #: Layers used when none are given: (style layers, content layers). MobileNetV2's block outputs
 #: from each resolution (strides 2, 4, 8, 16, 16/32); VGG's are Gatys et al.'s.
+log = logging.getLogger("dreamkit")
+
 DEFAULT_LAYERS = {
     "mobilenet_v2": (["features.2", "features.4", "features.7", "features.11", "features.14"], ["features.11"]),
     "vgg19": (["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], ["relu4_2"]),
@@ -92,8 +95,9 @@ class Style(Effect):
                                  "where the input did not change")
     tile_size = Param(int, None, min=0, max=16384,
                       help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
-    memory_mb = Param(int, 768, min=64, max=1 << 20,
-                      help="memory for one forward+backward pass, MiB; larger images are stylised in exact tiles")
+    memory_mb = Param(int, None, min=64, max=1 << 20,
+                      help="memory for one forward+backward pass, MiB (default: half of what is available when "
+                           "the run starts); larger images are stylised in exact tiles")
     save_every = Param(int, 0, min=0, help="keep the image every N iterations, as artifacts of the run "
                                            "(dreamkit run: OUTDIR/<name>.steps/)")
     fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine; elsewhere fp32")
@@ -230,14 +234,20 @@ class Style(Effect):
         sizes = _scale_sizes(*image.shape[-2:], 1 if previous else self.scales)  # a sequence's later frames: full size
         current = _anchored_start(previous, content) if previous else self._initial(content, context.generator)
         history: list[Record] = []
+        budget = memory_budget(device, self.memory_mb)
         bar = context.progress(self.iterations * len(sizes), "style")
         with bar as tick:
             for index, size in enumerate(sizes):
                 current = _resize(current, size)
                 target = _resize(content, size)
-                tiles = plan_tiles(*size, choose_tile_size(extractor, *size, self.tile_size, self.memory_mb, geometry),
-                                   geometry)
-                targets = [StyleTarget(self._grams(loss, s, size, geometry), w, None if m is None else _resize_mask(m, size))
+                core = choose_tile_size(extractor, *size, self.tile_size, budget, geometry)
+                tiles = plan_tiles(*size, core, geometry)
+                if len(tiles) > 1:
+                    log.info("style: %dx%d in %d tiles of %d px (a pass may use %d MiB: %s)", size[1], size[0],
+                             len(tiles), core, budget // 2**20,
+                             "memory_mb" if self.memory_mb else "half the available memory")
+                targets = [StyleTarget(self._grams(loss, s, size, geometry, budget), w,
+                                       None if m is None else _resize_mask(m, size))
                            for s, w, m in zip(styles, self._blend(), masks)]
                 loss.set_targets(target, targets, tiles, geometry)
 
@@ -247,9 +257,10 @@ class Style(Effect):
                     return parts, grad
 
                 current = optimise(current, evaluate, method=self.optimizer, iterations=self.iterations,
-                                   learning_rate=self.learning_rate, history=self._history(size),
+                                   learning_rate=self.learning_rate, history=self._history(size, budget),
                                    on_iteration=self._reporter(tick, context, index, history,
-                                                               image if self.color == "luminance" else None))
+                                                               image if self.color == "luminance" else None,
+                                                               len(tiles)))
         return (with_chroma(current, image) if self.color == "luminance" else current), history
 
     def _blend(self) -> list[float]:
@@ -273,18 +284,20 @@ class Style(Effect):
                     stds[layer].append(float(features[layer].float().std()))
         return {layer: factor * max(sum(values) / len(values), 1e-6) for layer, values in stds.items()}
 
-    def _grams(self, loss: StyleLoss, style: torch.Tensor, size: tuple[int, int], geometry) -> dict[str, torch.Tensor]:
+    def _grams(self, loss: StyleLoss, style: torch.Tensor, size: tuple[int, int], geometry, budget: int
+               ) -> dict[str, torch.Tensor]:
         scale = self.style_scale * max(size) / max(style.shape[-2:])
         style_size = (max(MIN_SIDE // 2, round(style.shape[-2] * scale)), max(MIN_SIDE // 2, round(style.shape[-1] * scale)))
         resized = _resize(style, style_size)
-        tiles = plan_tiles(*style_size, choose_tile_size(loss.extractor, *style_size, self.tile_size, self.memory_mb,
-                                                         geometry), geometry)
+        tiles = plan_tiles(*style_size, choose_tile_size(loss.extractor, *style_size, self.tile_size, budget, geometry),
+                           geometry)
         return loss.gram_targets(resized, tiles, geometry)
 
-    def _history(self, size: tuple[int, int]) -> int:
-        """L-BFGS keeps two image-sized vectors per history entry: at most half of memory_mb."""
+    def _history(self, size: tuple[int, int], budget: int) -> int:
+        """L-BFGS keeps two image-sized vectors per history entry: at most half of the pass's
+        memory ``budget`` (bytes, :func:`~dreamkit.tiling.memory_budget`)."""
         per_entry = 2 * 3 * size[0] * size[1] * 4
-        return max(2, min(self.history, self.memory_mb * 2**20 // 2 // per_entry))
+        return max(2, min(self.history, budget // 2 // per_entry))
 
     def _initial(self, content: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.init == "content":
@@ -304,12 +317,13 @@ class Style(Effect):
         unchanged = ((image - before).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype)
         return (as_luminance_image(after) if self.color == "luminance" else after), unchanged
 
-    def _reporter(self, tick: Any, context: Any, scale: int, history: list[Record], chroma_source: torch.Tensor | None):
+    def _reporter(self, tick: Any, context: Any, scale: int, history: list[Record], chroma_source: torch.Tensor | None,
+                  tiles: int):
         stem = Path(context.source).stem if context.source else "style"
 
         def report(iteration: int, x: torch.Tensor, parts: LossParts) -> None:
             history.append(Record(scale, iteration, parts))
-            tick.show(style=parts.style, content=parts.content)
+            tick.show(style=parts.style, content=parts.content, **({"tiles": tiles} if tiles > 1 else {}))
             tick.update(1)
             if self.save_every and (iteration + 1) % self.save_every == 0:
                 shown = with_chroma(x, chroma_source) if chroma_source is not None else x.clamp(0, 1)

@@ -302,9 +302,54 @@ def test_tiled_and_untiled_stylisations_agree(photo, styles):
 
 def test_memory_budget_chooses_tiles_and_caps_the_lbfgs_history(styles):
     effect = Style(style=[styles[0]], memory_mb=64)
-    assert effect._history((64, 64)) == 20
-    assert effect._history((4096, 4096)) == 2  # 2 x 192 MiB per entry: only the floor fits in 64 MiB
-    assert Style(style=[styles[0]], memory_mb=4096)._history((4096, 4096)) == 5
+    assert effect._history((64, 64), 64 * 2**20) == 20
+    assert effect._history((4096, 4096), 64 * 2**20) == 2  # 2 x 192 MiB per entry: only the floor fits in 64 MiB
+    assert effect._history((4096, 4096), 4096 * 2**20) == 5
+
+
+def test_the_default_budget_follows_the_machine_and_tiling_is_said(photo, styles, monkeypatch, caplog):
+    """No fixed memory_mb: half of what is available; a set memory_mb wins. When the budget makes
+    an image go in tiles, a note and the progress line say so."""
+    import dreamkit.tiling as tiling
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 10 * 2**30)
+    assert tiling.memory_budget(cpu, None) == 5 * 2**30 and tiling.memory_budget(cpu, 300) == 300 * 2**20
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 2**20)  # a busy machine: the floor
+    assert tiling.memory_budget(cpu, None) == tiling.MIN_BUDGET
+    real = tiling.available_memory
+    monkeypatch.setattr(tiling, "available_memory", real)
+    assert 0 < real(cpu)  # this machine's, from the OS
+    shown = []
+
+    class Bar:
+        def update(self, count=1):
+            pass
+
+        def show(self, **values):
+            shown.append(values)
+
+    class Bars:
+        def bar(self, total, desc):
+            from contextlib import nullcontext
+
+            return nullcontext(Bar())
+
+    from dreamkit.context import RunContext
+
+    effect = quick(styles, iterations=1)
+    monkeypatch.setattr(tiling, "MIN_BUDGET", 2**20)
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 8 * 2**20)  # 4 MiB: tiles at 96x64
+    with caplog.at_level("INFO", logger="dreamkit"):
+        effect.stylise(photo, RunContext(cpu, 0, Bars(), host=_host()))
+    assert "in" in caplog.text and "tiles of" in caplog.text and "half the available memory" in caplog.text
+    assert shown and shown[-1]["tiles"] > 1
+    shown.clear()
+    caplog.clear()
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 8 * 2**30)
+    with caplog.at_level("INFO", logger="dreamkit"):
+        effect.stylise(photo, RunContext(cpu, 0, Bars(), host=_host()))
+    assert "tiles of" not in caplog.text and "tiles" not in shown[-1]  # one piece
 
 
 # -- sequences ------------------------------------------------------------------------------
