@@ -18,6 +18,14 @@ chelsea.png and style ihc.png, both resized to SIZE x SIZE. Rungs, each adding o
     ours-fast      + fast=True (bfloat16 only where measured to pay on this CPU; else identical)
     ours-smoothed  the MobileNetV2 default (softmax smoothing before the Gram matrices): more work
                      than the reference, shown for what the default costs, not compared for speed
+    effect-default the `style` effect itself as a user runs it (its defaults, scales=1): the memory
+                     budget is half the available memory, so an image that fits runs in one piece
+    effect-768     the same with memory_mb=768 (the old fixed default): tiles where a pass would
+                     need more; the pair shows what tiling costs (neural-style-pt, run unchanged on
+                     the same content, style, size and threads, took 3.08 s per iteration with
+                     VGG-19 at 512 px on an AMD EPYC, 2 threads: issue 28's figure, not re-run here)
+
+``--modes`` runs a subset (the reference always runs: ratios are against it).
 
 Each mode runs in its own process, modes alternating; the per-iteration times are medians. The
 first and last loss of every mode are printed: the same numbers on both sides show the same work.
@@ -38,7 +46,7 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-MODES = ("reference", "allocator", "extractor", "ours", "ours-fast", "ours-smoothed")
+MODES = ("reference", "allocator", "extractor", "ours", "ours-fast", "ours-smoothed", "effect-default", "effect-768")
 REFERENCE = "reference"
 WARMUP = 2
 
@@ -93,7 +101,9 @@ def worker(mode: str, backbone: str, size: int, iterations: int) -> None:
         losses.append(value if isinstance(value, float) else value.total)
 
     weights = weights_file(backbone)
-    if mode in ("reference", "allocator", "extractor"):
+    if mode.startswith("effect-"):
+        effect_run(mode, backbone, content, iterations, stamps, losses)
+    elif mode in ("reference", "allocator", "extractor"):
         import plain_style
 
         if mode != "reference":
@@ -146,6 +156,36 @@ def worker(mode: str, backbone: str, size: int, iterations: int) -> None:
     print(json.dumps({"median": statistics.median(steps), "first": losses[0], "last": losses[-1], "peak_mib": peak}))
 
 
+def effect_run(mode: str, backbone: str, content, iterations: int, stamps: list, losses: list) -> None:
+    """The style effect as a user runs it (``Style.stylise`` with its defaults, one scale), timed
+    through its progress bar: one tick per L-BFGS iteration."""
+    from contextlib import contextmanager
+
+    from dreamkit.context import RunContext
+    from dreamkit.plugins import PluginHost
+    from dreamkit.runtime import keep_freed_memory
+    from dreamkit_style.effect import Style
+
+    class Clock:
+        def update(self, count: int = 1) -> None:
+            stamps.append(time.perf_counter())
+
+        def show(self, **values) -> None:
+            losses.append(float(values.get("style", 0.0)) + float(values.get("content", 0.0)))
+
+    class Clocks:
+        @contextmanager
+        def bar(self, total: int, desc: str):
+            yield Clock()
+
+    keep_freed_memory()
+    effect = Style(style=[str(sample("ihc.png"))], backbone=backbone,
+                   weights="random" if weights_file(backbone) is None else "default", scales=1,
+                   iterations=iterations + WARMUP, memory_mb=768 if mode == "effect-768" else None)
+    stamps.append(time.perf_counter())
+    effect.stylise(content, RunContext(content.device, 0, Clocks(), host=PluginHost()))
+
+
 def big_run(side: int, iterations: int) -> None:
     """Stylise a side x side photo with the CLI (default memory budget: exact tiles) and report
     the wall time and the peak RSS of that process."""
@@ -177,6 +217,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="processes per mode (alternating)")
     parser.add_argument("--big", type=int, default=0, metavar="SIDE", help="also stylise a SIDE x SIDE image (e.g. 4096)")
     parser.add_argument("--big-iterations", type=int, default=3)
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES, help="modes to run (default: all)")
     parser.add_argument("--worker", nargs=3, metavar=("MODE", "BACKBONE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -190,7 +231,8 @@ def main() -> None:
     print(f"{'size':>5} {'backbone':<13} {'mode':<14} {'ms/iter':>9} {'speedup':>8} {'first loss':>11} {'last loss':>11} "
           f"{'peak MiB':>9}")
     for backbone in args.backbones:
-        modes = [m for m in MODES if not (m == "ours-smoothed" and backbone.startswith("vgg"))]
+        modes = [m for m in MODES if (m in args.modes or m == REFERENCE)
+                 and not (m == "ours-smoothed" and backbone.startswith("vgg"))]
         for size in args.sizes:
             samples = {mode: [] for mode in modes}
             details = {}

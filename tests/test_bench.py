@@ -65,12 +65,17 @@ def test_style_benchmark_runs_every_rung_on_the_same_loss():
     rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")]
     by_mode = {(row[1], row[2]): row for row in rows}
     assert [mode for backbone, mode in by_mode if backbone == "mobilenet_v2"] == [
-        "reference", "allocator", "extractor", "ours", "ours-fast", "ours-smoothed"]
+        "reference", "allocator", "extractor", "ours", "ours-fast", "ours-smoothed", "effect-default", "effect-768"]
     assert [mode for backbone, mode in by_mode if backbone == "vgg19"] == [
-        "reference", "allocator", "extractor", "ours", "ours-fast"]
+        "reference", "allocator", "extractor", "ours", "ours-fast", "effect-default", "effect-768"]
+    for backbone in ("mobilenet_v2", "vgg19"):  # the effect as users run it: the same loss tiled or not
+        assert float(by_mode[(backbone, "effect-768")][5]) == pytest.approx(float(by_mode[(backbone, "effect-default")][5]),
+                                                                           rel=1e-3)
     for (backbone, mode), row in by_mode.items():
-        if mode != "ours-smoothed":  # the same first loss: the same layers, weights and targets on every rung
-            assert float(row[5]) == pytest.approx(float(by_mode[(backbone, "reference")][5]), rel=1e-3), (backbone, mode)
+        if mode == "ours-smoothed" or mode.startswith("effect-"):
+            continue  # the effect's own defaults (smoothing, style scale): other work, shown for its cost
+        # the same first loss: the same layers, weights and targets on every rung
+        assert float(row[5]) == pytest.approx(float(by_mode[(backbone, "reference")][5]), rel=1e-3), (backbone, mode)
     assert by_mode[("mobilenet_v2", "reference")][4] == "1.00x"
 
 
