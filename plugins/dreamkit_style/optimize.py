@@ -8,13 +8,14 @@ L-BFGS is written here rather than taken from ``torch.optim.LBFGS`` for memory: 
 about eight image-sized temporaries besides its history (a flattened copy of the gradient, the
 direction, the previous gradient, y, s, q, r), 1.6 GiB for a 4096x4096 image; this one updates in
 place and recycles the buffers of the history entry it drops, so it needs the history plus four
-vectors (x, gradient, previous gradient, direction). The algorithm is torch's without a line
-search (the classic two-loop recursion, H0 = sᵀy / yᵀy, first step min(1, 1/‖g‖₁)), as
-neural-style uses it.
+vectors (x, gradient, previous gradient, direction). The algorithm is torch's (the classic
+two-loop recursion, H0 = sᵀy / yᵀy, first step min(1, 1/‖g‖₁)), as neural-style uses it, with a
+backtracking safeguard (see :func:`_lbfgs`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -37,16 +38,59 @@ def optimise(image: torch.Tensor, evaluate: Evaluate, *, method: str, iterations
     return x.clamp_(0, 1)
 
 
+#: Armijo's constant: a step must lower the loss by at least this share of what the gradient
+#: promised (the usual 1e-4), else it is halved.
+SUFFICIENT_DECREASE = 1e-4
+#: Halvings in a row after which the curvature history is dropped (steepest descent again).
+RESET_AFTER = 4
+
+
 def _lbfgs(x: torch.Tensor, evaluate: Evaluate, iterations: int, history: int, on_iteration: OnIteration | None) -> None:
+    """L-BFGS with a backtracking safeguard. A full quasi-Newton step is taken as torch and
+    neural-style take it, but the loss of the point it lands on is checked (that evaluation is the
+    next iteration's anyway): a step that did not lower the loss enough (Armijo), or made it
+    non-finite, is halved from where it started instead of being kept, and the history is dropped
+    after a few halvings in a row. Without it, a step into a flat region (a saturated ReLU6, the
+    softmax of the smoothed Gram matrices) came back with a tiny curvature pair, the next step was
+    enormous, and the image ran away from 0..1 (a 128 px scale: the loss 36 -> 1152 in 40
+    iterations, the picture confetti). Every accepted step lowers the loss, so the result is the
+    best iterate: never worse than the start by its own loss. Each evaluation counts as an
+    iteration (the user's time budget)."""
     # No tolerance stops (as neural-style): the user asked for this many iterations.
     steps: list[torch.Tensor] = []  # s_i = x_{i+1} - x_i
     changes: list[torch.Tensor] = []  # y_i = g_{i+1} - g_i
     inverse_curvatures: list[float] = []  # 1 / (y_i . s_i)
     previous_grad: torch.Tensor | None = None
+    previous_loss = math.inf
+    promised = 0.0  # g . s of the step taken: its first-order decrease (negative)
     direction: torch.Tensor | None = None
     scale = 1.0  # H0 = (s.y) / (y.y)
+    halvings = 0
     for iteration in range(iterations):
         parts, grad = evaluate(x)
+        loss = parts.total
+        last = iteration == iterations - 1
+        if direction is not None and not (math.isfinite(loss) and loss <= previous_loss + SUFFICIENT_DECREASE * promised):
+            if last:  # no evaluation left to check a shorter step: back to the last good point
+                x.sub_(direction)
+                if on_iteration is not None:
+                    on_iteration(iteration, x, parts)
+                break
+            direction.mul_(0.5)  # back to halfway between the start of the step and its end
+            x.sub_(direction)
+            promised *= 0.5
+            halvings += 1
+            if halvings == RESET_AFTER:  # the curvature model is wrong here: start it again
+                steps.clear(), changes.clear(), inverse_curvatures.clear()
+                scale = 1.0
+            if on_iteration is not None:
+                on_iteration(iteration, x, parts)
+            continue
+        halvings = 0
+        if last:  # the point just evaluated is the result: a step from it would go unchecked
+            if on_iteration is not None:
+                on_iteration(iteration, x, parts)
+            break
         grad = grad.contiguous()  # the network may hand back a channels_last gradient
         if previous_grad is not None:
             y = previous_grad.neg_().add_(grad)  # the previous gradient's buffer becomes y
@@ -68,10 +112,17 @@ def _lbfgs(x: torch.Tensor, evaluate: Evaluate, iterations: int, history: int, o
         for (s, y, rho), alpha in zip(zip(steps, changes, inverse_curvatures), reversed(alphas)):
             beta = float(y.flatten().dot(direction.flatten())) * rho
             direction.add_(s, alpha=alpha - beta)
-        step = min(1.0, 1.0 / max(float(grad.abs().sum()), 1e-30)) if iteration == 0 else 1.0
+        promised = float(grad.flatten().dot(direction.flatten()))
+        if not promised < 0:  # not a descent direction (a bad pair): steepest descent from here
+            steps.clear(), changes.clear(), inverse_curvatures.clear()
+            scale = 1.0
+            direction = grad.neg()
+            promised = float(grad.flatten().dot(direction.flatten()))
+        step = min(1.0, 1.0 / max(float(grad.abs().sum()), 1e-30)) if not steps else 1.0
         direction.mul_(step)  # now the step s = t d itself
+        promised *= step
         x.add_(direction)
-        previous_grad = grad
+        previous_grad, previous_loss = grad, loss
         if on_iteration is not None:
             on_iteration(iteration, x, parts)
 
