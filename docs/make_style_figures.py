@@ -1,6 +1,6 @@
 """Make the style pictures in the README (docs/images/style-*.jpg) with the style effect itself.
 
-    .venv/bin/python docs/make_style_figures.py [--only pairs choices colour masks]
+    .venv/bin/python docs/make_style_figures.py [--only pairs choices colour masks small]
 
 Every picture comes from scikit-image's sample images; each figure is a grid of labelled columns.
 """
@@ -107,7 +107,22 @@ def masks(side: int = 320) -> None:
            ("left: ihc.png, right: no mask (unstyled)", tensor_to_pil(one))]], OUT / "style-masks.jpg")
 
 
-FIGURES = {"pairs": pairs, "choices": choices, "colour": colour, "masks": masks}
+def small() -> None:
+    """Thumbnails and previews: 128 and 256 px outputs with the defaults, shown at 2x and 1x
+    (pixels doubled, not smoothed, so what the effect made is what is seen)."""
+    rows = []
+    for content, style in [("rocket.jpg", "gravel.png"), ("chelsea.png", "hubble_deep_field.jpg")]:
+        row = [("style: " + style, thumbnail(SAMPLES / style, 256))]
+        for side in (128, 256):
+            result = tensor_to_pil(stylise(photo(content, side), style=[str(SAMPLES / style)]))
+            factor = 256 // result.height if result.height < 256 else 1
+            shown = result.resize((result.width * factor, result.height * factor), Image.NEAREST)
+            row.append((f"{content} at {side} px" + (f" (shown {factor}x)" if factor > 1 else ""), shown))
+        rows.append(row)
+    grid(rows, OUT / "style-small.jpg")
+
+
+FIGURES = {"pairs": pairs, "choices": choices, "colour": colour, "masks": masks, "small": small}
 
 
 def main() -> None:
