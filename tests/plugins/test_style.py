@@ -117,6 +117,21 @@ def test_style_scale_sets_the_style_image_size(photo, styles, monkeypatch):
     assert [max(s) for s in seen] == [48, 192]  # the longest side: 0.5 and 2 x the image's 96
 
 
+def test_by_default_the_style_keeps_its_own_pattern_size(photo, styles, monkeypatch):
+    """The default never enlarges the style (a 512 px style enlarged to a 1024 px output had its
+    patterns doubled and faded): a 128 px style is used at 128 px for a 256 px output, shrunk to
+    96 px for a 96 px one, and at every coarser scale in the same proportion."""
+    seen = []
+    real = StyleLoss.gram_targets
+    monkeypatch.setattr(StyleLoss, "gram_targets", lambda self, image, *a: seen.append(max(image.shape[-2:])) or real(self, image, *a))
+    stylise(quick(styles, iterations=1), photo)
+    stylise(quick(styles, iterations=1), shrink(photo, 256))
+    assert seen == [96, 128]
+    seen.clear()
+    stylise(quick(styles, iterations=1, scales=2), shrink(photo, 256))
+    assert seen == [64, 128]  # the 128 px coarse scale sees the style at half size too
+
+
 # -- blending, colour, masks ----------------------------------------------------------------
 
 def test_blend_weights_move_the_result_between_two_styles(photo, styles):
