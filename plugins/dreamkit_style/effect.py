@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ from dreamkit.models import LayerError, check_backbone, declared_layers, shared_
 from dreamkit.plugins import PluginHost
 from dreamkit.tiling import choose_tile_size, lazy_geometry, memory_budget, plan_tiles
 
-from .colour import as_luminance_image, match_colour, with_chroma
+from .colour import as_luminance_image, in_style_palette, match_colour, with_chroma
 from .loss import LossParts, StyleLoss, StyleTarget, add_image_terms
-from .optimize import optimise
+from .optimize import Safeguards, optimise
 
 #: Layers used when none are given: (style layers, content layers). MobileNetV2's block outputs
 #: from each resolution (strides 2, 4, 8, 16, 16/32); VGG's are Gatys et al.'s.
@@ -83,7 +84,8 @@ class Style(Effect):
                            "(0: plain Gatys; default: 4, or 0 for VGG)")
     normalize = Param(bool, True, help="divide each layer's loss by the size of its target (layers count equally)")
     color = Param(str, "style", choices=("style", "luminance", "match"),
-                  help="style: the style's colours; luminance: transfer luminance only, keep the content's "
+                  help="style: the style's colours (the photo, recoloured to the style's palette, is the start); "
+                       "luminance: transfer luminance only, keep the content's "
                        "colours; match: first match the style's colours to the content's")
     init = Param(str, "content", resource="image", words=("content", "noise"),
                  help="start from 'content', 'noise', or an image file")
@@ -234,8 +236,11 @@ class Style(Effect):
         geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
         previous = self._previous(context, image)
         sizes = _scale_sizes(*image.shape[-2:], 1 if previous else self.scales)  # a sequence's later frames: full size
-        current = _anchored_start(previous, content) if previous else self._initial(content, context.generator)
+        # With the style's colours, what starts from the photo starts from it in the style's palette.
+        start = in_style_palette(content, styles, self._blend(), masks) if self.color == "style" else content
+        current = _anchored_start(previous, start) if previous else self._initial(start, context.generator)
         history: list[Record] = []
+        scale_records: list[dict[str, Any]] = []
         budget = memory_budget(device, self.memory_mb)
         bar = context.progress(self.iterations * len(sizes), "style")
         with bar as tick:
@@ -258,12 +263,30 @@ class Style(Effect):
                     parts.image = add_image_terms(x, grad, self.tv_weight, previous, self.temporal_weight)
                     return parts, grad
 
+                safeguards = Safeguards()
                 current = optimise(current, evaluate, method=self.optimizer, iterations=self.iterations,
                                    learning_rate=self.learning_rate, history=self._history(size, budget),
                                    on_iteration=self._reporter(tick, context, index, history,
                                                                image if self.color == "luminance" else None,
-                                                               len(tiles)))
+                                                               len(tiles)),
+                                   safeguards=safeguards)
+                scale_records.append(self._scale_record(size, tiles, core, safeguards, history))
+        context.add_result({"scales": scale_records})
         return (with_chroma(current, image) if self.color == "luminance" else current), history
+
+    def _scale_record(self, size: tuple[int, int], tiles: list, core: int, safeguards: Safeguards,
+                      history: list[Record]) -> dict[str, Any]:
+        """What the output's record says of one scale: its size, whether it was tiled, the loss
+        before and after, and what the optimiser's safeguards did (warned when they acted: a run
+        that had to be rescued says so)."""
+        losses = [round_figure(r.loss.total) for r in history[-self.iterations:] if math.isfinite(r.loss.total)]
+        if safeguards.restarts or safeguards.non_finite:  # a loss that blew up is worth a warning
+            log.log(logging.WARNING if safeguards.non_finite else logging.INFO,
+                    "style: at %dx%d the optimiser had to recover (%s); the result is the best point it evaluated",
+                    size[1], size[0], ", ".join(f"{k} {v}" for k, v in safeguards.as_record().items()))
+        return {"size": [size[1], size[0]], "tiles": len(tiles), "tile_size": core if len(tiles) > 1 else None,
+                "loss_start": losses[0] if losses else None, "loss_end": min(losses) if losses else None,
+                **safeguards.as_record()}
 
     def _blend(self) -> list[float]:
         return self.style_weights or [1.0] * len(self.style)
@@ -343,6 +366,11 @@ class Style(Effect):
                 context.save_artifact(f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png", shown)
 
         return report
+
+
+def round_figure(value: float) -> float:
+    """``value`` to 6 significant digits (a record is read by people)."""
+    return float(f"{value:.6g}")
 
 
 def _anchored_start(previous: tuple[torch.Tensor, torch.Tensor], content: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ backtracking safeguard (see :func:`_lbfgs`).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -26,15 +27,44 @@ Evaluate = Callable[[torch.Tensor], tuple[LossParts, torch.Tensor]]
 OnIteration = Callable[[int, torch.Tensor, LossParts], None]
 
 
+@dataclass
+class Safeguards:
+    """What the optimiser's safeguards did in one run (all zero on a well-behaved run): the
+    effect puts it in the output's record, so a run that was rescued says so.
+
+    * ``halved_steps``: L-BFGS steps that did not lower the loss and were halved;
+    * ``restarts``: the curvature history (L-BFGS) or the moments (Adam) dropped and the step made
+      safer, after the loss stopped falling;
+    * ``non_finite``: evaluations whose loss was not finite (NaN, inf);
+    * ``out_of_range``: share of the result's values outside 0..1 before the final clamp.
+    """
+
+    halved_steps: int = 0
+    restarts: int = 0
+    non_finite: int = 0
+    out_of_range: float = 0.0
+
+    @property
+    def acted(self) -> bool:
+        return bool(self.halved_steps or self.restarts or self.non_finite)
+
+    def as_record(self) -> dict[str, float]:
+        return {**asdict(self), "out_of_range": float(f"{self.out_of_range:.4g}")}
+
+
 def optimise(image: torch.Tensor, evaluate: Evaluate, *, method: str, iterations: int, learning_rate: float,
-             history: int, on_iteration: OnIteration | None = None) -> torch.Tensor:
+             history: int, on_iteration: OnIteration | None = None, safeguards: Safeguards | None = None
+             ) -> torch.Tensor:
     """Minimise the loss from ``image`` for ``iterations`` iterations (one loss and gradient each);
-    returns the result clamped to 0..1."""
+    returns the result clamped to 0..1: the best point evaluated, never worse than the start by
+    its own loss. ``safeguards`` (optional) is filled with what the safeguards did."""
     x = image.detach().clone(memory_format=torch.contiguous_format)
+    safeguards = safeguards if safeguards is not None else Safeguards()
     if method == "lbfgs":
-        _lbfgs(x, evaluate, iterations, history, on_iteration)
+        _lbfgs(x, evaluate, iterations, history, on_iteration, safeguards)
     else:
-        _adam(x, evaluate, iterations, learning_rate, on_iteration)
+        x = _adam(x, evaluate, iterations, learning_rate, on_iteration, safeguards)
+    safeguards.out_of_range = float(((x < 0) | (x > 1)).float().mean())
     return x.clamp_(0, 1)
 
 
@@ -45,7 +75,8 @@ SUFFICIENT_DECREASE = 1e-4
 RESET_AFTER = 4
 
 
-def _lbfgs(x: torch.Tensor, evaluate: Evaluate, iterations: int, history: int, on_iteration: OnIteration | None) -> None:
+def _lbfgs(x: torch.Tensor, evaluate: Evaluate, iterations: int, history: int, on_iteration: OnIteration | None,
+           safeguards: Safeguards) -> None:
     """L-BFGS with a backtracking safeguard. A full quasi-Newton step is taken as torch and
     neural-style take it, but the loss of the point it lands on is checked (that evaluation is the
     next iteration's anyway): a step that did not lower the loss enough (Armijo), or made it
@@ -70,6 +101,7 @@ def _lbfgs(x: torch.Tensor, evaluate: Evaluate, iterations: int, history: int, o
         parts, grad = evaluate(x)
         loss = parts.total
         last = iteration == iterations - 1
+        safeguards.non_finite += not math.isfinite(loss)
         if direction is not None and not (math.isfinite(loss) and loss <= previous_loss + SUFFICIENT_DECREASE * promised):
             if last:  # no evaluation left to check a shorter step: back to the last good point
                 x.sub_(direction)
@@ -80,9 +112,11 @@ def _lbfgs(x: torch.Tensor, evaluate: Evaluate, iterations: int, history: int, o
             x.sub_(direction)
             promised *= 0.5
             halvings += 1
+            safeguards.halved_steps += 1
             if halvings == RESET_AFTER:  # the curvature model is wrong here: start it again
                 steps.clear(), changes.clear(), inverse_curvatures.clear()
                 scale = 1.0
+                safeguards.restarts += 1
             if on_iteration is not None:
                 on_iteration(iteration, x, parts)
             continue
@@ -127,17 +161,48 @@ def _lbfgs(x: torch.Tensor, evaluate: Evaluate, iterations: int, history: int, o
             on_iteration(iteration, x, parts)
 
 
+#: Adam iterations in a row without a new best loss after which it goes back to the best point
+#: with half the step size and fresh moments.
+PATIENCE = 10
+
+
 def _adam(x: torch.Tensor, evaluate: Evaluate, iterations: int, learning_rate: float,
-          on_iteration: OnIteration | None) -> None:
+          on_iteration: OnIteration | None, safeguards: Safeguards) -> torch.Tensor:
+    """Adam with the best point kept (Adam's loss is not monotone). When the loss has not reached
+    a new best for ``PATIENCE`` iterations, or is not finite, it goes back to the best point with
+    half the step size and fresh moments (a step size too large for the image oscillates or
+    diverges: lr=1 turned a photo to noise). Like L-BFGS, the last evaluation takes no step, and the
+    result is the best point evaluated. Returns the result (a tensor that may not be ``x``)."""
+    best = x.detach().clone()
+    best_loss = math.inf
+    since_best = 0
+    rate = learning_rate
     x.requires_grad_()
-    optimiser = torch.optim.Adam([x], lr=learning_rate)
+    optimiser = torch.optim.Adam([x], lr=rate)
     for iteration in range(iterations):
         parts, grad = evaluate(x.detach())
+        loss = parts.total
+        finite = math.isfinite(loss)
+        safeguards.non_finite += not finite
+        if finite and loss < best_loss:
+            best_loss, since_best = loss, 0
+            best.copy_(x.detach())
+        else:
+            since_best += 1
+        if on_iteration is not None:
+            on_iteration(iteration, x.detach(), parts)
+        if iteration == iterations - 1:
+            break
+        if not finite or since_best >= PATIENCE:
+            rate *= 0.5
+            safeguards.restarts += 1
+            since_best = 0
+            with torch.no_grad():
+                x.copy_(best)
+            optimiser = torch.optim.Adam([x], lr=rate)
+            continue
         x.grad = grad.contiguous()  # the network may hand back a channels_last gradient
         optimiser.step()
         with torch.no_grad():
             x.clamp_(0, 1)
-        if on_iteration is not None:
-            on_iteration(iteration, x.detach(), parts)
-    x.requires_grad_(False)
-    x.grad = None
+    return best
