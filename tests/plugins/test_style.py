@@ -82,12 +82,13 @@ def _host():
 # -- the optimisation works ------------------------------------------------------------------
 
 def test_style_loss_falls_to_a_tenth_while_content_stays_bounded(photo, styles):
-    result, history = stylise(quick(styles, iterations=60), photo)
+    effect = quick(styles, iterations=60)
+    result, history = stylise(effect, photo)
     start, end = history[0].loss, history[-1].loss
     assert end.style <= 0.1 * start.style
-    # The content term (weight 1, normalised: 1.0 would mean "as far as all-zero activations") grew
-    # from 0 but stays a fraction of the style it traded for.
-    assert 0 < end.content < 0.5 and end.content < start.style
+    # The content term (weight 1, normalised per layer: 1.0 would mean "as far as all-zero
+    # activations") stays a fraction of that in each layer and of the style it traded for.
+    assert 0 < end.content < 0.5 * len(effect.layer_names()[1]) and end.content < start.style
     assert result.shape == photo.shape and 0 <= result.min() and result.max() <= 1
     assert (result - photo).abs().mean() > 0.02  # visibly changed
 
@@ -100,6 +101,24 @@ def test_adam_and_noise_start_are_seeded(photo, styles):
     assert torch.equal(first, again) and not torch.equal(first, other)
     _, history = stylise(quick(styles, optimizer="adam", iterations=40, learning_rate=0.03), photo)
     assert history[-1].loss.style < 0.5 * history[0].loss.style
+
+
+def test_from_noise_the_photo_comes_back(photo, styles):
+    """The content term holds the layout from a start that is not the photo: from noise the
+    low-passed luminance correlates with the photo's (in the style's palette). With MobileNetV2's
+    deep content layer alone (the old default) it did not: the stride-16 features discard the
+    layout. Measured here: 0.55 now, 0.24 with features.11 alone; for dense textures (gravel,
+    retina) from noise it stays low (0.15 here for retina; see the README)."""
+    import torch.nn.functional as F
+
+    start = palette_start(photo, styles[0])
+
+    def layout(**params):
+        out, _ = stylise(quick(styles, init="noise", iterations=100, **params), photo)
+        low = [F.avg_pool2d(i.mean(1, keepdim=True), 8).flatten() for i in (out, start)]
+        return float(torch.corrcoef(torch.stack(low))[0, 1])
+
+    assert layout() > 0.4 and layout(content_layers=["features.11"]) < 0.35
 
 
 def test_init_from_an_image_file(photo, styles, tmp_path):
