@@ -99,7 +99,9 @@ class Style(Effect):
     iterations = Param(int, 100, min=1, max=100000, help="iterations at each scale")
     learning_rate = Param(float, 0.02, gt=0.0, max=1.0, help="Adam's step size (0..1 pixel scale)")
     history = Param(int, 20, min=1, max=1000, help="L-BFGS history size (capped by memory_mb for large images)")
-    scales = Param(int, 2, min=1, max=8, help="coarse-to-fine scales, each twice the size of the one before")
+    scales = Param(int, None, min=1, max=8,
+                   help="coarse-to-fine scales, each twice the size of the one before (default: halve while the "
+                        "coarser image stays at least as large as the network's receptive field)")
     temporal_weight = Param(float, 10.0, min=0.0,
                             help="in a frame sequence: weight of staying close to the previous frame's result "
                                  "where the input did not change")
@@ -241,7 +243,8 @@ class Style(Effect):
                          temperatures=self._temperatures(extractor, styles, style_layers))
         geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
         previous = self._previous(context, image)
-        sizes = _scale_sizes(*image.shape[-2:], 1 if previous else self.scales)  # a sequence's later frames: full size
+        count = 1 if previous else self.scales or _scales_for(max(image.shape[-2:]), geometry)  # a sequence's
+        sizes = _scale_sizes(*image.shape[-2:], count)  # later frames: full size
         # With the style's colours, what starts from the photo starts from it in the style's palette.
         start = in_style_palette(content, styles, self._blend(), masks) if self.color == "style" else content
         current = _anchored_start(previous, start) if previous else self._initial(start, context.generator)
@@ -392,6 +395,24 @@ def _check_image(param: str, path: str) -> None:
         open_image(path).close()
     except DreamkitError as exc:
         raise ParameterError(f"effect 'style': parameter '{param}': {exc}") from None
+
+
+#: The most scales the default chooses (a 4096 px image: 1024, 2048, 4096 with MobileNetV2).
+MAX_AUTO_SCALES = 4
+
+
+def _scales_for(side: int, geometry: Any) -> int:
+    """The default number of scales for an output whose longest side is ``side``: halve while the
+    coarser image is still at least the receptive field of the deepest layer (its diameter,
+    measured once per machine: 299 px for MobileNetV2, 171 for VGG-19). Below that the network
+    already sees the whole image at the finer scale, so a coarser pass adds no context, only a
+    small image to go wrong (a 128 px pass under a 256 px output diverged before L-BFGS checked its
+    steps); above it the coarse pass lays out what is larger than the network can see."""
+    diameter = 2 * geometry.radius + 1
+    count = 1
+    while count < MAX_AUTO_SCALES and side / 2**count >= max(diameter, MIN_SIDE):
+        count += 1
+    return count
 
 
 def _scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:

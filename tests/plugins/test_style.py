@@ -141,6 +141,19 @@ def test_coarse_to_fine_scales(photo, styles, monkeypatch):
     assert [r.scale for r in history] == [i for i in range(len(sizes)) for _ in range(2)]
 
 
+def test_the_default_scales_follow_the_size_and_the_receptive_field(photo, styles):
+    """Halve while the coarser image is at least the deepest layer's receptive field (MobileNetV2:
+    radius 149, 299 px): one scale up to 597 px, two to 1195, at most four."""
+    from types import SimpleNamespace
+
+    field = SimpleNamespace(radius=149)
+    assert [effect_module._scales_for(side, field) for side in (96, 256, 512, 598, 1024, 2048, 8192)] == \
+        [1, 1, 1, 2, 2, 3, 4]
+    assert effect_module._scales_for(1024, SimpleNamespace(radius=85)) == 3  # VGG-19: 171 px
+    _, history = stylise(quick(styles, scales=None, iterations=2), photo)
+    assert {r.scale for r in history} == {0}  # 96 px: one scale
+
+
 def test_style_scale_sets_the_style_image_size(photo, styles, monkeypatch):
     seen = []
     real = StyleLoss.gram_targets
