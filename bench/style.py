@@ -2,6 +2,7 @@
 and the peak memory of a 4096x4096 stylisation.
 
     .venv/bin/python bench/style.py [--sizes 256 512] [--backbones mobilenet_v2 vgg19] [--big 4096]
+                                    [--default-run 1024]
 
 The reference is bench/plain_style.py: the PyTorch tutorial's algorithm written well (backbone cut
 after the last used layer, frozen, eval, autograd Gram + MSE, the same layers, loss terms, weights
@@ -26,6 +27,11 @@ chelsea.png and style ihc.png, both resized to SIZE x SIZE. Rungs, each adding o
                      VGG-19 at 512 px on an AMD EPYC, 2 threads: issue 28's figure, not re-run here)
 
 ``--modes`` runs a subset (the reference always runs: ratios are against it).
+
+``--default-run SIDE`` then runs ``dreamkit run`` on a SIDE x SIDE photo with the style effect's
+defaults untouched (100 iterations, the scales it picks for the size, the machine's memory budget)
+and prints its wall time beside the cost predicted from the effect-default per-iteration times of
+the same run (MobileNetV2, at each scale's size: give those sizes in ``--sizes``).
 
 Each mode runs in its own process, modes alternating; the per-iteration times are medians. The
 first and last loss of every mode are printed: the same numbers on both sides show the same work.
@@ -218,6 +224,9 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=0, metavar="SIDE", help="also stylise a SIDE x SIDE image (e.g. 4096)")
     parser.add_argument("--big-iterations", type=int, default=3)
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES, help="modes to run (default: all)")
+    parser.add_argument("--default-run", type=int, default=0, metavar="SIDE",
+                        help="also time `dreamkit run` with the style defaults on a SIDE x SIDE photo against the "
+                             "cost predicted from this run's effect-default figures")
     parser.add_argument("--worker", nargs=3, metavar=("MODE", "BACKBONE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -230,6 +239,7 @@ def main() -> None:
     print(f"CPU: {describe_cpu()}")
     print(f"{'size':>5} {'backbone':<13} {'mode':<14} {'ms/iter':>9} {'speedup':>8} {'first loss':>11} {'last loss':>11} "
           f"{'peak MiB':>9}")
+    per_iteration: dict[tuple[str, str, int], float] = {}
     for backbone in args.backbones:
         modes = [m for m in MODES if (m in args.modes or m == REFERENCE)
                  and not (m == "ours-smoothed" and backbone.startswith("vgg"))]
@@ -248,11 +258,45 @@ def main() -> None:
             reference = statistics.median(samples[REFERENCE])
             for mode in modes:
                 median = statistics.median(samples[mode])
+                per_iteration[(backbone, mode, size)] = median
                 info = details[mode]
                 print(f"{size:>5} {backbone:<13} {mode:<14} {median * 1000:>9.1f} {reference / median:>7.2f}x "
                       f"{info['first']:>11.4g} {info['last']:>11.4g} {info['peak_mib']:>9.0f}", flush=True)
     if args.big:
         big_run(args.big, args.big_iterations)
+    if args.default_run:
+        default_run(args.default_run, per_iteration)
+
+
+def default_run(side: int, per_iteration: dict[tuple[str, str, int], float]) -> None:
+    """``dreamkit run`` with the style defaults on a side x side photo: wall time, the scales the
+    output's record shows, and the prediction: Σ over scales of 100 x the effect-default
+    per-iteration time at that size (the rest is start-up, weights, PNG writing)."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = pathlib.Path(tmp) / "photo.png"
+        Image.open(sample("chelsea.png")).convert("RGB").resize((side, side), Image.BICUBIC).save(source)
+        report = pathlib.Path(tmp) / "report.jsonl"
+        command = [str(pathlib.Path(sys.executable).parent / "dreamkit"), "run", str(source), "-e",
+                   f"style:style={sample('ihc.png')}", "-o", str(pathlib.Path(tmp) / "out"), "-q", "--report", str(report)]
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"the {side}x{side} default run failed:\n{done.stderr}")
+        record = next(json.loads(line) for line in report.read_text().splitlines() if '"done"' in line)
+    (result,) = [r for r in record["frames"][0]["results"] if r.get("effect") == "style"]
+    sizes = [max(scale["size"]) for scale in result["scales"]]
+    missing = [size for size in sizes if ("mobilenet_v2", "effect-default", size) not in per_iteration]
+    print(f"{side}x{side} style with its defaults (`dreamkit run`): {seconds:.1f} s wall; scales {sizes}, tiles "
+          f"{[scale['tiles'] for scale in result['scales']]}")
+    if missing:
+        print(f"  (no prediction: run with --sizes {' '.join(map(str, sizes))} --modes effect-default)")
+        return
+    predicted = sum(100 * per_iteration[("mobilenet_v2", "effect-default", size)] for size in sizes)
+    print(f"  predicted from the effect-default figures above: {predicted:.1f} s of iterations; measured "
+          f"{seconds:.1f} s ({seconds - predicted:+.1f} s start-up, weights, Gram targets, writing)")
 
 
 if __name__ == "__main__":
