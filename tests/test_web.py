@@ -504,3 +504,63 @@ def test_the_working_folder_goes_when_the_server_stops(dreamkit_host):
         assert events(client, submit(client, sample="coffee.png").json()["job"])[-1]["type"] == "done"
         assert any(app.state.workdir.rglob("*.png"))
     assert not app.state.workdir.exists()
+
+
+# -- security headers, the token's places, other machines ---------------------------------------
+
+def test_every_response_carries_the_security_headers(server):
+    from dreamkit_web.app import SECURITY_HEADERS
+
+    job = submit(server, sample="coffee.png").json()["job"]
+    anonymous = TestClient(server.app)
+    responses = [server.get("/"), server.get("/static/app.js"), server.get("/api/effects"), server.get("/api/nothing"),
+                 server.get(f"/api/jobs/{job}"), anonymous.get("/api/effects"),  # 401
+                 TestClient(server.app, base_url="http://evil.example").get("/")]  # 403: the Host guard
+    assert [r.status_code for r in responses] == [200, 200, 200, 404, 200, 401, 403]
+    for response in responses:
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers[name] == value, (response.url, name)
+    csp = SECURITY_HEADERS["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    page = server.get("/").text  # what the CSP allows is all the page uses: no inline script or handler
+    assert "<script>" not in page.replace('<script src="/static/app.js"></script>', "") and " onclick=" not in page
+
+
+def test_the_token_in_the_address_only_for_event_streams_and_images(server):
+    token = server.settings.token
+    job = submit(server, sample="coffee.png").json()["job"]
+    events(server, job)
+    name = server.get(f"/api/jobs/{job}").json()["result"]["files"][0]
+    anonymous = TestClient(server.app)
+    for url in (f"/api/jobs/{job}/events", f"/api/jobs/{job}/files/{name}", "/api/samples/chelsea.png"):
+        assert anonymous.get(f"{url}?token={token}").status_code == 200, url
+        assert anonymous.get(f"{url}?token=wrong").status_code == 401, url
+    for method, url in (("GET", "/api/effects"), ("GET", f"/api/jobs/{job}"), ("DELETE", f"/api/jobs/{job}"),
+                        ("POST", "/api/jobs"), ("POST", f"/api/jobs/{job}/events")):
+        response = anonymous.request(method, f"{url}?token={token}")
+        assert response.status_code == 401 and "X-Dreamkit-Token header" in response.json()["error"], (method, url)
+
+
+def test_listening_everywhere_prints_an_address_other_machines_can_use(cli, monkeypatch):
+    import uvicorn
+
+    from dreamkit_web import settings as web_settings
+
+    monkeypatch.setattr(web_settings, "machine_addresses", lambda: ["192.168.7.20", "studio"])
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    code, _, err = cli("serve", "--host", "0.0.0.0", "--port", "8777")
+    assert code == 0 and "serving on http://192.168.7.20:8777/?token=" in err
+    assert "on this machine: http://127.0.0.1:8777/?token=" in err and "travel unencrypted" in err
+    token = err.split("?token=")[1].split()[0]
+    for host in ("192.168.7.20:8777", "studio:8777", "127.0.0.1:8777"):  # the Host guard knows these names
+        client = TestClient(apps[0], base_url=f"http://{host}")
+        assert client.get("/api/effects", headers={"X-Dreamkit-Token": token}).status_code == 200, host
+    assert TestClient(apps[0], base_url="http://rebound.example:8777").get("/").status_code == 403
+
+
+def test_this_machines_addresses_leave_out_loopback():
+    from dreamkit_web.settings import machine_addresses
+
+    addresses = machine_addresses()
+    assert addresses and not any(a.startswith("127.") or a in ("localhost", "::1", "0.0.0.0") for a in addresses)

@@ -3,8 +3,10 @@ the command line.
 
 Security, as for any local server (Jupyter's model):
 
-* a random token per server, required on every ``/api`` call (``X-Dreamkit-Token`` header, or
-  ``?token=`` where a browser cannot set headers: event streams, image URLs);
+* a random token per server, required on every ``/api`` call (``X-Dreamkit-Token`` header;
+  ``?token=`` only where a browser cannot set headers: GET of event streams and images);
+* security headers on every response (a CSP without inline script, no framing, ``nosniff``,
+  ``Referrer-Policy: no-referrer`` so the page's address, which carries the token, never leaks);
 * the ``Host`` header must name this server (loopback names, the bound address, ``--allow-host``):
   a page on another site that rebinds its DNS name to 127.0.0.1 is refused;
 * ``Origin``, when a browser sends one on a write, must be this server;
@@ -18,6 +20,7 @@ Errors are JSON ``{"error": "..."}`` with the CLI's messages.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import tempfile
@@ -63,19 +66,25 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
     async def guard(request: Request, call_next: Any) -> Any:
         hostname = (request.headers.get("host") or "").lower()
         if hostname not in allowed:
-            return _error(403, f"Host header {hostname!r} is not allowed: this server answers to "
+            return _secured(_error(403, f"Host header {hostname!r} is not allowed: this server answers to "
                                f"{', '.join(sorted(n for n in allowed if n.endswith(f':{settings.port}')))} (start it with --allow-host NAME "
-                               "to add a name)")
+                               "to add a name)"))
         origin = request.headers.get("origin")
         if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None:
             if origin.lower().removeprefix("http://").removeprefix("https://") not in allowed:
-                return _error(403, f"Origin {origin!r} is not allowed to write to this server")
+                return _secured(_error(403, f"Origin {origin!r} is not allowed to write to this server"))
         if request.url.path.startswith("/api/"):
-            given = request.headers.get("x-dreamkit-token") or request.query_params.get("token") or ""
+            given = request.headers.get("x-dreamkit-token") or ""
+            if not given and request.query_params.get("token") is not None:
+                if request.method != "GET" or not _TOKEN_IN_QUERY.fullmatch(request.url.path):
+                    return _secured(_error(401, "the token goes in the X-Dreamkit-Token header; ?token= is accepted "
+                                                "only where a browser cannot send headers (GET of event streams "
+                                                "and images)"))
+                given = request.query_params["token"]
             if not secrets.compare_digest(given.encode(), settings.token.encode()):
-                return _error(401, "missing or wrong token: open the address `dreamkit serve` printed "
-                                   "(it ends in ?token=...)")
-        return await call_next(request)  # ApiError from a route: api_error below
+                return _secured(_error(401, "missing or wrong token: open the address `dreamkit serve` printed "
+                                            "(it ends in ?token=...)"))
+        return _secured(await call_next(request))  # ApiError from a route: api_error below
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Any:
@@ -186,6 +195,28 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
         return await read_recipe_upload(request, settings, host, workdir)
 
     return app
+
+
+#: Where ``?token=`` stands in for the header: what a browser fetches by URL (an EventSource, an
+#: <img>), never a call that changes anything.
+_TOKEN_IN_QUERY = re.compile(r"/api/(samples/[^/]+|jobs/[^/]+/events|jobs/[^/]+/files/.+)")
+
+#: On every response: scripts and styles only from this server's files (no inline script, so an
+#: injected string cannot run), no framing (clickjacking), no MIME sniffing, and no Referer (the
+#: page's address carries the token).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _secured(response: Any) -> Any:
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 def _error(status: int, message: str) -> Any:

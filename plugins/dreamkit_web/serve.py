@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from dreamkit.context import resolve_device
 
     from .app import create_app
-    from .settings import LOOPBACK, ServerSettings
+    from .settings import LOOPBACK, WILDCARDS, ServerSettings
 
     if not 0 <= args.port <= 65535:
         raise DreamkitError(f"--port {args.port} is not allowed; expected 0 to 65535")
@@ -52,13 +52,19 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(port=port, bind=args.host, allow_hosts=tuple(args.allow_host), device=args.device,
                               max_upload=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
                               max_queue=args.max_queue, folders=shared_folders(args.folder))
-    if args.host not in LOOPBACK and args.host != "::1":
+    local = args.host in LOOPBACK or args.host == "::1"
+    if not local:
         print(f"dreamkit: WARNING: listening on {args.host}, not this machine only: anyone who can reach this "
-              "address and has the token can run models here and read their results. Use --host 127.0.0.1 "
-              "unless you mean it.", file=sys.stderr)
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    url = f"http://{shown}:{port}/?token={settings.token}"
-    print(f"dreamkit: serving on {url}\ndreamkit: press Ctrl-C to stop", file=sys.stderr, flush=True)
+              "address and has the token can run models here and read their results. The page is plain HTTP: "
+              "the token and every image travel unencrypted, readable by anyone on the network path (use a "
+              "network you trust, or put the server behind HTTPS). Use --host 127.0.0.1 unless you mean it.",
+              file=sys.stderr)
+    url = f"http://{_url_host(args.host)}:{port}/?token={settings.token}"
+    print(f"dreamkit: serving on {url}", file=sys.stderr)
+    if args.host in WILDCARDS:  # the address above is how other machines reach it; this one can use loopback
+        url = f"http://127.0.0.1:{port}/?token={settings.token}"
+        print(f"dreamkit: on this machine: {url}", file=sys.stderr)
+    print("dreamkit: press Ctrl-C to stop", file=sys.stderr, flush=True)
     app = create_app(settings)
     if args.open:
         import threading
@@ -84,6 +90,17 @@ def shared_folders(specs: list[str]) -> dict[str, Path]:
             raise DreamkitError(f"--folder {spec!r}: {path} is not a folder")
         folders[name] = Path(path).expanduser().resolve()
     return folders
+
+
+def _url_host(bind: str) -> str:
+    """The host part of the URL to print: for a wildcard bind, this machine's outward address (what
+    another machine types), else the bound address."""
+    from .settings import WILDCARDS, machine_addresses
+
+    if bind in WILDCARDS:
+        addresses = machine_addresses()
+        bind = addresses[0] if addresses else "127.0.0.1"
+    return f"[{bind}]" if ":" in bind else bind
 
 
 def _free_port(host: str) -> int:

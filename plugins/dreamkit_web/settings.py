@@ -10,6 +10,8 @@ from pathlib import Path
 #: Largest upload accepted (bytes); the image checks then bound its pixels.
 MAX_UPLOAD = 25 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+#: Bind addresses that mean "every interface".
+WILDCARDS = ("0.0.0.0", "::", "")
 #: Jobs waiting at most (each one user's click: a few per user is plenty).
 MAX_QUEUE = 32
 STATIC = Path(__file__).parent / "static"
@@ -35,9 +37,35 @@ class ServerSettings:
 
     def allowed_hosts(self) -> set[str]:
         names = {*LOOPBACK, *self.allow_hosts}
-        if self.bind not in ("0.0.0.0", "::", ""):
+        if self.bind in WILDCARDS:  # every address: this machine's names and addresses as others reach it
+            names.update(f"[{name}]" if ":" in name else name for name in machine_addresses())
+        else:
             names.add(f"[{self.bind}]" if ":" in self.bind else self.bind)
         return {name.lower() for name in names} | {f"{name}:{self.port}".lower() for name in names}
+
+
+def machine_addresses() -> list[str]:
+    """How other machines may name this one: the address of the interface that routes outwards
+    (found without sending anything: a UDP socket's connect only picks the route), the host name,
+    its fully qualified name and its addresses; loopback names left out. First: the best guess."""
+    import socket
+
+    found: list[str] = []
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never reached, only routed
+            found.append(probe.getsockname()[0])
+    except OSError:
+        pass  # no route out: the names below still work on the local network
+    hostname = socket.gethostname()
+    found += [hostname, socket.getfqdn()]
+    try:
+        found += [info[4][0] for info in socket.getaddrinfo(hostname, None, type=socket.SOCK_STREAM)]
+    except OSError:
+        pass
+    loopback = {name.strip("[]") for name in LOOPBACK} | {"::1"}
+    return [name for name in dict.fromkeys(found)
+            if name and name not in loopback and not name.startswith("127.") and name != "0.0.0.0"]
 
 
 def samples() -> dict[str, Path]:
