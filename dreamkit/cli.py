@@ -356,6 +356,7 @@ def _describe_item(item: dict[str, Any]) -> str:
 
 
 def cmd_effects(args: argparse.Namespace) -> int:
+    from .effect import value_text
     from .plugins import get_host
 
     listing = get_host().effect_listing()
@@ -365,9 +366,14 @@ def cmd_effects(args: argparse.Namespace) -> int:
     for item in listing:
         print(f"{item['name']}  (plugin: {item['plugin']})")
         print(f"    {item['summary']}")
-        for p in item["params"]:
+        params = sorted(item["params"], key=lambda p: p["advanced"])  # the basic ones first, in their order
+        for index, p in enumerate(params):
+            if p["advanced"] and (index == 0 or not params[index - 1]["advanced"]):
+                print("    advanced:")
             default = "none" if p["default"] is None else json.dumps(p["default"])
             print(f"    {p['name']:<16} {p['type']:<10} default {default:<10} {p['help']}  [{p['allowed']}]")
+        for preset, values in item["presets"].items():
+            print(f"    preset {preset}: -e {item['name']}:{','.join(f'{k}={value_text(v)}' for k, v in values.items())}")
     if not listing:
         print("no effects: no effect plugins are loaded (see `dreamkit plugins`)")
     return EXIT_OK

@@ -40,7 +40,9 @@ class Param:
     ``resource`` (``"image"``, ``"file"``, ``"folder"``) marks a parameter whose value
     names a file: front ends resolve it into a :class:`~dreamkit.resources.Resource` (paths on the
     command line and in recipes, uploads on the web page), which the effect opens like a path;
-    ``words`` are its values that are not files (``"content"``, ``"default"``).
+    ``words`` are its values that are not files (``"content"``, ``"default"``). ``advanced``
+    marks a parameter most users never touch (memory budgets, tile sizes, layer lists): the web
+    page folds it away, ``dreamkit effects`` lists it last.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Param:
         min_items: int = 0,
         resource: str | None = None,
         words: Sequence[str] = (),
+        advanced: bool = False,
     ) -> None:
         if kind not in (*_SCALARS, list):
             raise TypeError(f"Param kind must be int, float, bool, str or list, not {kind!r}")
@@ -74,6 +77,8 @@ class Param:
         self.resource = resource
         #: Values of a file parameter that are words, not files (``"content"``, ``"default"``).
         self.words = tuple(words)
+        #: Folded away on the web page (see the class docstring).
+        self.advanced = advanced
         self.help = help
         self.min, self.max, self.gt = min, max, gt
         self.choices = tuple(choices) if choices is not None else None
@@ -123,7 +128,7 @@ class Param:
         return {"name": self.name, "type": self.type_name(), "default": self.default, "allowed": self.allowed(),
                 "help": self.help, "min": self.min, "max": self.max, "gt": self.gt,
                 "choices": list(self.choices) if self.choices is not None else None, "optional": self.optional,
-                "resource": self.resource, "words": list(self.words)}
+                "resource": self.resource, "words": list(self.words), "advanced": self.advanced}
 
     def type_name(self) -> str:
         return f"list[{self.item.__name__}]" if self.kind is list else self.kind.__name__
@@ -209,6 +214,16 @@ def _kind_words(kind: type | None, article: bool = False) -> str:
     return words[1] if article else words[0]
 
 
+def value_text(value: Any) -> str:
+    """A parameter value as the command line spells it (what :meth:`Param.parse` reads back):
+    ``true``/``false``, ``[a,b]``, numbers and strings as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(value_text(item) for item in value) + "]"
+    return str(value)
+
+
 class Effect:
     """Base class of every effect. Subclasses set ``name``, ``summary``, declare :class:`Param`
     attributes and implement :meth:`apply`."""
@@ -217,6 +232,9 @@ class Effect:
     summary: ClassVar[str] = ""
     #: Declared parameters by name, in declaration order (filled in for each subclass).
     params: ClassVar[dict[str, Param]] = {}
+    #: Named sets of parameter values a user can start from (``{"subtle": {"steps": 5}, ...}``):
+    #: the web page offers them, ``dreamkit effects`` lists them. Checked when the class is made.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -226,6 +244,12 @@ class Effect:
                 if isinstance(value, Param):
                     params[key] = value
         cls.params = params
+        for preset, values in cls.presets.items():  # a plugin's typo shows at import, not on a click
+            unknown = sorted(set(values) - set(params))
+            if unknown:
+                raise TypeError(f"effect {cls.name!r}: preset {preset!r} sets unknown parameter(s) {', '.join(unknown)}")
+            for key, value in values.items():
+                params[key].validate(value, cls.name)
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(set(values) - set(self.params))

@@ -306,7 +306,8 @@ class PluginHost:
         """Every effect with its declared parameters (:meth:`~dreamkit.effect.Param.describe`), by
         name: what ``dreamkit effects --json`` prints and the web page's forms use."""
         return [{"name": name, "summary": self.effects[name].summary, "plugin": self.effect_owner(name),
-                 "params": [param.describe() for param in self.effects[name].params.values()]}
+                 "params": [param.describe() for param in self.effects[name].params.values()],
+                 "presets": {preset: dict(values) for preset, values in self.effects[name].presets.items()}}
                 for name in sorted(self.effects)]
 
     def plugins(self) -> list[PluginInfo]:

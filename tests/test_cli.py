@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dreamkit import Effect, Param, hookimpl
+from dreamkit import Effect, ParameterError, Param, hookimpl
 from dreamkit.io import read_recipe
 
 
@@ -266,8 +266,33 @@ def test_effects_lists_parameters_and_defaults(cli, extra):
     listing = {item["name"]: item for item in json.loads(stdout)}
     assert listing["fade"]["params"] == [{"name": "frames", "type": "int", "default": 3, "allowed": "an integer >= 1", "help": "",
                                           "min": 1, "max": None, "gt": None, "choices": None, "optional": False,
-                                          "resource": None, "words": []}]
-    assert listing["resize"]["plugin"] == "basic"
+                                          "resource": None, "words": [], "advanced": False}]
+    assert listing["resize"]["plugin"] == "basic" and listing["fade"]["presets"] == {}
+
+
+def test_effects_lists_advanced_parameters_last_and_the_presets(cli):
+    code, stdout, _ = cli("effects")
+    deepdream = stdout[stdout.index("deepdream  (plugin"):stdout.index("detect  (plugin")]
+    basic, advanced = deepdream.split("    advanced:\n")
+    assert "octaves" in basic and "steps " in basic and "memory_mb" in advanced and "memory_mb" not in basic
+    assert "preset deep: -e deepdream:octaves=5,steps=20,step_size=0.008" in advanced
+    code, stdout, _ = cli("effects", "--json")
+    listing = {item["name"]: item for item in json.loads(stdout)}
+    assert listing["style"]["presets"]["painterly"]["style_weight"] == 300.0
+    assert {p["name"] for p in listing["style"]["params"] if not p["advanced"]} >= {"style", "color", "iterations"}
+
+
+def test_every_effects_presets_make_that_effect(dreamkit_host, samples):
+    """A preset is a starting point the page applies: it must make a valid effect (checked when
+    the class is made, so a plugin's typo fails at import)."""
+    for name, effect in dreamkit_host.effects.items():
+        for preset, values in effect.presets.items():
+            made = effect(**{**({"style": [str(samples / "gravel.png")]} if name == "style" else {}), **values})
+            assert all(getattr(made, key) == value for key, value in values.items()), (name, preset)
+    with pytest.raises(TypeError, match="preset 'loud' sets unknown parameter"):
+        type("Loud", (Effect,), {"name": "loud", "gain": Param(float, 1.0), "presets": {"loud": {"gian": 2.0}}})
+    with pytest.raises(ParameterError, match="gain"):
+        type("Loud", (Effect,), {"name": "loud", "gain": Param(float, 1.0, max=4), "presets": {"loud": {"gain": 9.0}}})
 
 
 def test_plugins_lists_plugins_and_failures(cli, dreamkit_host):

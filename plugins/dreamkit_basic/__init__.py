@@ -34,8 +34,8 @@ class Resize(Effect):
     width = Param(int, None, min=1, max=65536, help="output width in pixels")
     height = Param(int, None, min=1, max=65536, help="output height in pixels")
     max_side = Param(int, None, min=1, max=65536, help="longest side in pixels (never enlarges)")
-    interpolation = Param(str, "bicubic", choices=tuple(_INTERPOLATION), help="resampling filter")
-    antialias = Param(bool, True, help="low-pass filter when shrinking (avoids aliasing)")
+    interpolation = Param(str, "bicubic", choices=tuple(_INTERPOLATION), advanced=True, help="resampling filter")
+    antialias = Param(bool, True, advanced=True, help="low-pass filter when shrinking (avoids aliasing)")
 
     def check(self) -> None:
         given = [key for key in ("scale", "width", "height", "max_side") if self.values[key] is not None]

@@ -44,7 +44,7 @@ class Classify(Effect):
 
     backbone = Param(str, "mobilenet_v2", help="torchvision classification model (dreamkit layers --list)")
     weights = Param(str, "default", resource="file", words=("default", "random"),
-                    help="'default', 'random', a registered name, or a weights file")
+                    advanced=True, help="'default', 'random', a registered name, or a weights file")
     top_k = Param(int, 5, min=1, max=1000, help="how many classes to report")
     draw = Param(bool, False, help="write the top three labels on the image (bottom-left)")
 

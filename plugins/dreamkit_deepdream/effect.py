@@ -35,34 +35,41 @@ class DeepDream(Effect):
 
     name = "deepdream"
     summary = "DeepDream: octaves, jitter, layer/channel/class objectives, guide image, tiles, zoom."
+    #: Starting points offered by the web page and `dreamkit effects` (the same keys in each, so
+    #: switching presets replaces what the last one set).
+    presets = {
+        "subtle": {"octaves": 3, "steps": 5, "step_size": 0.003},
+        "classic": {"octaves": 4, "steps": 10, "step_size": 0.005},  # the defaults
+        "deep": {"octaves": 5, "steps": 20, "step_size": 0.008},
+    }
     backbone = Param(str, "mobilenet_v2", help="torchvision backbone (its weights must be available)")
     weights = Param(str, "default", resource="file", words=("default", "random"),
-                    help="'default', a weights key, or a file path")
+                    advanced=True, help="'default', a weights key, or a file path")
     layers = Param(list, None, item=str, min_items=1,
-                   help="layers to amplify (`dreamkit layers BACKBONE`; default: the backbone's, features.12 for "
+                   advanced=True, help="layers to amplify (`dreamkit layers BACKBONE`; default: the backbone's, features.12 for "
                         "mobilenet_v2)")
-    layer_weights = Param(list, None, item=float, help="one weight per layer (default: 1 each)")
-    mode = Param(str, "l2", choices=("l2", "mean"), help="per-layer objective: mean squared or mean activation")
+    layer_weights = Param(list, None, item=float, advanced=True, help="one weight per layer (default: 1 each)")
+    mode = Param(str, "l2", choices=("l2", "mean"), advanced=True, help="per-layer objective: mean squared or mean activation")
     channels = Param(list, None, item=str,
-                     help="channels to target: 'N' (every layer) or 'LAYER:N'; default all")
-    classes = Param(list, None, item=str, help="ImageNet class names whose logits to amplify")
+                     advanced=True, help="channels to target: 'N' (every layer) or 'LAYER:N'; default all")
+    classes = Param(list, None, item=str, advanced=True, help="ImageNet class names whose logits to amplify")
     guide = Param(str, None, resource="image", help="guide image: dream toward its features instead")
     octaves = Param(int, 4, min=1, max=16, help="number of scales")
-    octave_scale = Param(float, 1.4, gt=1.0, max=4.0, help="size ratio between octaves")
+    octave_scale = Param(float, 1.4, gt=1.0, max=4.0, advanced=True, help="size ratio between octaves")
     steps = Param(int, 10, min=1, max=10000, help="gradient steps per octave")
     step_size = Param(float, 0.005, gt=0.0, max=1.0, help="mean change per pixel and step (0..1 scale)")
-    jitter = Param(int, 32, min=0, max=4096, help="largest random shift per step, pixels")
-    blur = Param(float, 0.0, min=0.0, max=20.0, help="Gaussian blur of the gradient (sigma, pixels)")
+    jitter = Param(int, 32, min=0, max=4096, advanced=True, help="largest random shift per step, pixels")
+    blur = Param(float, 0.0, min=0.0, max=20.0, advanced=True, help="Gaussian blur of the gradient (sigma, pixels)")
     tile_size = Param(int, None, min=0, max=16384,
-                      help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
+                      advanced=True, help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
     memory_mb = Param(int, None, min=64, max=1 << 20,
-                      help="memory for one forward+backward pass, MiB (default: half of what is available when "
+                      advanced=True, help="memory for one forward+backward pass, MiB (default: half of what is available when "
                            "the run starts); larger images are dreamed in exact tiles")
     frames = Param(int, 1, min=1, max=10000, help="frames of a zoom sequence (1: a single image)")
     zoom = Param(float, 1.05, min=1.0, max=4.0, help="zoom factor between frames")
-    save_every = Param(int, 0, min=0, help="keep the image every N steps, as artifacts of the run "
+    save_every = Param(int, 0, min=0, advanced=True, help="keep the image every N steps, as artifacts of the run "
                                            "(dreamkit run: OUTDIR/<name>.steps/)")
-    fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine (slightly different "
+    fast = Param(bool, False, advanced=True, help="bfloat16 where it is measured to pay on this machine (slightly different "
                                     "result); elsewhere the same as fp32")
 
     def check(self) -> None:

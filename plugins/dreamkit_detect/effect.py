@@ -45,15 +45,15 @@ class Detect(Effect):
     summary = "Detect faces (MTCNN, offline) or COCO objects; boxes, scores, landmarks."
 
     what = Param(str, "faces", choices=("faces", "objects"), help="faces (MTCNN) or objects (COCO classes)")
-    model = Param(str, "auto", help="auto: mtcnn for faces, fasterrcnn_mobilenet_v3_large_fpn for objects; any "
+    model = Param(str, "auto", advanced=True, help="auto: mtcnn for faces, fasterrcnn_mobilenet_v3_large_fpn for objects; any "
                                     "registered detector (`dreamkit plugins` lists them)")
     weights = Param(str, "default", resource="file", words=("default", "random"),
-                    help="'default', 'random', a registered name, or a weights file (objects)")
+                    advanced=True, help="'default', 'random', a registered name, or a weights file (objects)")
     score_threshold = Param(float, None, min=0.0, max=1.0, help="minimum score (default 0.9 faces, 0.5 objects)")
-    iou_threshold = Param(float, None, min=0.0, max=1.0, help="NMS overlap above which the weaker box goes (default: the model's)")
-    max_detections = Param(int, 100, min=1, max=10000, help="keep at most this many, best first")
+    iou_threshold = Param(float, None, min=0.0, max=1.0, advanced=True, help="NMS overlap above which the weaker box goes (default: the model's)")
+    max_detections = Param(int, 100, min=1, max=10000, advanced=True, help="keep at most this many, best first")
     classes = Param(list, [], item=str, help="only these labels (COCO names such as person, dog; 'face')")
-    min_face_size = Param(float, 20.0, min=12.0, help="smallest face looked for, in pixels (faces)")
+    min_face_size = Param(float, 20.0, min=12.0, advanced=True, help="smallest face looked for, in pixels (faces)")
     draw = Param(bool, False, help="draw the boxes, captions and landmarks on the image")
 
     def check(self) -> None:

@@ -68,6 +68,12 @@ class Style(Effect):
     name = "style"
     sequential = True  # a frame starts from the previous frame's result
     summary = "Neural style transfer (Gatys): blended styles, colour control, masks, exact tiles, sequences."
+    #: Starting points offered by the web page and `dreamkit effects` (the same keys in each).
+    presets = {
+        "faithful": {"content_weight": 5.0, "style_weight": 30.0, "iterations": 100},
+        "classic": {"content_weight": 1.0, "style_weight": 100.0, "iterations": 100},  # the defaults
+        "painterly": {"content_weight": 0.5, "style_weight": 300.0, "iterations": 150},
+    }
     style = Param(list, None, item=str, resource="image", help="style image(s)")
     style_weights = Param(list, None, item=float, help="blend weight of each style (default: equal)")
     style_scale = Param(float, None, min=0.05, max=8.0,
@@ -75,44 +81,44 @@ class Style(Effect):
                              "own size, shrunk to the output's if larger (its patterns keep their size in pixels)")
     masks = Param(list, None, item=str, resource="image",
                   help="one mask image per style (white: where that style goes); pixels no mask covers keep the content")
-    backbone = Param(str, "mobilenet_v2", help="backbone network (its weights must be available)")
+    backbone = Param(str, "mobilenet_v2", advanced=True, help="backbone network (its weights must be available)")
     weights = Param(str, "default", resource="file", words=("default", "random"),
-                    help="'default', a weights key, or a file path")
-    style_layers = Param(list, None, item=str, help="layers whose Gram matrices are matched (default: per backbone)")
-    style_layer_weights = Param(list, None, item=float, help="one weight per style layer (default: 1 each)")
-    content_layers = Param(list, None, item=str, help="layers whose activations are kept (default: per backbone)")
-    content_layer_weights = Param(list, None, item=float, help="one weight per content layer (default: 1 each)")
+                    advanced=True, help="'default', a weights key, or a file path")
+    style_layers = Param(list, None, item=str, advanced=True, help="layers whose Gram matrices are matched (default: per backbone)")
+    style_layer_weights = Param(list, None, item=float, advanced=True, help="one weight per style layer (default: 1 each)")
+    content_layers = Param(list, None, item=str, advanced=True, help="layers whose activations are kept (default: per backbone)")
+    content_layer_weights = Param(list, None, item=float, advanced=True, help="one weight per content layer (default: 1 each)")
     style_weight = Param(float, 100.0, min=0.0, help="weight of the style loss")
     content_weight = Param(float, 1.0, min=0.0, help="weight of the content loss")
-    tv_weight = Param(float, 20.0, min=0.0, help="weight of the total-variation loss (against the pixel grid of strided networks)")
+    tv_weight = Param(float, 20.0, min=0.0, advanced=True, help="weight of the total-variation loss (against the pixel grid of strided networks)")
     smoothing = Param(float, None, min=0.0,
-                      help="softmax temperature before the Gram matrices, x the style activations' std "
+                      advanced=True, help="softmax temperature before the Gram matrices, x the style activations' std "
                            "(0: plain Gatys; default: 4, or 0 for VGG)")
-    normalize = Param(bool, True, help="divide each layer's loss by the size of its target (layers count equally)")
+    normalize = Param(bool, True, advanced=True, help="divide each layer's loss by the size of its target (layers count equally)")
     color = Param(str, "style", choices=("style", "luminance", "match"),
                   help="style: the style's colours (the photo, recoloured to the style's palette, is the start); "
                        "luminance: transfer luminance only, keep the content's "
                        "colours; match: first match the style's colours to the content's")
     init = Param(str, "content", resource="image", words=("content", "noise"),
-                 help="start from 'content', 'noise', or an image file")
-    optimizer = Param(str, "lbfgs", choices=("lbfgs", "adam"), help="optimiser")
+                 advanced=True, help="start from 'content', 'noise', or an image file")
+    optimizer = Param(str, "lbfgs", choices=("lbfgs", "adam"), advanced=True, help="optimiser")
     iterations = Param(int, 100, min=1, max=100000, help="iterations at each scale")
-    learning_rate = Param(float, 0.02, gt=0.0, max=1.0, help="Adam's step size (0..1 pixel scale)")
-    history = Param(int, 20, min=1, max=1000, help="L-BFGS history size (capped by memory_mb for large images)")
+    learning_rate = Param(float, 0.02, gt=0.0, max=1.0, advanced=True, help="Adam's step size (0..1 pixel scale)")
+    history = Param(int, 20, min=1, max=1000, advanced=True, help="L-BFGS history size (capped by memory_mb for large images)")
     scales = Param(int, None, min=1, max=8,
-                   help="coarse-to-fine scales, each twice the size of the one before (default: halve while the "
+                   advanced=True, help="coarse-to-fine scales, each twice the size of the one before (default: halve while the "
                         "coarser image stays at least as large as the network's receptive field)")
     temporal_weight = Param(float, 10.0, min=0.0,
-                            help="in a frame sequence: weight of staying close to the previous frame's result "
+                            advanced=True, help="in a frame sequence: weight of staying close to the previous frame's result "
                                  "where the input did not change")
     tile_size = Param(int, None, min=0, max=16384,
-                      help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
+                      advanced=True, help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
     memory_mb = Param(int, None, min=64, max=1 << 20,
-                      help="memory for one forward+backward pass, MiB (default: half of what is available when "
+                      advanced=True, help="memory for one forward+backward pass, MiB (default: half of what is available when "
                            "the run starts); larger images are stylised in exact tiles")
-    save_every = Param(int, 0, min=0, help="keep the image every N iterations, as artifacts of the run "
+    save_every = Param(int, 0, min=0, advanced=True, help="keep the image every N iterations, as artifacts of the run "
                                            "(dreamkit run: OUTDIR/<name>.steps/)")
-    fast = Param(bool, False, help="bfloat16 where it is measured to pay on this machine; elsewhere fp32")
+    fast = Param(bool, False, advanced=True, help="bfloat16 where it is measured to pay on this machine; elsewhere fp32")
 
     def check(self) -> None:
         if not self.style:

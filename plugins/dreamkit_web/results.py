@@ -52,12 +52,11 @@ def command_line(pipeline: Pipeline, input_name: str, seed: int) -> str:
 
 
 def _text(value: Any) -> str:
+    from dreamkit.effect import value_text
     from dreamkit.resources import Resource
 
     if isinstance(value, Resource):  # the file by the client's own name, never the server's copy
         return value.name
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ",".join(_text(item) for item in value) + "]"
-    return str(value)
+    return value_text(value)
