@@ -36,15 +36,30 @@ def page_url(dreamkit_host):
 
 @contextlib.contextmanager
 def opened_page(page_url):
-    """Chromium at a laptop size on the page, samples loaded; yields (browser, page, page errors)."""
+    """Chromium at a laptop size on the page, samples loaded; yields (browser, page, page errors:
+    script errors and anything the Content-Security-Policy blocked)."""
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 860}, accept_downloads=True)
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
         page.goto(page_url)
         page.wait_for_selector(".sample img")
         yield browser, page, errors
+
+
+def wait_until(page, expression, timeout=30.0):
+    """Poll ``expression`` in the page until it is true. (Playwright's wait_for_function evaluates
+    its predicate with eval inside the page, which the page's Content-Security-Policy forbids, as
+    it should; page.evaluate goes through the debugger protocol, outside the CSP.)"""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {expression}")
+        time.sleep(0.05)
 
 
 def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
@@ -74,7 +89,7 @@ def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
         assert page.locator("#queue").inner_text() == "done"
         command = page.locator("#command").inner_text()
         assert command == "dreamkit run coffee.png -e resize:max_side=480 -e adjust:saturation=1.6 -o out/"
-        page.wait_for_function("document.getElementById('after').complete && document.getElementById('after').naturalWidth > 0")
+        wait_until(page, "document.getElementById('after').complete && document.getElementById('after').naturalWidth > 0")
         page.locator("#slider").fill("30")
         page.evaluate("window.scrollTo(0, 0)")
         for folder in shots:
@@ -92,7 +107,7 @@ def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
         page.get_by_label("remove resize").click()
         assert page.locator(".step").count() == 1
         page.set_input_files("#recipe-file", str(saved))
-        page.wait_for_function("document.querySelectorAll('.step').length === 2")
+        wait_until(page, "document.querySelectorAll('.step').length === 2")
         assert page.locator(".step").nth(1).locator("input[name=saturation]").input_value() == "1.6"
         # a phone
         page.set_viewport_size({"width": 390, "height": 844})
@@ -134,4 +149,29 @@ def test_style_with_a_style_image_picked_on_the_page(page_url, tmp_path, samples
     recipe = read_metadata(saved)["dreamkit-recipe"]
     (resource,) = recipe["resources"]
     assert resource["name"] == "my-painting.png" and resource["param"] == "style"
+    assert not errors, errors
+
+
+def test_presets_sliders_advanced_and_a_random_seed(page_url):
+    """The form the effect's declaration makes: its presets set their values, a ranged number has a
+    slider that moves its box, advanced parameters are folded away, the seed button draws a seed."""
+    with opened_page(page_url) as (browser, page, errors):
+        page.select_option("#add-effect", "deepdream")
+        page.click("#add-button")
+        step = page.locator(".step").nth(0)
+        assert step.locator("details.advanced").get_attribute("open") is None  # folded
+        assert not step.locator("input[name=memory_mb]").is_visible() and step.locator("input[name=steps]").is_visible()
+        step.locator("select[name=preset]").select_option("deep")
+        step = page.locator(".step").nth(0)  # the step is drawn again with the preset's values
+        assert step.locator("input[name=octaves]").input_value() == "5"
+        assert step.locator("input[name=steps]").input_value() == "20"
+        step.locator("input[name=octaves-slider]").fill("7")  # the slider moves the box and the value
+        assert step.locator("input[name=octaves]").input_value() == "7"
+        config = page.evaluate("pipelineConfig()")
+        assert config["steps"][0]["params"]["octaves"] == 7 and config["steps"][0]["params"]["step_size"] == 0.008
+        step.locator("details.advanced > summary").click()
+        assert step.locator("input[name=memory_mb]").is_visible()
+        page.click("#random-seed")
+        assert int(page.locator("#seed").input_value()) > 0
+        browser.close()
     assert not errors, errors

@@ -224,6 +224,7 @@ class JobQueues:
         job.status = "running"
         job.emit({"type": "started", "device": str(job.device)})
         _current.job = job
+        status, event = "failed", {"type": "failed", "error": "internal error: the job ended without a result"}
         try:
             image = _decoded(job, self.max_pixels)
             result = job.pipeline.run(image, seed=job.seed, device=job.device, progress=_WebProgress(job),
@@ -231,24 +232,24 @@ class JobQueues:
             del image
             job.check_cancel()
             job.result = write_result(job, result)
-            job.status = "done"
-            job.emit({"type": "done", "result": job.result})
+            status, event = "done", {"type": "done", "result": job.result}
         except Cancelled:
-            job.status = "cancelled"
-            job.emit({"type": "cancelled"})
+            status, event = "cancelled", {"type": "cancelled"}
         except DreamkitError as exc:
-            job.status, job.error = "failed", str(exc)
-            job.emit({"type": "failed", "error": job.error})
+            job.error = str(exc)
+            status, event = "failed", {"type": "failed", "error": job.error}
         except Exception as exc:  # noqa: BLE001 (a bug or out of memory: this job fails, the server goes on)
-            job.status = "failed"
             job.error = f"internal error: {type(exc).__name__}: {exc}"
-            job.emit({"type": "failed", "error": job.error, "traceback": traceback.format_exc()})
+            status, event = "failed", {"type": "failed", "error": job.error, "traceback": traceback.format_exc()}
             if job.device.type == "cuda":
                 torch.cuda.empty_cache()
         finally:
             _current.job = None
             for path in job.files:  # the uploads: the result and its recipe are what stays
                 path.unlink(missing_ok=True)
+            # The end is said only now: whoever sees it finds the uploads already gone.
+            job.status = status
+            job.emit(event)
 
     def _forget_old(self) -> None:
         finished = [job for job in self.jobs.values() if job.finished]

@@ -68,18 +68,27 @@ function renderSteps() {
     summary.className = "summary";
     summary.textContent = effect.summary;
     item.append(summary);
+    if (Object.keys(effect.presets || {}).length) item.append(presetField(step, effect));
+    // The parameters most people use stay in view; the ones the effect declares advanced fold away.
+    const basic = effect.params.filter((p) => !p.advanced);
+    const advanced = effect.params.filter((p) => p.advanced);
     const form = document.createElement("div");
     form.className = "params";
-    for (const param of effect.params) form.append(paramField(step, param));
-    // Long forms (deepdream has 20 parameters) fold away; short ones stay open.
-    const details = document.createElement("details");
-    details.className = "step-details";
-    details.open = effect.params.length <= 6 || step.open === true;
-    details.addEventListener("toggle", () => { step.open = details.open; });
-    const summaryLine = document.createElement("summary");
-    summaryLine.textContent = `${effect.params.length} parameters`;
-    details.append(summaryLine, form);
-    item.append(details);
+    for (const param of basic) form.append(paramField(step, param));
+    item.append(form);
+    if (advanced.length) {
+      const details = document.createElement("details");
+      details.className = "advanced";
+      details.open = step.open === true;
+      details.addEventListener("toggle", () => { step.open = details.open; });
+      const summaryLine = document.createElement("summary");
+      summaryLine.textContent = `${advanced.length} advanced`;
+      const more = document.createElement("div");
+      more.className = "params";
+      for (const param of advanced) more.append(paramField(step, param));
+      details.append(summaryLine, more);
+      item.append(details);
+    }
     list.append(item);
   });
   if (!state.steps.length) {
@@ -88,6 +97,26 @@ function renderSteps() {
     empty.textContent = "No steps yet: add an effect below.";
     list.append(empty);
   }
+}
+
+// The effect's presets (declared by its plugin): choosing one sets its values on the step.
+function presetField(step, effect) {
+  const label = document.createElement("label");
+  label.className = "preset";
+  label.append("Preset ");
+  const select = document.createElement("select");
+  select.name = "preset";
+  select.add(new Option("(choose)", ""));
+  for (const name of Object.keys(effect.presets)) select.add(new Option(name, name));
+  select.value = step.preset || "";
+  select.addEventListener("change", () => {
+    if (!select.value) return;
+    step.preset = select.value;
+    Object.assign(step.values, effect.presets[select.value]);
+    renderSteps();
+  });
+  label.append(select);
+  return label;
 }
 
 function moveStep(index, action) {
@@ -195,8 +224,33 @@ function paramField(step, param) {
   }
   input.name = param.name;
   input.addEventListener("change", () => { step.values[param.name] = readValue(param, input); });
+  const slider = sliderFor(param, input);
+  if (slider) label.append(slider);
   label.append(input);
   return withHelp(label, param);
+}
+
+// A number with a small closed range gets a slider beside its box; both stay in step.
+function sliderFor(param, box) {
+  const low = param.min ?? param.gt;
+  const numeric = param.type === "int" || param.type === "float";
+  if (!numeric || param.optional || low === null || param.max === null) return null;
+  if (param.type === "int" && param.max - low > 100) return null;  // steps 1..10000: a box is better
+  const slider = document.createElement("input");
+  slider.type = "range";
+  slider.name = `${param.name}-slider`;
+  slider.setAttribute("aria-label", `${param.name} slider`);
+  const step = param.type === "int" ? 1 : (param.max - low) / 200;
+  slider.min = param.min ?? low + step;  // gt: the bound itself is not allowed
+  slider.max = param.max;
+  slider.step = String(step);
+  slider.value = box.value;
+  slider.addEventListener("input", () => {
+    box.value = slider.value;
+    box.dispatchEvent(new Event("change"));
+  });
+  box.addEventListener("change", () => { slider.value = box.value; });
+  return slider;
 }
 
 function readValue(param, input) {
@@ -412,6 +466,7 @@ function wire() {
   $("recipe-file").addEventListener("change", (e) => e.target.files[0] && restore(e.target.files[0]));
   $("add-button").addEventListener("click", () => addStep($("add-effect").value));
   $("run").addEventListener("click", run);
+  $("random-seed").addEventListener("click", () => { $("seed").value = 1 + Math.floor(Math.random() * 2147483646); });
   $("cancel").addEventListener("click", () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" }).catch((e) => showError(e.message)));
   $("slider").addEventListener("input", (e) => setSlider(e.target.value));
   $("copy").addEventListener("click", async () => {
