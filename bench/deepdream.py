@@ -94,6 +94,9 @@ class StepClock(Progress):
             def show(self, **values) -> None:
                 pass
 
+            def preview(self, image) -> None:
+                pass
+
         yield Tick()
 
 

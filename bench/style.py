@@ -179,6 +179,9 @@ def effect_run(mode: str, backbone: str, content, iterations: int, stamps: list,
         def show(self, **values) -> None:
             losses.append(float(values.get("style", 0.0)) + float(values.get("content", 0.0)))
 
+        def preview(self, image) -> None:
+            pass
+
     class Clocks:
         @contextmanager
         def bar(self, total: int, desc: str):

@@ -12,7 +12,13 @@ from __future__ import annotations
 import sys
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import Any, ContextManager, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Protocol, Union, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+    #: What :meth:`ProgressBar.preview` takes: an image, or a function that makes it when shown.
+    Preview = Union[torch.Tensor, Callable[[], torch.Tensor]]
 
 
 @runtime_checkable
@@ -25,6 +31,12 @@ class ProgressBar(Protocol):
     def show(self, **values: Any) -> None:
         """The latest figures worth showing beside the bar (``style=0.12, content=3.4``): numbers
         or short strings. They replace the ones shown before."""
+
+    def preview(self, image: "Preview") -> None:
+        """The work so far as an image a front end may show while it goes on (the web page does,
+        small, at most about once a second; the terminal and silent bars ignore it). ``image`` is
+        a 1×3×H×W tensor in 0..1 on any device, or a function returning one, called only when
+        the image will be shown (so an effect may offer every iteration for free)."""
 
 
 class Progress(ABC):
@@ -40,6 +52,9 @@ class _SilentBar:
         pass
 
     def show(self, **values: Any) -> None:
+        pass
+
+    def preview(self, image: "Preview") -> None:
         pass
 
 
@@ -60,6 +75,9 @@ class _TerminalBar:
 
     def show(self, **values: Any) -> None:
         self._bar.set_postfix({key: _short(value) for key, value in values.items()}, refresh=False)
+
+    def preview(self, image: "Preview") -> None:
+        pass  # a terminal shows no pictures
 
 
 class TerminalProgress(Progress):

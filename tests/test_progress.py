@@ -58,12 +58,42 @@ def test_every_front_ends_bar_implements_the_protocol(tmp_path):
     bars = [SilentProgress(), TerminalProgress(Terminal())]
     job, web = _web_progress(tmp_path, Pipeline([]))
     bars.append(web)
+    job.folder.mkdir(parents=True, exist_ok=True)
     for progress in bars:
         with progress.bar(2, "work") as bar:
             assert isinstance(bar, ProgressBar), type(progress).__name__
             bar.show(loss=0.5)
+            bar.preview(torch.rand(1, 3, 8, 6))
             bar.update(2)
     assert job.events[-1]["done"] == 2 and job.events[-1]["values"] == {"loss": 0.5}
+    assert [e["type"] for e in job.events].count("preview") == 1
+
+
+def test_the_web_bar_keeps_small_previews_at_most_once_a_second(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dreamkit_web import jobs
+
+    job, web = _web_progress(tmp_path, Pipeline([]))
+    job.folder.mkdir(parents=True, exist_ok=True)
+    clock = [100.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
+    made = []
+
+    def picture():  # a function: made only when the bar keeps a preview
+        made.append(1)
+        return torch.rand(1, 3, 900, 1200)
+
+    with web.bar(10, "octave 1") as bar:
+        for _ in range(5):  # five offers within a second: one preview
+            bar.preview(picture)
+            clock[0] += 0.1
+        clock[0] += 1.0
+        bar.preview(picture)  # a second later: the next one
+    previews = [e for e in job.events if e["type"] == "preview"]
+    assert [e["preview"] for e in previews] == [0, 1] and len(made) == 2
+    assert previews[0]["desc"] == "octave 1" and (previews[0]["width"], previews[0]["height"]) == (320, 240)
+    assert Image.open(job.previews[1]).size == (320, 240)  # small: its longest side PREVIEW_SIDE
 
 
 def test_every_effect_runs_with_every_bar(dreamkit_host, samples, small_index, tmp_path):

@@ -318,6 +318,24 @@ def test_style_runs_with_an_uploaded_style_image(server):
     assert response.status_code == 201 and events(server, response.json()["job"])[-1]["type"] == "done"
 
 
+def test_a_running_job_shows_previews_of_its_work(server):
+    """The stylisation as it forms: the first offer of each bar is kept at once (later ones at
+    most once a second), as a small PNG the page fetches by the job's own number."""
+    response = _style_run(server, "sample:chelsea.png", sample="coffee.png")
+    job = response.json()["job"]
+    seen = events(server, job)
+    types = [e["type"] for e in seen]
+    assert "preview" in types and types.index("preview") < types.index("done")
+    preview = next(e for e in seen if e["type"] == "preview")
+    assert preview["desc"] == "style" and max(preview["width"], preview["height"]) <= 320
+    image = server.get(f"/api/jobs/{job}/previews/{preview['preview']}")
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    count = types.count("preview")
+    missing = server.get(f"/api/jobs/{job}/previews/{count}")
+    assert missing.status_code == 404 and f"has no preview {count}" in missing.json()["error"]
+    assert TestClient(server.app).get(f"/api/jobs/{job}/previews/0?token={server.settings.token}").status_code == 200
+
+
 @pytest.mark.parametrize("case", ["absolute path", "relative path", "weights file", "index",
                                   "unknown upload", "pipeline as a string"])
 def test_a_path_the_client_names_is_refused_and_never_opened(server, tmp_path, monkeypatch, case):

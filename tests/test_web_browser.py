@@ -175,3 +175,23 @@ def test_presets_sliders_advanced_and_a_random_seed(page_url):
         assert int(page.locator("#seed").input_value()) > 0
         browser.close()
     assert not errors, errors
+
+
+def test_the_dream_shows_as_it_forms(page_url):
+    """Before the result arrives the "after" pane shows the effect's previews (the dream so far)."""
+    with opened_page(page_url) as (browser, page, errors):
+        page.click(".sample[title='coffee.png']")
+        page.select_option("#add-effect", "deepdream")
+        page.click("#add-button")
+        step = page.locator(".step").nth(0)
+        for name, value in (("octaves", "3"), ("steps", "12")):
+            step.locator(f"input[name={name}]").fill(value)
+            step.locator(f"input[name={name}]").dispatch_event("change")
+        page.click("#run")
+        wait_until(page, "document.querySelector('.tag-after').textContent.startsWith('preview')", timeout=120)
+        assert page.locator("#result-card").is_hidden()  # a preview, not the result
+        wait_until(page, "document.getElementById('after').src.includes('/previews/')")
+        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
+        assert page.locator(".tag-after").inner_text() == "after" and "/files/" in page.locator("#after").get_attribute("src")
+        browser.close()
+    assert not errors, errors

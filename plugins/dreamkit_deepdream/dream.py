@@ -103,6 +103,7 @@ def dream(image: torch.Tensor, extractor: torch.nn.Module, objective: Objective,
                 if tick is not None:
                     tick.update(1)
                     tick.show(objective=value)
+                    tick.preview(current)  # the dream so far: the front end decides if and when to show it
                 if on_step is not None:
                     on_step(current, record)
         if octave < len(sizes) - 1:

@@ -374,13 +374,16 @@ class Style(Effect):
                   tiles: int):
         stem = Path(context.source).stem if context.source else "style"
 
+        def shown(x: torch.Tensor) -> torch.Tensor:
+            return with_chroma(x, chroma_source) if chroma_source is not None else x.clamp(0, 1)
+
         def report(iteration: int, x: torch.Tensor, parts: LossParts) -> None:
             history.append(Record(scale, iteration, parts))
             tick.show(style=parts.style, content=parts.content, **({"tiles": tiles} if tiles > 1 else {}))
             tick.update(1)
+            tick.preview(lambda: shown(x))  # made only if the front end shows it now
             if self.save_every and (iteration + 1) % self.save_every == 0:
-                shown = with_chroma(x, chroma_source) if chroma_source is not None else x.clamp(0, 1)
-                context.save_artifact(f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png", shown)
+                context.save_artifact(f"{stem}-f{context.frame_index:04d}-s{scale + 1}-i{iteration + 1:05d}.png", shown(x))
 
         return report
 

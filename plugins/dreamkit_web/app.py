@@ -188,6 +188,13 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
         return FileResponse(job.folder / name, filename=name.rsplit("/", 1)[-1] if download else None,
                             content_disposition_type="attachment" if download else "inline")
 
+    @app.get("/api/jobs/{job_id}/previews/{number}")
+    async def job_preview(job_id: str, number: int) -> Any:
+        job = find(job_id)
+        if not 0 <= number < len(job.previews):  # by number from the job's own list
+            raise ApiError(404, f"job {job_id} has no preview {number} (it has {len(job.previews)})")
+        return FileResponse(job.previews[number], headers={"Cache-Control": "no-store"})
+
     @app.post("/api/recipe")
     async def recipe(request: Request) -> Any:
         from .submit import read_recipe_upload
@@ -199,7 +206,7 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
 
 #: Where ``?token=`` stands in for the header: what a browser fetches by URL (an EventSource, an
 #: <img>), never a call that changes anything.
-_TOKEN_IN_QUERY = re.compile(r"/api/(samples/[^/]+|jobs/[^/]+/events|jobs/[^/]+/files/.+)")
+_TOKEN_IN_QUERY = re.compile(r"/api/(samples/[^/]+|jobs/[^/]+/events|jobs/[^/]+/files/.+|jobs/[^/]+/previews/\d+)")
 
 #: On every response: scripts and styles only from this server's files (no inline script, so an
 #: injected string cannot run), no framing (clickjacking), no MIME sniffing, and no Referer (the

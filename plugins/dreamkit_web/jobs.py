@@ -54,6 +54,8 @@ class Job:
     created: float = field(default_factory=time.time)
     #: Uploaded files the pipeline's parameters name: deleted once the job has finished.
     files: list[Path] = field(default_factory=list)
+    #: Intermediate images shown while it runs (``previews/NNN.png`` in its folder), in order.
+    previews: list[Path] = field(default_factory=list)
     _changed: threading.Lock = field(default_factory=threading.Lock)
     #: Event streams waiting for this job's next event: (their event loop, their asyncio.Event).
     _waiters: list[tuple[Any, asyncio.Event]] = field(default_factory=list)
@@ -93,6 +95,11 @@ class Job:
             raise Cancelled()
 
 
+#: Seconds between two previews of a job, and their longest side in pixels.
+PREVIEW_INTERVAL = 1.0
+PREVIEW_SIDE = 320
+
+
 class _WebBar:
     """A :class:`~dreamkit.progress.ProgressBar` whose ticks become the job's events."""
 
@@ -100,6 +107,7 @@ class _WebBar:
         self.job, self.total, self.desc = job, total, desc
         self.done = 0
         self.values: dict[str, Any] = {}
+        self._last_preview = -PREVIEW_INTERVAL
 
     def update(self, count: int = 1) -> None:
         self.job.check_cancel()  # where a long step notices Cancel
@@ -108,6 +116,27 @@ class _WebBar:
 
     def show(self, **values: Any) -> None:
         self.values = {key: round(value, 6) if isinstance(value, float) else value for key, value in values.items()}
+
+    def preview(self, image: Any) -> None:
+        """Keep a small PNG of the work so far and tell the page, at most every PREVIEW_INTERVAL
+        seconds (an effect may offer one every iteration)."""
+        now = time.monotonic()
+        if now - self._last_preview < PREVIEW_INTERVAL:
+            return
+        self._last_preview = now
+        from dreamkit.io import tensor_to_pil
+
+        picture = (image() if callable(image) else image).detach()[:1].float().cpu().clamp(0, 1)
+        scale = PREVIEW_SIDE / max(picture.shape[-2:])
+        if scale < 1:
+            size = (max(1, round(picture.shape[-2] * scale)), max(1, round(picture.shape[-1] * scale)))
+            picture = torch.nn.functional.interpolate(picture, size=size, mode="area")
+        path = self.job.folder / "previews" / f"{len(self.job.previews):03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensor_to_pil(picture).save(path)
+        self.job.previews.append(path)
+        self.job.emit({"type": "preview", "desc": self.desc, "preview": len(self.job.previews) - 1,
+                       "width": picture.shape[-1], "height": picture.shape[-2]})
 
     def _emit(self) -> None:
         self.job.emit({"type": "progress", "desc": self.desc, "done": self.done, "total": self.total,

@@ -567,6 +567,9 @@ def test_the_default_budget_follows_the_machine_and_tiling_is_said(photo, styles
         def show(self, **values):
             shown.append(values)
 
+        def preview(self, image):
+            pass
+
     class Bars:
         def bar(self, total, desc):
             from contextlib import nullcontext

@@ -368,6 +368,7 @@ function follow(jobId) {
         item.querySelector(".detail").textContent = `${event.desc} ${event.done}/${event.total}`;
       }
     }
+    if (event.type === "preview") showPreview(jobId, event);
     if (["done", "failed", "cancelled"].includes(event.type)) {
       source.close();
       $("run").disabled = false;
@@ -392,7 +393,18 @@ function finishStep(index) {
   item.querySelector(".detail").textContent = "done";
 }
 
+// The work so far, as the effect offers it (small, about once a second), in the "after" pane.
+function showPreview(jobId, event) {
+  $("after").src = withToken(`/api/jobs/${jobId}/previews/${event.preview}`);
+  $("viewer").classList.add("compare");
+  $("slider").hidden = false;
+  document.querySelectorAll(".tag").forEach((t) => { t.hidden = false; });
+  document.querySelector(".tag-after").textContent = `preview: ${event.desc}`;
+  setSlider($("slider").value);
+}
+
 function showResult(jobId, result) {
+  document.querySelector(".tag-after").textContent = "after";
   const file = (name) => withToken(`/api/jobs/${jobId}/files/${encodeURIComponent(name)}`);
   $("after").src = file(result.animation || result.files[0]);
   $("viewer").classList.add("compare");
