@@ -81,7 +81,10 @@ def test_a_two_step_run_with_progress_download_and_recipe(server):
     assert types[0] == "queued" and "started" in types and types[-1] == "done"
     assert [(e["step"], e["effect"]) for e in seen if e["type"] == "step"] == [(0, "resize"), (1, "adjust")]
     result = seen[-1]["result"]
-    assert result["command"] == ("dreamkit run coffee.png -e resize:max_side=64 "
+    from dreamkit_web.settings import samples
+
+    coffee = str(samples()["coffee.png"])  # the sample's real path: the command works as it is
+    assert result["command"] == (f"dreamkit run {coffee} -e resize:max_side=64 "
                                  "-e adjust:contrast=1.3,saturation=0.5 -o out/ --seed 7")
     download = server.get(f"/api/jobs/{job}/files/{result['download']}", params={"download": "true"})
     assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
@@ -302,6 +305,8 @@ def _style_run(server, style_value, extra_params=None, **fields):
 
 
 def test_style_runs_with_an_uploaded_style_image(server):
+    from dreamkit_web.settings import samples
+
     response = _style_run(server, "upload:painting", sample="coffee.png",
                           files={"file:painting": ("painting.png", png_bytes(40, 40, seed=3), "image/png")})
     assert response.status_code == 201, response.text
@@ -313,9 +318,10 @@ def test_style_runs_with_an_uploaded_style_image(server):
     command = seen[-1]["result"]["command"]  # names the user's file, never the server's copy of it
     assert "style:style=[painting.png]" in command and "uploads" not in command, command
     assert not any((server.workdir / "uploads").iterdir())  # the upload is gone once the job is done
-    # a sample can be a style image too
+    # a sample can be a style image too, and the command names it by its real path
     response = _style_run(server, "sample:chelsea.png", sample="coffee.png")
-    assert response.status_code == 201 and events(server, response.json()["job"])[-1]["type"] == "done"
+    done = events(server, response.json()["job"])[-1]
+    assert done["type"] == "done" and f"style:style=[{samples()['chelsea.png']}]" in done["result"]["command"]
 
 
 def test_a_running_job_shows_previews_of_its_work(server):

@@ -88,7 +88,10 @@ def test_build_run_watch_and_download_in_chromium(page_url, tmp_path):
         assert page.locator(".progress-step.done").count() == 2  # each step's progress was seen through
         assert page.locator("#queue").inner_text() == "done"
         command = page.locator("#command").inner_text()
-        assert command == "dreamkit run coffee.png -e resize:max_side=480 -e adjust:saturation=1.6 -o out/"
+        from dreamkit_web.settings import samples
+
+        coffee = samples()["coffee.png"]  # a command that works as it is: the sample's real path
+        assert command == f"dreamkit run {coffee} -e resize:max_side=480 -e adjust:saturation=1.6 -o out/"
         wait_until(page, "document.getElementById('after').complete && document.getElementById('after').naturalWidth > 0")
         page.locator("#slider").fill("30")
         page.evaluate("window.scrollTo(0, 0)")

@@ -4,6 +4,7 @@ it), the frames and animation of a sequence, the analysis records and the equiva
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any
 
 from dreamkit.pipeline import Pipeline, RunResult
@@ -34,14 +35,16 @@ def write_result(job: Any, result: RunResult) -> dict[str, Any]:
         "results": [dict(record, frame=index) for index, frame in enumerate(frames) for record in frame.results],
         "width": int(frames[0].image.shape[-1]),
         "height": int(frames[0].image.shape[-2]),
-        "command": command_line(job.pipeline, job.source["name"], job.seed),
+        "command": command_line(job.pipeline, job.source["path"], job.seed),
         "recipe": recipe,
     }
 
 
 def command_line(pipeline: Pipeline, input_name: str, seed: int) -> str:
     """The ``dreamkit run`` command that makes the same image from ``input_name``: each step with
-    the parameters that differ from their defaults (the PNG's recipe holds them all)."""
+    the parameters that differ from their defaults (the PNG's recipe holds them all). Files are
+    named so that the command works where the user is: a sample by its real path (this machine's),
+    an upload by the name of the user's own file."""
     parts = ["dreamkit", "run", input_name]
     for step in pipeline.steps:
         changed = {key: value for key, value in step.values.items() if value != step.params[key].default}
@@ -55,8 +58,10 @@ def _text(value: Any) -> str:
     from dreamkit.effect import value_text
     from dreamkit.resources import Resource
 
-    if isinstance(value, Resource):  # the file by the client's own name, never the server's copy
-        return value.name
+    from .settings import samples
+
+    if isinstance(value, Resource):  # a sample by its real path; an upload by the client's own name
+        return str(value.path) if value.kind == "image" and Path(value.path) in set(samples().values()) else value.name
     if isinstance(value, list):
         return "[" + ",".join(_text(item) for item in value) + "]"
     return value_text(value)
