@@ -198,3 +198,34 @@ def test_the_dream_shows_as_it_forms(page_url):
         assert page.locator(".tag-after").inner_text() == "after" and "/files/" in page.locator("#after").get_attribute("src")
         browser.close()
     assert not errors, errors
+
+
+def test_the_pipeline_survives_a_reload(page_url, tmp_path, samples):
+    """Steps, values, preset, seed and the chosen sample come back after a reload; an uploaded
+    file cannot (the page says to pick it again)."""
+    style_image = tmp_path / "mine.png"
+    style_image.write_bytes((samples / "gravel.png").read_bytes())
+    with opened_page(page_url) as (browser, page, errors):
+        page.click(".sample[title='chelsea.png']")
+        for effect in ("resize", "style"):
+            page.select_option("#add-effect", effect)
+            page.click("#add-button")
+        resize, style = page.locator(".step").nth(0), page.locator(".step").nth(1)
+        resize.locator("input[name=max_side]").fill("200")
+        resize.locator("input[name=max_side]").dispatch_event("change")
+        style.locator("select[name=preset]").select_option("faithful")
+        page.locator(".step").nth(1).locator("input[type=file][name=style]").set_input_files(str(style_image))
+        page.fill("#seed", "42")
+        page.dispatch_event("#seed", "change")
+        page.reload()
+        page.wait_for_selector(".step")
+        assert page.locator(".step-name").all_inner_texts() == ["1. resize", "2. style"]
+        assert page.locator(".step").nth(0).locator("input[name=max_side]").input_value() == "200"
+        style = page.locator(".step").nth(1)
+        assert style.locator("select[name=preset]").input_value() == "faithful"
+        assert style.locator("input[name=content_weight]").input_value() == "5"
+        assert page.locator("#seed").input_value() == "42"
+        assert "chosen" in page.locator(".sample[title='chelsea.png']").get_attribute("class")
+        assert "pick its files again" in page.locator("#banner").inner_text()
+        browser.close()
+    assert not errors, errors

@@ -91,6 +91,7 @@ function renderSteps() {
     }
     list.append(item);
   });
+  saveState();
   if (!state.steps.length) {
     const empty = document.createElement("li");
     empty.className = "steps-empty";
@@ -223,7 +224,7 @@ function paramField(step, param) {
     input.placeholder = param.optional ? "none" : param.allowed;
   }
   input.name = param.name;
-  input.addEventListener("change", () => { step.values[param.name] = readValue(param, input); });
+  input.addEventListener("change", () => { step.values[param.name] = readValue(param, input); saveState(); });
   const slider = sliderFor(param, input);
   if (slider) label.append(slider);
   label.append(input);
@@ -289,6 +290,7 @@ async function loadSamples() {
 
 function setImage(image) {
   state.image = image;
+  saveState();
   $("before").src = image.url;
   $("after").removeAttribute("src");
   $("viewer").classList.remove("empty", "compare");
@@ -463,6 +465,47 @@ async function restore(file) {
   }
 }
 
+// -- the pipeline survives a reload ------------------------------------------------------------
+// The steps, their values, the seed and a chosen sample are kept in this browser's storage.
+// Uploaded files cannot be kept (a browser gives pages no lasting handle on a user's file): their
+// parameters go back to their defaults, and the page says so.
+const STORAGE_KEY = "dreamkit.page";
+
+function saveState() {
+  if (state.restoring) return;
+  const steps = state.steps.map((step) => ({ effect: step.effect, preset: step.preset,
+    values: Object.fromEntries(Object.entries(step.values).filter(([, v]) => !isUpload(v))),
+    uploads: Object.entries(step.values).filter(([, v]) => isUpload(v)).map(([name]) => name) }));
+  const kept = { steps, seed: $("seed").value, sample: state.image?.sample || null };
+  try { localStorage.setItem(STORAGE_KEY, JSON.stringify(kept)); } catch { /* storage full or off: nothing kept */ }
+}
+
+function isUpload(value) {
+  return (typeof value === "string" && value.startsWith("upload:")) || (Array.isArray(value) && value.some(isUpload));
+}
+
+function restoreState() {
+  let kept;
+  try { kept = JSON.parse(localStorage.getItem(STORAGE_KEY) || "null"); } catch { kept = null; }
+  if (!kept) return;
+  state.restoring = true;
+  let dropped = 0;
+  for (const step of kept.steps || []) {
+    const effect = state.effects[step.effect];
+    if (!effect) continue;  // a plugin no longer installed
+    const known = Object.fromEntries(Object.entries(step.values || {}).filter(([name]) => effect.params.some((p) => p.name === name)));
+    dropped += (step.uploads || []).length;
+    addStep(step.effect, known);
+    state.steps[state.steps.length - 1].preset = step.preset;
+  }
+  $("seed").value = kept.seed || 0;
+  const sample = document.querySelector(`.sample[title="${CSS.escape(kept.sample || "")}"]`);
+  if (sample) sample.click();
+  state.restoring = false;
+  renderSteps();
+  if (dropped) showError("Restored your pipeline; pick its files again (a page cannot keep your files across a reload).");
+}
+
 // -- wiring ---------------------------------------------------------------------------------
 function wire() {
   $("file").addEventListener("change", (e) => pickFile(e.target.files[0]));
@@ -478,7 +521,8 @@ function wire() {
   $("recipe-file").addEventListener("change", (e) => e.target.files[0] && restore(e.target.files[0]));
   $("add-button").addEventListener("click", () => addStep($("add-effect").value));
   $("run").addEventListener("click", run);
-  $("random-seed").addEventListener("click", () => { $("seed").value = 1 + Math.floor(Math.random() * 2147483646); });
+  $("random-seed").addEventListener("click", () => { $("seed").value = 1 + Math.floor(Math.random() * 2147483646); saveState(); });
+  $("seed").addEventListener("change", saveState);
   $("cancel").addEventListener("click", () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" }).catch((e) => showError(e.message)));
   $("slider").addEventListener("input", (e) => setSlider(e.target.value));
   $("copy").addEventListener("click", async () => {
@@ -498,6 +542,7 @@ async function start() {
     await loadEffects();
     state.folders = await api("/api/folders");
     await loadSamples();
+    restoreState();
     renderSteps();
   } catch (error) {
     $("server").textContent = "not connected";
