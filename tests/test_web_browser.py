@@ -229,3 +229,38 @@ def test_the_pipeline_survives_a_reload(page_url, tmp_path, samples):
         assert "pick its files again" in page.locator("#banner").inner_text()
         browser.close()
     assert not errors, errors
+
+
+def test_a_failed_run_says_where_and_leaves_no_old_result(page_url):
+    """A run that fails marks its step failed, clears the earlier result from "after", and shows
+    the error beside the step and the parameter it names; a refused submission too."""
+    with opened_page(page_url) as (browser, page, errors):
+        page.click(".sample[title='coffee.png']")
+        page.select_option("#add-effect", "resize")
+        page.click("#add-button")
+        page.locator(".step").nth(0).locator("input[name=max_side]").fill("64")
+        page.locator(".step").nth(0).locator("input[name=max_side]").dispatch_event("change")
+        page.click("#run")
+        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
+        assert page.locator("#after").get_attribute("src")  # a result in view
+        page.select_option("#add-effect", "deepdream")
+        page.click("#add-button")
+        dream = page.locator(".step").nth(1)
+        dream.locator("details.advanced > summary").click()
+        dream.locator("input[name=layers]").fill("features.99")
+        dream.locator("input[name=layers]").dispatch_event("change")
+        page.click("#run")
+        page.wait_for_selector(".progress-step.failed", timeout=120_000)
+        assert page.locator("#after").get_attribute("src") is None  # the old result is not shown as this run's
+        assert page.locator(".progress-step").nth(1).get_attribute("class") == "progress-step failed"
+        note = page.locator(".step").nth(1).locator(".step-error")
+        assert "has no layer 'features.99'" in note.inner_text()
+        assert "invalid" in page.locator(".step").nth(1).locator("label.param", has=page.locator("input[name=layers]")).get_attribute("class")
+        # refused before it runs: the step says so too
+        page.locator(".step").nth(1).locator("input[name=steps]").fill("0")
+        page.locator(".step").nth(1).locator("input[name=steps]").dispatch_event("change")
+        page.click("#run")
+        wait_until(page, "document.querySelector('.step-error') && document.querySelector('.step-error').textContent.includes(\"'steps'\")")
+        assert page.locator(".step").nth(1).locator(".step-error").is_visible()
+        browser.close()
+    assert not errors, errors

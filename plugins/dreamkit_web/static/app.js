@@ -68,6 +68,15 @@ function renderSteps() {
     summary.className = "summary";
     summary.textContent = effect.summary;
     item.append(summary);
+    const error = state.stepError && state.stepError.step === index ? state.stepError : null;
+    if (error) {
+      item.classList.add("has-error");
+      const note = document.createElement("p");
+      note.className = "step-error";
+      note.setAttribute("role", "alert");
+      note.textContent = error.message;
+      item.append(note);
+    }
     if (Object.keys(effect.presets || {}).length) item.append(presetField(step, effect));
     // The parameters most people use stay in view; the ones the effect declares advanced fold away.
     const basic = effect.params.filter((p) => !p.advanced);
@@ -194,6 +203,8 @@ function withHelp(label, param) {
 function paramField(step, param) {
   const label = document.createElement("label");
   label.className = "param";
+  const error = state.stepError;
+  if (error && error.param === param.name && state.steps[error.step] === step) label.classList.add("invalid");
   label.title = `${param.help}${param.help ? "\n" : ""}allowed: ${param.allowed}`;
   const name = document.createElement("span");
   name.className = "param-name";
@@ -308,6 +319,8 @@ function pickFile(file) {
 // -- running --------------------------------------------------------------------------------
 async function run() {
   showError("");
+  state.stepError = null;
+  renderSteps();
   if (!state.image) return showError("Pick an image first: drop one, choose a file, or try a sample.");
   if (!state.steps.length) return showError("Add at least one effect step.");
   const form = new FormData();
@@ -322,7 +335,7 @@ async function run() {
   try {
     submitted = await api("/api/jobs", { method: "POST", body: form });
   } catch (error) {
-    return showError(error.message);
+    return showStepError(error.message);
   }
   state.job = submitted.job;
   $("run").disabled = true;
@@ -381,10 +394,27 @@ function follow(jobId) {
         showResult(jobId, event.result);
       } else {
         $("queue").textContent = event.type;
-        if (event.type === "failed") showError(event.error);
+        // Nothing of an earlier run stays as "after": this run has no result.
+        $("after").removeAttribute("src");
+        $("viewer").classList.remove("compare");
+        $("slider").hidden = true;
+        document.querySelectorAll(".tag").forEach((t) => { t.hidden = true; });
+        const item = current >= 0 ? stepItem(current) : null;
+        if (item) { item.className = `progress-step ${event.type}`; item.querySelector(".detail").textContent = event.type; }
+        if (event.type === "failed") showStepError(event.error, current >= 0 ? current : null);
       }
     }
   };
+}
+
+// An error beside the step (and the parameter) it names: "effect 'style': parameter 'iterations' ...".
+function showStepError(message, index = null) {
+  showError(message);
+  const effect = /effect '([^']+)'/.exec(message)?.[1];
+  const step = index ?? state.steps.findIndex((s) => s.effect === effect);
+  if (step === null || step < 0) return;
+  state.stepError = { step, message, param: /parameter '([^']+)'/.exec(message)?.[1] || null };
+  renderSteps();
 }
 
 function finishStep(index) {
