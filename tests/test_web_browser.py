@@ -264,3 +264,37 @@ def test_a_failed_run_says_where_and_leaves_no_old_result(page_url):
         assert page.locator(".step").nth(1).locator(".step-error").is_visible()
         browser.close()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("size", [(1366, 850), (390, 844)], ids=["laptop", "phone"])
+def test_the_work_stays_in_view(page_url, size, tmp_path):
+    """With a long pipeline the Run bar stays on screen while the pipeline is edited, and after
+    Run the viewer is in view without scrolling (laptop: beside the form; phone: brought up)."""
+    with opened_page(page_url) as (browser, page, errors):
+        page.set_viewport_size({"width": size[0], "height": size[1]})
+        page.click(".sample[title='coffee.png']")
+        for effect in ("resize", "deepdream", "style", "adjust"):
+            page.select_option("#add-effect", effect)
+            page.click("#add-button")
+        page.locator(".step").nth(0).locator("input[name=max_side]").fill("128")
+        page.locator(".step").nth(0).locator("input[name=max_side]").dispatch_event("change")
+        for details in page.locator("details.advanced > summary").all():
+            details.click()  # every form open: a very long page
+        last = page.locator(".step").nth(3)
+        last.scroll_into_view_if_needed()
+
+        def in_view(selector):
+            box = page.locator(selector).bounding_box()
+            return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= size[1] + 1
+
+        assert in_view("#run")  # the Run bar at the bottom of the window
+        page.locator(".step").nth(1).locator("button[aria-label='remove deepdream']").click()
+        page.locator(".step").nth(1).locator("button[aria-label='remove style']").click()
+        page.click("#run")
+        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
+        box = page.locator("#viewer").bounding_box()
+        assert box["y"] < size[1] and box["y"] + box["height"] > 0, box  # the viewer is on screen
+        assert box["y"] >= -1 and box["y"] + min(box["height"], 200) <= size[1]  # and its top part whole
+        page.screenshot(path=str(tmp_path / f"in-view-{size[0]}.png"))
+        browser.close()
+    assert not errors, errors

@@ -344,6 +344,13 @@ async function run() {
   $("progress-card").hidden = false;
   renderProgress();
   follow(submitted.job);
+  // The work shows in the viewer: bring it into view (on a phone it is far above the Run bar).
+  if (!elementInView($("viewer"))) $("viewer").closest(".card").scrollIntoView({ block: "start" });
+}
+
+function elementInView(element) {
+  const box = element.getBoundingClientRect();
+  return box.top >= 0 && box.bottom <= innerHeight;
 }
 
 function renderProgress() {
