@@ -298,3 +298,39 @@ def test_the_work_stays_in_view(page_url, size, tmp_path):
         page.screenshot(path=str(tmp_path / f"in-view-{size[0]}.png"))
         browser.close()
     assert not errors, errors
+
+
+def test_image_parameters_take_files_or_samples_and_show_them(page_url, tmp_path, samples):
+    """A style image by picker (two files: two thumbnails) or a sample by name (its thumbnail);
+    the run uses the sample and the recipe names it."""
+    from dreamkit.io import read_metadata
+
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes((samples / "gravel.png").read_bytes())
+    second.write_bytes((samples / "chelsea.png").read_bytes())
+    with opened_page(page_url) as (browser, page, errors):
+        page.click(".sample[title='coffee.png']")
+        for effect in ("resize", "style"):
+            page.select_option("#add-effect", effect)
+            page.click("#add-button")
+        resize, style = page.locator(".step").nth(0), page.locator(".step").nth(1)
+        resize.locator("input[name=max_side]").fill("64")
+        resize.locator("input[name=max_side]").dispatch_event("change")
+        style.locator("input[type=file][name=style]").set_input_files([str(first), str(second)])
+        assert style.locator("img.thumb").count() == 2
+        assert style.locator("img.thumb").nth(1).get_attribute("title") == "b.png"
+        style.locator("select[name=style-choice]").select_option("sample:rocket.jpg")
+        assert style.locator("img.thumb").count() == 1 and style.locator("img.thumb").get_attribute("title") == "rocket.jpg"
+        wait_until(page, "document.querySelector('img.thumb').naturalWidth > 0")  # the sample's picture arrived
+        style.locator("input[name=iterations]").fill("3")
+        style.locator("input[name=iterations]").dispatch_event("change")
+        page.click("#run")
+        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
+        with page.expect_download() as info:
+            page.click("#download")
+        saved = tmp_path / info.value.suggested_filename
+        info.value.save_as(saved)
+        browser.close()
+    (resource,) = read_metadata(saved)["dreamkit-recipe"]["resources"]
+    assert resource["name"] == "rocket.jpg" and resource["param"] == "style"
+    assert not errors, errors

@@ -4,7 +4,7 @@
 
 const token = new URLSearchParams(location.search).get("token") || "";
 const $ = (id) => document.getElementById(id);
-const state = { effects: {}, steps: [], image: null, job: null, events: null, folders: [] };
+const state = { effects: {}, steps: [], image: null, job: null, events: null, folders: [], samples: [] };
 
 async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { "X-Dreamkit-Token": token, ...(options.headers || {}) } });
@@ -162,34 +162,86 @@ function folderField(step, param, label) {
 }
 
 // A file parameter: the page uploads the chosen files with the job (the server never opens a
-// path it is sent); the parameter's value names them as upload:KEY. Words ("content", "noise",
-// "default") can still be typed.
+// path it is sent); the parameter's value names them as upload:KEY. An image parameter also offers
+// the server's samples (sample:NAME). Files come by picker or by drop; the chosen ones show as
+// thumbnails. Words ("content", "noise", "default") can still be chosen.
 function fileField(step, param, label) {
   if (param.resource === "folder") return folderField(step, param, label);
+  const many = param.type.startsWith("list[");
   const picker = document.createElement("input");
   picker.type = "file";
   picker.name = param.name;
-  picker.multiple = param.type.startsWith("list[");
+  picker.multiple = many;
   if (param.resource === "image") picker.accept = "image/*";
-  picker.addEventListener("change", () => {
+  const thumbs = document.createElement("span");
+  thumbs.className = "thumbs";
+  const choose = (values) => {
+    step.values[param.name] = many ? values : (values[0] ?? param.default);
+    renderThumbs(step, param, thumbs);
+    saveState();
+  };
+  const takeFiles = (files) => {
     step.files = step.files || {};
     for (const key of Object.keys(step.files)) if (key.startsWith(`${param.name}:`)) delete step.files[key];
-    const names = [...picker.files].map((file) => {
+    choose([...files].map((file) => {
       const key = `${param.name}:${++uploadCounter}`;
       step.files[key] = file;
       return `upload:${key}`;
-    });
-    step.values[param.name] = picker.multiple ? names : (names[0] ?? param.default);
+    }));
+  };
+  picker.addEventListener("change", () => takeFiles(picker.files));
+  label.addEventListener("dragover", (e) => { e.preventDefault(); label.classList.add("over"); });
+  label.addEventListener("dragleave", () => label.classList.remove("over"));
+  label.addEventListener("drop", (e) => {
+    e.preventDefault();
+    e.stopPropagation();  // not the pipeline card's recipe drop
+    label.classList.remove("over");
+    if (e.dataTransfer.files.length) takeFiles(many ? e.dataTransfer.files : [e.dataTransfer.files[0]]);
   });
   label.append(picker);
-  if (param.words && param.words.length) {
-    const words = document.createElement("select");
-    for (const word of param.words) words.add(new Option(word, word));
-    words.value = param.words.includes(step.values[param.name]) ? step.values[param.name] : param.words[0];
-    words.addEventListener("change", () => { picker.value = ""; step.values[param.name] = words.value; });
-    label.append(words);
+  const choices = [...(param.words || [])];
+  if (param.resource === "image") choices.push(...state.samples.map((name) => `sample:${name}`));
+  if (choices.length) {
+    const select = document.createElement("select");
+    select.name = `${param.name}-choice`;
+    select.setAttribute("aria-label", `${param.name}: a sample or a word`);
+    select.add(new Option(param.words?.length ? "(a word or a sample)" : "(or a sample)", ""));
+    for (const choice of choices) select.add(new Option(choice.replace(/^sample:/, "sample: "), choice));
+    const current = step.values[param.name];
+    const single = Array.isArray(current) ? (current.length === 1 ? current[0] : "") : current;
+    select.value = choices.includes(single) ? single : "";
+    select.addEventListener("change", () => {
+      if (!select.value) return;
+      picker.value = "";
+      choose([select.value]);
+    });
+    label.append(select);
   }
+  label.append(thumbs);
+  renderThumbs(step, param, thumbs);
   return withHelp(label, param);
+}
+
+// Small pictures of what an image parameter names now: the user's files (read in the browser,
+// never sent before Run) and samples (from the server, by name).
+function renderThumbs(step, param, box) {
+  box.replaceChildren();
+  if (param.resource !== "image") return;
+  const current = step.values[param.name];
+  for (const value of Array.isArray(current) ? current : current ? [current] : []) {
+    let url = null;
+    if (value.startsWith("upload:") && step.files?.[value.slice(7)]) {
+      step.thumbs = step.thumbs || {};
+      url = step.thumbs[value] = step.thumbs[value] || URL.createObjectURL(step.files[value.slice(7)]);
+    } else if (value.startsWith("sample:")) url = withToken(`/api/samples/${encodeURIComponent(value.slice(7))}`);
+    if (!url) continue;
+    const img = document.createElement("img");
+    img.className = "thumb";
+    img.src = url;
+    img.alt = value.startsWith("upload:") ? step.files[value.slice(7)].name : value.slice(7);
+    img.title = img.alt;
+    box.append(img);
+  }
 }
 
 function withHelp(label, param) {
@@ -285,6 +337,7 @@ function pipelineConfig() {
 // -- the image ------------------------------------------------------------------------------
 async function loadSamples() {
   const samples = await api("/api/samples");
+  state.samples = samples.map((sample) => sample.name);
   for (const sample of samples) {
     const button = document.createElement("button");
     button.type = "button";
