@@ -334,3 +334,33 @@ def test_image_parameters_take_files_or_samples_and_show_them(page_url, tmp_path
     (resource,) = read_metadata(saved)["dreamkit-recipe"]["resources"]
     assert resource["name"] == "rocket.jpg" and resource["param"] == "style"
     assert not errors, errors
+
+
+def test_detections_are_drawn_on_the_result(page_url, tmp_path):
+    """Faces found on the astronaut are boxes over the shown image (where the face is), with their
+    label; the toggle takes them away and brings them back."""
+    with opened_page(page_url) as (browser, page, errors):
+        page.click(".sample[title='astronaut.png']")
+        for effect in ("resize", "detect"):
+            page.select_option("#add-effect", effect)
+            page.click("#add-button")
+        page.locator(".step").nth(0).locator("input[name=max_side]").fill("256")
+        page.locator(".step").nth(0).locator("input[name=max_side]").dispatch_event("change")
+        page.click("#run")
+        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
+        wait_until(page, "document.querySelectorAll('#boxes .box').length > 0")
+        page.locator("#slider").fill("0")  # all of "after" in view
+        image, box = page.locator("#after").bounding_box(), page.locator("#boxes .box").first.bounding_box()
+        assert "face" in page.locator("#boxes .box").first.inner_text()
+        # the square picture is letterboxed in the viewer; its face is in the upper middle: the box too
+        side = min(image["width"], image["height"])
+        left, top = image["x"] + (image["width"] - side) / 2, image["y"] + (image["height"] - side) / 2
+        centre = ((box["x"] + box["width"] / 2 - left) / side, (box["y"] + box["height"] / 2 - top) / side)
+        assert 0.4 < centre[0] < 0.7 and 0.1 < centre[1] < 0.45, centre
+        page.screenshot(path=str(tmp_path / "boxes.png"))
+        page.uncheck("#show-boxes")
+        assert page.locator("#boxes .box").count() == 0
+        page.check("#show-boxes")
+        assert page.locator("#boxes .box").count() >= 1
+        browser.close()
+    assert not errors, errors

@@ -134,6 +134,7 @@ class Detect(Effect):
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
         detections = self.detect(image, context.host)
         context.add_result({"what": self.what, "model": self.model_name, "count": len(detections),
+                            "width": int(image.shape[-1]), "height": int(image.shape[-2]),  # the boxes' frame
                             "detections": detections})
         if not self.draw or not detections:
             return image

@@ -172,8 +172,8 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
                 for event in fresh:
                     yield f"data: {json.dumps(event, default=str)}\n\n"
                 seen += len(fresh)
-                if job.finished and seen >= len(job.events):
-                    return
+                if any(event["type"] in ("done", "failed", "cancelled") for event in fresh):
+                    return  # after the last event itself (a finished status alone may come a moment before it)
                 if not fresh:
                     yield ": keep-alive\n\n"
 

@@ -354,6 +354,8 @@ async function loadSamples() {
 
 function setImage(image) {
   state.image = image;
+  state.detections = [];
+  $("boxes").replaceChildren();
   saveState();
   $("before").src = image.url;
   $("after").removeAttribute("src");
@@ -373,6 +375,9 @@ function pickFile(file) {
 async function run() {
   showError("");
   state.stepError = null;
+  state.detections = [];
+  $("boxes").replaceChildren();
+  $("boxes-toggle").hidden = true;
   renderSteps();
   if (!state.image) return showError("Pick an image first: drop one, choose a file, or try a sample.");
   if (!state.steps.length) return showError("Add at least one effect step.");
@@ -508,6 +513,9 @@ function showResult(jobId, result) {
   $("download").setAttribute("download", result.download);
   $("command").textContent = result.command;
   renderRecords(result.results);
+  state.detections = result.results.filter((r) => r.detections && r.width);
+  $("boxes-toggle").hidden = !state.detections.some((r) => r.detections.length);
+  $("after").addEventListener("load", drawBoxes, { once: true });
   $("result-card").hidden = false;
 }
 
@@ -533,6 +541,34 @@ function renderRecords(records) {
     box.append(row);
   }
   box.hidden = !records.length;
+}
+
+// Detections drawn over the result (a toggle), placed where the image is shown: the picture is
+// letterboxed in the viewer (object-fit: contain), and each record says the size its boxes are in.
+function drawBoxes() {
+  const overlay = $("boxes");
+  overlay.replaceChildren();
+  const img = $("after");
+  if (!$("show-boxes").checked || !img.naturalWidth || !state.detections?.length) return;
+  const scale = Math.min(img.clientWidth / img.naturalWidth, img.clientHeight / img.naturalHeight);
+  const left = img.offsetLeft + (img.clientWidth - img.naturalWidth * scale) / 2;
+  const top = img.offsetTop + (img.clientHeight - img.naturalHeight * scale) / 2;
+  for (const record of state.detections) {
+    const factor = scale * (img.naturalWidth / record.width);  // a later step may have resized the image
+    for (const found of record.detections) {
+      const [x0, y0, x1, y1] = found.box;
+      const box = document.createElement("div");
+      box.className = "box";
+      box.style.left = `${left + x0 * factor}px`;
+      box.style.top = `${top + y0 * factor}px`;
+      box.style.width = `${(x1 - x0) * factor}px`;
+      box.style.height = `${(y1 - y0) * factor}px`;
+      const label = document.createElement("span");
+      label.textContent = `${found.label} ${Math.round(found.score * 100)}%`;
+      box.append(label);
+      overlay.append(box);
+    }
+  }
 }
 
 function setSlider(value) {
@@ -615,6 +651,8 @@ function wire() {
   $("seed").addEventListener("change", saveState);
   $("cancel").addEventListener("click", () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" }).catch((e) => showError(e.message)));
   $("slider").addEventListener("input", (e) => setSlider(e.target.value));
+  $("show-boxes").addEventListener("change", drawBoxes);
+  addEventListener("resize", drawBoxes);
   $("copy").addEventListener("click", async () => {
     try { await navigator.clipboard.writeText($("command").textContent); $("copy").textContent = "Copied"; }
     catch { const range = document.createRange(); range.selectNodeContents($("command")); getSelection().removeAllRanges(); getSelection().addRange(range); $("copy").textContent = "Selected: press Ctrl-C"; }
