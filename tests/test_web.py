@@ -23,6 +23,12 @@ with warnings.catch_warnings():
 
 from dreamkit.io import read_metadata  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def _data_home(tmp_path, monkeypatch):
+    """`dreamkit serve` keeps its history under XDG_DATA_HOME by default: a temporary one here."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
 TWO_STEPS = {"steps": [{"effect": "resize", "params": {"max_side": 64}},
                        {"effect": "adjust", "params": {"contrast": 1.3, "saturation": 0.5}}]}
 
@@ -588,3 +594,71 @@ def test_this_machines_addresses_leave_out_loopback():
 
     addresses = machine_addresses()
     assert addresses and not any(a.startswith("127.") or a in ("localhost", "::1", "0.0.0.0") for a in addresses)
+
+
+# -- history -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def kept(dreamkit_host, tmp_path):
+    """A server that keeps its finished runs in tmp_path/gallery (a cap of 1 MiB)."""
+    from dreamkit_web.app import ServerSettings, create_app
+
+    settings = ServerSettings(allow_hosts=("testserver",), gallery=tmp_path / "gallery", gallery_mb=1)
+    client = TestClient(create_app(settings, host=dreamkit_host))
+    client.headers["X-Dreamkit-Token"] = settings.token
+    client.settings = settings
+    return client
+
+
+def test_finished_runs_are_kept_and_reopen_with_their_pipeline(kept, samples):
+    style = {"effect": "style", "params": {"style": ["sample:chelsea.png", "upload:mine"], "iterations": 2,
+                                           "scales": 1}}
+    job = submit(kept, {"steps": [TWO_STEPS["steps"][0], style]}, sample="coffee.png",
+                 files={"file:mine": ("mine.png", png_bytes(40, 40), "image/png")}).json()["job"]
+    done = events(kept, job)[-1]
+    assert done["type"] == "done" and done["result"]["history"]
+    (entry,) = kept.get("/api/history").json()
+    assert entry["id"] == done["result"]["history"] and entry["source"] == "coffee.png" and entry["sample"] == "coffee.png"
+    resize, styled = entry["pipeline"]["steps"]
+    assert resize == {"effect": "resize", "params": {"max_side": 64}}
+    # a sample by name, an upload left out (named under files), no server path handed back
+    assert styled["params"] == {"iterations": 2, "scales": 1} and styled["files"] == ["style"]
+    assert "/" not in json.dumps(entry["pipeline"]) and entry["command"] == done["result"]["command"]
+    for name in ("thumb.png", "input.png", entry["result"]):
+        response = kept.get(f"/api/history/{entry['id']}/{name}")
+        assert response.status_code == 200 and response.content[:4] == b"\x89PNG", name
+    assert max(Image.open(io.BytesIO(kept.get(f"/api/history/{entry['id']}/input.png").content)).size) <= 256
+    for bad in ("entry.json", "result.gif", "..%2Fentry.json"):
+        assert kept.get(f"/api/history/{entry['id']}/{bad}").status_code == 404, bad
+    assert kept.get("/api/history/..%2F..%2Fetc/passwd").status_code == 404
+    assert kept.delete(f"/api/history/{entry['id']}").json() == {"deleted": entry["id"]}
+    assert kept.get("/api/history").json() == [] and kept.delete(f"/api/history/{entry['id']}").status_code == 404
+
+
+def test_the_history_keeps_within_its_cap(kept):
+    from dreamkit_web.gallery import Gallery
+
+    ids = []
+    for seed in range(3):
+        job = submit(kept, TWO_STEPS, files={"image": (f"p{seed}.png", png_bytes(400, 300, seed=seed), "image/png")})
+        ids.append(events(kept, job.json()["job"])[-1]["result"]["history"])
+    listed = [e["id"] for e in kept.get("/api/history").json()]
+    assert listed == ids[::-1]  # newest first
+    gallery = Gallery(kept.settings.gallery, cap_bytes=1)  # a cap nothing fits: only the newest stays
+    gallery.trim()
+    assert [e["id"] for e in gallery.entries()] == [ids[-1]]
+
+
+def test_no_history_unless_asked_and_a_gallery_that_cannot_be_written_is_named(server, cli, tmp_path, monkeypatch):
+    assert server.get("/api/history").json() == []
+    missing = server.get("/api/history/20260101-000000-" + "0" * 32 + "/thumb.png")
+    assert missing.status_code == 404 and "--gallery" in missing.json()["error"]
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    code, _, err = cli("serve", "--gallery", str(blocked / "sub"))
+    assert code == 2 and "--gallery" in err and "cannot write there" in err
+    code, _, err = cli("serve", "--gallery-mb", "0")
+    assert code == 2 and "--gallery-mb" in err

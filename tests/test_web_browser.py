@@ -364,3 +364,39 @@ def test_detections_are_drawn_on_the_result(page_url, tmp_path):
         assert page.locator("#boxes .box").count() >= 1
         browser.close()
     assert not errors, errors
+
+
+def test_a_kept_run_reopens_from_the_history(dreamkit_host, tmp_path):
+    """With a gallery, a finished run appears in the history; after a reload it reopens with its
+    pipeline, seed and result; deleting it takes it away."""
+    from dreamkit_web.app import ServerSettings, create_app
+    from tests.test_web import free_port, live_server
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium)")
+    settings = ServerSettings(port=free_port(), gallery=tmp_path / "gallery")
+    with live_server(create_app(settings, host=dreamkit_host), settings.port):
+        with opened_page(f"http://127.0.0.1:{settings.port}/?token={settings.token}") as (browser, page, errors):
+            page.click(".sample[title='rocket.jpg']")
+            page.select_option("#add-effect", "adjust")
+            page.click("#add-button")
+            page.locator("input[name=saturation]").fill("2")
+            page.locator("input[name=saturation]").dispatch_event("change")
+            page.fill("#seed", "9")
+            page.click("#run")
+            page.wait_for_selector(".history-item", timeout=120_000)
+            page.evaluate("localStorage.clear()")  # the reopened pipeline must come from the history
+            page.reload()
+            page.wait_for_selector(".history-item")
+            assert page.locator(".step").count() == 0
+            page.locator(".history-item button", has_text="Open").first.click()
+            assert page.locator(".step-name").all_inner_texts() == ["1. adjust"]
+            assert page.locator("input[name=saturation]").input_value() == "2"
+            assert page.locator("#seed").input_value() == "9"
+            assert "chosen" in page.locator(".sample[title='rocket.jpg']").get_attribute("class")
+            wait_until(page, "document.getElementById('after').complete && document.getElementById('after').naturalWidth > 0")
+            assert "/api/history/" in page.locator("#after").get_attribute("src")
+            page.locator(".history-item button", has_text="Delete").first.click()
+            wait_until(page, "document.getElementById('history-card').hidden")
+            browser.close()
+    assert not errors, errors

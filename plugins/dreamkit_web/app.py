@@ -50,7 +50,10 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
     device = resolve_device(settings.device)
     workdir = Path(tempfile.mkdtemp(prefix="dreamkit-web-"))
     (workdir / "uploads").mkdir()  # uploads live here until their job is over
-    queues = JobQueues(workdir, host, max_pixels=settings.max_pixels)
+    from .gallery import Gallery
+
+    gallery = Gallery(settings.gallery, settings.gallery_mb * 2**20) if settings.gallery is not None else None
+    queues = JobQueues(workdir, host, max_pixels=settings.max_pixels, gallery=gallery)
     sample_paths = samples()
     allowed = settings.allowed_hosts()
 
@@ -195,6 +198,28 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
             raise ApiError(404, f"job {job_id} has no preview {number} (it has {len(job.previews)})")
         return FileResponse(job.previews[number], headers={"Cache-Control": "no-store"})
 
+    def history() -> Any:
+        if gallery is None:
+            raise ApiError(404, "this server keeps no history (dreamkit serve --gallery FOLDER turns it on)")
+        return gallery
+
+    @app.get("/api/history")
+    async def history_list() -> Any:
+        return history().entries() if gallery is not None else []
+
+    @app.get("/api/history/{entry}/{name}")
+    async def history_file(entry: str, name: str) -> Any:
+        path = history().file(entry, name)
+        if path is None:  # by the entry's own names: no path from the client is opened
+            raise ApiError(404, f"no file {name!r} in history entry {entry!r}")
+        return FileResponse(path)
+
+    @app.delete("/api/history/{entry}")
+    async def history_delete(entry: str) -> Any:
+        if not history().delete(entry):
+            raise ApiError(404, f"no history entry {entry!r}")
+        return {"deleted": entry}
+
     @app.post("/api/recipe")
     async def recipe(request: Request) -> Any:
         from .submit import read_recipe_upload
@@ -206,7 +231,8 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
 
 #: Where ``?token=`` stands in for the header: what a browser fetches by URL (an EventSource, an
 #: <img>), never a call that changes anything.
-_TOKEN_IN_QUERY = re.compile(r"/api/(samples/[^/]+|jobs/[^/]+/events|jobs/[^/]+/files/.+|jobs/[^/]+/previews/\d+)")
+_TOKEN_IN_QUERY = re.compile(
+    r"/api/(samples/[^/]+|jobs/[^/]+/events|jobs/[^/]+/files/.+|jobs/[^/]+/previews/\d+|history/[^/]+/[^/]+)")
 
 #: On every response: scripts and styles only from this server's files (no inline script, so an
 #: injected string cannot run), no framing (clickjacking), no MIME sniffing, and no Referer (the

@@ -8,6 +8,7 @@ and writes its result into the server's own folder, named by the job id only.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import shutil
 import threading
@@ -25,6 +26,9 @@ from dreamkit import hookimpl
 from dreamkit.progress import Progress
 from dreamkit.errors import DreamkitError
 from dreamkit.pipeline import Pipeline
+
+from .gallery import THUMB_SIDE
+from .pictures import small_picture
 
 #: Job ids are 32 hex digits: checked before any lookup, never used as a path by themselves.
 JOB_ID_LENGTH = 32
@@ -124,19 +128,15 @@ class _WebBar:
         if now - self._last_preview < PREVIEW_INTERVAL:
             return
         self._last_preview = now
-        from dreamkit.io import tensor_to_pil
+        from .pictures import small_picture
 
-        picture = (image() if callable(image) else image).detach()[:1].float().cpu().clamp(0, 1)
-        scale = PREVIEW_SIDE / max(picture.shape[-2:])
-        if scale < 1:
-            size = (max(1, round(picture.shape[-2] * scale)), max(1, round(picture.shape[-1] * scale)))
-            picture = torch.nn.functional.interpolate(picture, size=size, mode="area")
+        picture = small_picture(image() if callable(image) else image, PREVIEW_SIDE)
         path = self.job.folder / "previews" / f"{len(self.job.previews):03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensor_to_pil(picture).save(path)
+        picture.save(path)
         self.job.previews.append(path)
         self.job.emit({"type": "preview", "desc": self.desc, "preview": len(self.job.previews) - 1,
-                       "width": picture.shape[-1], "height": picture.shape[-2]})
+                       "width": picture.width, "height": picture.height})
 
     def _emit(self) -> None:
         self.job.emit({"type": "progress", "desc": self.desc, "done": self.done, "total": self.total,
@@ -157,6 +157,7 @@ class _WebProgress(Progress):
 
 
 _current = threading.local()
+log = logging.getLogger("dreamkit")
 
 
 class StepEvents:
@@ -177,9 +178,12 @@ class JobQueues:
     """A FIFO queue and a worker thread per device; jobs are kept (with their files) until the
     server stops, at most ``keep`` of them (the oldest finished ones go first)."""
 
-    def __init__(self, folder: Path, host: Any, keep: int = 200, max_pixels: int | None = None) -> None:
+    def __init__(self, folder: Path, host: Any, keep: int = 200, max_pixels: int | None = None,
+                 gallery: Any = None) -> None:
         self.folder = folder
         self.host = host
+        #: Where finished runs are kept for the page's history (a :class:`~.gallery.Gallery`), or None.
+        self.gallery = gallery
         self.keep = keep
         self.max_pixels = max_pixels
         self.jobs: dict[str, Job] = {}
@@ -256,11 +260,14 @@ class JobQueues:
         status, event = "failed", {"type": "failed", "error": "internal error: the job ended without a result"}
         try:
             image = _decoded(job, self.max_pixels)
+            input_picture = small_picture(image, THUMB_SIDE) if self.gallery is not None else None
             result = job.pipeline.run(image, seed=job.seed, device=job.device, progress=_WebProgress(job),
                                       source=job.source["name"], host=self.host, artifacts=job.folder / "steps")
             del image
             job.check_cancel()
             job.result = write_result(job, result)
+            if self.gallery is not None:
+                job.result["history"] = self._keep(job, input_picture)
             status, event = "done", {"type": "done", "result": job.result}
         except Cancelled:
             status, event = "cancelled", {"type": "cancelled"}
@@ -279,6 +286,15 @@ class JobQueues:
             # The end is said only now: whoever sees it finds the uploads already gone.
             job.status = status
             job.emit(event)
+
+    def _keep(self, job: Job, input_picture: Any) -> str | None:
+        """Add a finished job to the history; a gallery that cannot be written (a full disk) costs
+        the history entry, never the result."""
+        try:
+            return self.gallery.add(job, input_picture)
+        except OSError as exc:
+            log.warning("web: could not keep job %s in the history at %s: %s", job.id, self.gallery.folder, exc)
+            return None
 
     def _forget_old(self) -> None:
         finished = [job for job in self.jobs.values() if job.finished]

@@ -26,6 +26,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="refuse uploads larger than N pixels (default 89,478,485, as dreamkit run)")
     parser.add_argument("--max-queue", type=int, default=MAX_QUEUE, metavar="N",
                         help=f"jobs that may wait; more are refused with 429 (default {MAX_QUEUE})")
+    parser.add_argument("--gallery", metavar="FOLDER", default=None,
+                        help="keep every finished run here for the page's history (default: "
+                             "~/.local/share/dreamkit/gallery; 'none': keep no history)")
+    parser.add_argument("--gallery-mb", type=int, default=500, metavar="MB",
+                        help="the history's size cap; the oldest runs go first (default 500)")
     parser.add_argument("--folder", action="append", default=[], metavar="NAME=PATH",
                         help="share a folder on this machine under NAME (an index for retrieve); the page "
                              "offers the name, never the path (repeatable)")
@@ -47,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
     require_positive(args.max_upload_mb, "--max-upload-mb")
     require_positive(args.max_pixels, "--max-pixels")
     require_positive(args.max_queue, "--max-queue")
+    require_positive(args.gallery_mb, "--gallery-mb")
     resolve_device(args.device)
     port = args.port or _free_port(args.host)
     settings = ServerSettings(port=port, bind=args.host, allow_hosts=tuple(args.allow_host), device=args.device,
                               max_upload=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
-                              max_queue=args.max_queue, folders=shared_folders(args.folder))
+                              max_queue=args.max_queue, folders=shared_folders(args.folder),
+                              gallery=gallery_folder(args.gallery), gallery_mb=args.gallery_mb)
     local = args.host in LOOPBACK or args.host == "::1"
     if not local:
         print(f"dreamkit: WARNING: listening on {args.host}, not this machine only: anyone who can reach this "
@@ -73,6 +80,25 @@ def run(args: argparse.Namespace) -> int:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
     uvicorn.run(app, host=args.host, port=port, log_level="warning")
     return 0
+
+
+def gallery_folder(given: str | None) -> Path | None:
+    """The history's folder: as given (made if missing; it must be writable), the default, or
+    None for ``none``."""
+    from .gallery import default_folder
+
+    if given is not None and given.lower() == "none":
+        return None
+    folder = Path(given).expanduser() if given is not None else default_folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".dreamkit-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DreamkitError(f"--gallery {folder}: cannot write there ({exc.strerror or exc}); give a writable "
+                            "folder or --gallery none") from None
+    return folder.resolve()
 
 
 def shared_folders(specs: list[str]) -> dict[str, Path]:

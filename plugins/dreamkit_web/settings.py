@@ -34,6 +34,9 @@ class ServerSettings:
     #: Folders the operator shares by name (``dreamkit serve --folder NAME=PATH``): a folder
     #: parameter (retrieve's ``index``) is ``folder:NAME``. Clients see the names, never the paths.
     folders: dict[str, Path] = field(default_factory=dict)
+    #: Where finished runs are kept for the page's history (None: no history), and its size cap.
+    gallery: Path | None = None
+    gallery_mb: int = 500
 
     def allowed_hosts(self) -> set[str]:
         names = {*LOOPBACK, *self.allow_hosts}

@@ -379,7 +379,7 @@ async function run() {
   $("boxes").replaceChildren();
   $("boxes-toggle").hidden = true;
   renderSteps();
-  if (!state.image) return showError("Pick an image first: drop one, choose a file, or try a sample.");
+  if (!state.image || state.image.kept) return showError("Pick an image first: drop one, choose a file, or try a sample.");
   if (!state.steps.length) return showError("Add at least one effect step.");
   const form = new FormData();
   form.append("pipeline", JSON.stringify(pipelineConfig()));
@@ -457,6 +457,7 @@ function follow(jobId) {
         state.steps.forEach((_, i) => finishStep(i));
         $("queue").textContent = "done";
         showResult(jobId, event.result);
+        if (event.result.history) loadHistory().catch((error) => showError(error.message));
       } else {
         $("queue").textContent = event.type;
         // Nothing of an earlier run stays as "after": this run has no result.
@@ -591,6 +592,75 @@ async function restore(file) {
   }
 }
 
+// -- history: finished runs the server keeps (dreamkit serve --gallery) ------------------------
+async function loadHistory() {
+  const entries = await api("/api/history");
+  const list = $("history");
+  list.replaceChildren();
+  for (const entry of entries) {
+    const item = document.createElement("li");
+    item.className = "history-item";
+    item.dataset.entry = entry.id;
+    const thumb = document.createElement("img");
+    thumb.src = withToken(`/api/history/${entry.id}/thumb.png`);
+    thumb.alt = `result of ${entry.source}`;
+    const text = document.createElement("div");
+    const what = document.createElement("div");
+    what.textContent = `${entry.source} — ${entry.pipeline.steps.map((s) => s.effect).join(" → ")}`;
+    const when = document.createElement("div");
+    when.className = "when";
+    when.textContent = new Date(entry.time * 1000).toLocaleString();
+    text.append(what, when);
+    const tools = document.createElement("div");
+    tools.className = "tools";
+    for (const [label, action] of [["Open", () => openEntry(entry)], ["Delete", () => deleteEntry(entry)]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "secondary";
+      button.textContent = label;
+      button.setAttribute("aria-label", `${label.toLowerCase()} ${entry.source} ${entry.id}`);
+      button.addEventListener("click", action);
+      tools.append(button);
+    }
+    item.append(thumb, text, tools);
+    list.append(item);
+  }
+  $("history-card").hidden = !entries.length;
+}
+
+// Reopen a kept run: its pipeline and seed in the editor, its input and result in the viewer.
+function openEntry(entry) {
+  state.steps = [];
+  let files = 0;
+  for (const step of entry.pipeline.steps) {
+    addStep(step.effect, step.params || {});
+    files += (step.files || []).length;
+  }
+  $("seed").value = entry.seed || 0;
+  const file = (name) => withToken(`/api/history/${entry.id}/${name}`);
+  const sample = entry.sample && document.querySelector(`.sample[title="${CSS.escape(entry.sample)}"]`);
+  if (sample) sample.click();  // a sample can run again as it is
+  else setImage({ url: file("input.png"), name: entry.source, sample: null, kept: true });
+  $("after").src = file(entry.result);
+  $("viewer").classList.add("compare");
+  $("slider").hidden = false;
+  document.querySelectorAll(".tag").forEach((t) => { t.hidden = false; });
+  setSlider($("slider").value);
+  $("command").textContent = entry.command;
+  const again = [...(sample ? [] : ["its image"]), ...(files ? ["the files it used"] : [])];
+  showError(again.length ? `Reopened; to run it again, pick ${again.join(" and ")} again (yours, not kept).` : "");
+  saveState();
+}
+
+async function deleteEntry(entry) {
+  try {
+    await api(`/api/history/${entry.id}`, { method: "DELETE" });
+    await loadHistory();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
 // -- the pipeline survives a reload ------------------------------------------------------------
 // The steps, their values, the seed and a chosen sample are kept in this browser's storage.
 // Uploaded files cannot be kept (a browser gives pages no lasting handle on a user's file): their
@@ -672,6 +742,7 @@ async function start() {
     await loadSamples();
     restoreState();
     renderSteps();
+    await loadHistory();
   } catch (error) {
     $("server").textContent = "not connected";
     showError(error.message);
