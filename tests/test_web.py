@@ -296,6 +296,12 @@ def test_a_shared_folder_is_named_never_shown_and_only_it_is_used(dreamkit_host,
     done = events(client, response.json()["job"])[-1]
     assert done["type"] == "done", done
     assert done["result"]["results"][0]["effect"] == "retrieve"
+    job = response.json()["job"]  # the neighbours as pictures, by the job's record and number
+    first = client.get(f"/api/jobs/{job}/neighbours/0/0")
+    assert first.status_code == 200 and first.content.startswith(b"\x89PNG")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(first.content))), np.asarray(Image.open(photos / "p0.png")))
+    for bad in ("0/2", "1/0", "0/-1"):
+        assert client.get(f"/api/jobs/{job}/neighbours/{bad}").status_code == 404, bad
     for other in ("folder:other", str(tmp_path / "idx")):
         response = retrieve(other)
         assert response.status_code == 400 and "allowed: folder:library" in response.json()["error"]

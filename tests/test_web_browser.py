@@ -400,3 +400,34 @@ def test_a_kept_run_reopens_from_the_history(dreamkit_host, tmp_path):
             wait_until(page, "document.getElementById('history-card').hidden")
             browser.close()
     assert not errors, errors
+
+
+def test_a_search_shows_the_nearest_images_first(dreamkit_host, samples, tmp_path):
+    """retrieve on a folder the server shares: the query's own copy in the collection is the first
+    neighbour, shown as a picture with its name and similarity."""
+    from dreamkit.cli import main
+    from dreamkit_web.app import ServerSettings, create_app
+    from tests.test_web import free_port, live_server
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium)")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea.png", "rocket.jpg", "astronaut.png"):
+        (photos / name).write_bytes((samples / name).read_bytes())
+    (photos / "my-coffee.png").write_bytes((samples / "coffee.png").read_bytes())  # the planted neighbour
+    assert main(["index", "build", str(photos), "-o", str(tmp_path / "idx"), "-q"]) == 0
+    settings = ServerSettings(port=free_port(), folders={"library": tmp_path / "idx"})
+    with live_server(create_app(settings, host=dreamkit_host), settings.port):
+        with opened_page(f"http://127.0.0.1:{settings.port}/?token={settings.token}") as (browser, page, errors):
+            page.click(".sample[title='coffee.png']")
+            page.select_option("#add-effect", "retrieve")
+            page.click("#add-button")
+            page.locator(".step select").first.select_option("folder:library")
+            page.click("#run")
+            page.wait_for_selector(".neighbour img", timeout=120_000)
+            captions = page.locator(".neighbour figcaption").all_inner_texts()
+            assert captions[0].startswith("my-coffee.png") and float(captions[0].split("·")[1]) > 0.99, captions
+            wait_until(page, "[...document.querySelectorAll('.neighbour img')].every((i) => i.complete && i.naturalWidth > 0)")
+            browser.close()
+    assert not errors, errors

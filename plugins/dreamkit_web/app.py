@@ -33,6 +33,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from dreamkit.errors import DreamkitError
+
 from .settings import STATIC, ApiError, ServerSettings, samples
 
 
@@ -198,6 +200,31 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
             raise ApiError(404, f"job {job_id} has no preview {number} (it has {len(job.previews)})")
         return FileResponse(job.previews[number], headers={"Cache-Control": "no-store"})
 
+    @app.get("/api/jobs/{job_id}/neighbours/{record}/{number}")
+    async def neighbour(job_id: str, record: int, number: int) -> Any:
+        """A small picture of a retrieve step's neighbour: by the job's own record and the hit's
+        number, never a path from the client (the path is the one the index recorded)."""
+        from fastapi.responses import Response
+
+        from .pictures import small_picture
+
+        job = find(job_id)
+        records = (job.result or {}).get("results", [])
+        hits = records[record].get("neighbours", []) if 0 <= record < len(records) else []
+        if not 0 <= number < len(hits):
+            raise ApiError(404, f"job {job_id} has no neighbour {number} in record {record}")
+        try:
+            from dreamkit.io import load_image
+
+            picture = small_picture(load_image(hits[number]["path"]), 160)
+        except DreamkitError as exc:
+            raise ApiError(404, f"neighbour {number} cannot be shown: {exc}") from None
+        import io
+
+        buffer = io.BytesIO()
+        picture.save(buffer, "PNG")
+        return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
+
     def history() -> Any:
         if gallery is None:
             raise ApiError(404, "this server keeps no history (dreamkit serve --gallery FOLDER turns it on)")
@@ -232,7 +259,8 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
 #: Where ``?token=`` stands in for the header: what a browser fetches by URL (an EventSource, an
 #: <img>), never a call that changes anything.
 _TOKEN_IN_QUERY = re.compile(
-    r"/api/(samples/[^/]+|jobs/[^/]+/events|jobs/[^/]+/files/.+|jobs/[^/]+/previews/\d+|history/[^/]+/[^/]+)")
+    r"/api/(samples/[^/]+|jobs/[^/]+/events|jobs/[^/]+/files/.+|jobs/[^/]+/previews/\d+|jobs/[^/]+/neighbours/\d+/\d+"
+    r"|history/[^/]+/[^/]+)")
 
 #: On every response: scripts and styles only from this server's files (no inline script, so an
 #: injected string cannot run), no framing (clickjacking), no MIME sniffing, and no Referer (the

@@ -513,17 +513,18 @@ function showResult(jobId, result) {
   $("download").textContent = result.animation ? "Download animation" : "Download PNG";
   $("download").setAttribute("download", result.download);
   $("command").textContent = result.command;
-  renderRecords(result.results);
+  renderRecords(result.results, jobId);
   state.detections = result.results.filter((r) => r.detections && r.width);
   $("boxes-toggle").hidden = !state.detections.some((r) => r.detections.length);
   $("after").addEventListener("load", drawBoxes, { once: true });
   $("result-card").hidden = false;
 }
 
-function renderRecords(records) {
+function renderRecords(records, jobId) {
   const box = $("records");
   box.replaceChildren();
-  for (const record of records) {
+  records.forEach((record, recordIndex) => {
+    if (record.neighbours) return box.append(neighbourRow(record, recordIndex, jobId));
     const row = document.createElement("div");
     row.className = "record";
     const title = document.createElement("strong");
@@ -540,8 +541,33 @@ function renderRecords(records) {
       row.append(chip);
     }
     box.append(row);
-  }
+  });
   box.hidden = !records.length;
+}
+
+// A retrieve step's neighbours as pictures, best first, each with its name and similarity.
+function neighbourRow(record, recordIndex, jobId) {
+  const row = document.createElement("div");
+  row.className = "record neighbours";
+  const title = document.createElement("strong");
+  title.textContent = `${record.effect}: nearest by ${record.by}` + (record.frame ? ` (frame ${record.frame + 1})` : "");
+  const strip = document.createElement("div");
+  strip.className = "neighbour-strip";
+  record.neighbours.forEach((hit, number) => {
+    const figure = document.createElement("figure");
+    figure.className = "neighbour";
+    const img = document.createElement("img");
+    img.src = withToken(`/api/jobs/${jobId}/neighbours/${recordIndex}/${number}`);
+    const name = hit.path.split("/").pop();
+    img.alt = name;
+    img.title = `${name} ${hit.score.toFixed(3)}`;
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${name} · ${hit.score.toFixed(3)}`;
+    figure.append(img, caption);
+    strip.append(figure);
+  });
+  row.append(title, strip);
+  return row;
 }
 
 // Detections drawn over the result (a toggle), placed where the image is shown: the picture is
