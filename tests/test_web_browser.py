@@ -22,16 +22,24 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture
-def page_url(dreamkit_host):
+@contextlib.contextmanager
+def served(host, **options):
+    """A live server on a free port with these ServerSettings ``options``; yields the page's
+    address (the test is skipped where Debian's chromium is missing)."""
     from dreamkit_web.app import ServerSettings, create_app
     from tests.test_web import free_port, live_server
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium)")
-    settings = ServerSettings(port=free_port())
-    with live_server(create_app(settings, host=dreamkit_host), settings.port):
+    settings = ServerSettings(port=free_port(), **options)
+    with live_server(create_app(settings, host=host), settings.port):
         yield f"http://127.0.0.1:{settings.port}/?token={settings.token}"
+
+
+@pytest.fixture
+def page_url(dreamkit_host):
+    with served(dreamkit_host) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -47,6 +55,32 @@ def opened_page(page_url):
         page.goto(page_url)
         page.wait_for_selector(".sample img")
         yield browser, page, errors
+
+
+def build(page, sample, *effects):
+    """Pick a sample and add the effects' steps; returns the steps' locators."""
+    page.click(f".sample[title='{sample}']")
+    for effect in effects:
+        page.select_option("#add-effect", effect)
+        page.click("#add-button")
+    return [page.locator(".step").nth(index) for index in range(len(effects))]
+
+
+def set_value(step, name, value):
+    """Type ``value`` into a step's parameter box, as a user does (the page reads it on change)."""
+    step.locator(f"input[name={name}]").fill(str(value))
+    step.locator(f"input[name={name}]").dispatch_event("change")
+
+
+def run_and_download(page, folder):
+    """Run, wait for the result, download it into ``folder``; returns the saved file."""
+    page.click("#run")
+    page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
+    with page.expect_download() as info:
+        page.click("#download")
+    saved = folder / info.value.suggested_filename
+    info.value.save_as(saved)
+    return saved
 
 
 def wait_until(page, expression, timeout=30.0):
@@ -142,12 +176,7 @@ def test_style_with_a_style_image_picked_on_the_page(page_url, tmp_path, samples
             style.locator(f"input[name={name}]").fill(value)
             style.locator(f"input[name={name}]").dispatch_event("change")
         style.locator("input[type=file][name=style]").set_input_files(str(style_image))
-        page.click("#run")
-        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
-        with page.expect_download() as info:
-            page.click("#download")
-        saved = tmp_path / info.value.suggested_filename
-        info.value.save_as(saved)
+        saved = run_and_download(page, tmp_path)
         browser.close()
     recipe = read_metadata(saved)["dreamkit-recipe"]
     (resource,) = recipe["resources"]
@@ -206,13 +235,8 @@ def test_the_pipeline_survives_a_reload(page_url, tmp_path, samples):
     style_image = tmp_path / "mine.png"
     style_image.write_bytes((samples / "gravel.png").read_bytes())
     with opened_page(page_url) as (browser, page, errors):
-        page.click(".sample[title='chelsea.png']")
-        for effect in ("resize", "style"):
-            page.select_option("#add-effect", effect)
-            page.click("#add-button")
-        resize, style = page.locator(".step").nth(0), page.locator(".step").nth(1)
-        resize.locator("input[name=max_side]").fill("200")
-        resize.locator("input[name=max_side]").dispatch_event("change")
+        resize, style = build(page, "chelsea.png", "resize", "style")
+        set_value(resize, "max_side", 200)
         style.locator("select[name=preset]").select_option("faithful")
         page.locator(".step").nth(1).locator("input[type=file][name=style]").set_input_files(str(style_image))
         page.fill("#seed", "42")
@@ -309,27 +333,16 @@ def test_image_parameters_take_files_or_samples_and_show_them(page_url, tmp_path
     first.write_bytes((samples / "gravel.png").read_bytes())
     second.write_bytes((samples / "chelsea.png").read_bytes())
     with opened_page(page_url) as (browser, page, errors):
-        page.click(".sample[title='coffee.png']")
-        for effect in ("resize", "style"):
-            page.select_option("#add-effect", effect)
-            page.click("#add-button")
-        resize, style = page.locator(".step").nth(0), page.locator(".step").nth(1)
-        resize.locator("input[name=max_side]").fill("64")
-        resize.locator("input[name=max_side]").dispatch_event("change")
+        resize, style = build(page, "coffee.png", "resize", "style")
+        set_value(resize, "max_side", 64)
         style.locator("input[type=file][name=style]").set_input_files([str(first), str(second)])
         assert style.locator("img.thumb").count() == 2
         assert style.locator("img.thumb").nth(1).get_attribute("title") == "b.png"
         style.locator("select[name=style-choice]").select_option("sample:rocket.jpg")
         assert style.locator("img.thumb").count() == 1 and style.locator("img.thumb").get_attribute("title") == "rocket.jpg"
         wait_until(page, "document.querySelector('img.thumb').naturalWidth > 0")  # the sample's picture arrived
-        style.locator("input[name=iterations]").fill("3")
-        style.locator("input[name=iterations]").dispatch_event("change")
-        page.click("#run")
-        page.wait_for_selector("#result-card:not([hidden])", timeout=120_000)
-        with page.expect_download() as info:
-            page.click("#download")
-        saved = tmp_path / info.value.suggested_filename
-        info.value.save_as(saved)
+        set_value(style, "iterations", 3)
+        saved = run_and_download(page, tmp_path)
         browser.close()
     (resource,) = read_metadata(saved)["dreamkit-recipe"]["resources"]
     assert resource["name"] == "rocket.jpg" and resource["param"] == "style"
@@ -369,14 +382,8 @@ def test_detections_are_drawn_on_the_result(page_url, tmp_path):
 def test_a_kept_run_reopens_from_the_history(dreamkit_host, tmp_path):
     """With a gallery, a finished run appears in the history; after a reload it reopens with its
     pipeline, seed and result; deleting it takes it away."""
-    from dreamkit_web.app import ServerSettings, create_app
-    from tests.test_web import free_port, live_server
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium)")
-    settings = ServerSettings(port=free_port(), gallery=tmp_path / "gallery")
-    with live_server(create_app(settings, host=dreamkit_host), settings.port):
-        with opened_page(f"http://127.0.0.1:{settings.port}/?token={settings.token}") as (browser, page, errors):
+    with served(dreamkit_host, gallery=tmp_path / "gallery") as url:
+        with opened_page(url) as (browser, page, errors):
             page.click(".sample[title='rocket.jpg']")
             page.select_option("#add-effect", "adjust")
             page.click("#add-button")
@@ -406,20 +413,15 @@ def test_a_search_shows_the_nearest_images_first(dreamkit_host, samples, tmp_pat
     """retrieve on a folder the server shares: the query's own copy in the collection is the first
     neighbour, shown as a picture with its name and similarity."""
     from dreamkit.cli import main
-    from dreamkit_web.app import ServerSettings, create_app
-    from tests.test_web import free_port, live_server
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium)")
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("chelsea.png", "rocket.jpg", "astronaut.png"):
         (photos / name).write_bytes((samples / name).read_bytes())
     (photos / "my-coffee.png").write_bytes((samples / "coffee.png").read_bytes())  # the planted neighbour
     assert main(["index", "build", str(photos), "-o", str(tmp_path / "idx"), "-q"]) == 0
-    settings = ServerSettings(port=free_port(), folders={"library": tmp_path / "idx"})
-    with live_server(create_app(settings, host=dreamkit_host), settings.port):
-        with opened_page(f"http://127.0.0.1:{settings.port}/?token={settings.token}") as (browser, page, errors):
+    with served(dreamkit_host, folders={"library": tmp_path / "idx"}) as url:
+        with opened_page(url) as (browser, page, errors):
             page.click(".sample[title='coffee.png']")
             page.select_option("#add-effect", "retrieve")
             page.click("#add-button")
