@@ -374,8 +374,9 @@ class Style(Effect):
                   tiles: int):
         stem = Path(context.source).stem if context.source else "style"
 
-        def shown(x: torch.Tensor) -> torch.Tensor:
-            return with_chroma(x, chroma_source) if chroma_source is not None else x.clamp(0, 1)
+        def shown(x: Any) -> torch.Tensor:  # the optimiser may hand a function making the image
+            image = x() if callable(x) else x
+            return with_chroma(image, chroma_source) if chroma_source is not None else image.clamp(0, 1)
 
         def report(iteration: int, x: torch.Tensor, parts: LossParts) -> None:
             history.append(Record(scale, iteration, parts))

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from .loss import LossParts
 
 Evaluate = Callable[[torch.Tensor], tuple[LossParts, torch.Tensor]]
-OnIteration = Callable[[int, torch.Tensor, LossParts], None]
+#: Called after each iteration with the image: a tensor, or (with ``smooth``) a function making it,
+#: so that a reporter that shows nothing this iteration costs no filter pass over the image.
+OnIteration = Callable[[int, "torch.Tensor | Callable[[], torch.Tensor]", LossParts], None]
 
 
 @dataclass
@@ -72,7 +74,7 @@ def optimise(image: torch.Tensor, evaluate: Evaluate, *, method: str, iterations
             parts, grad = evaluate(start + smooth_steps(z))
             return parts, smooth_steps(grad.contiguous())
 
-        report = None if on_iteration is None else (lambda i, z, parts: on_iteration(i, start + smooth_steps(z), parts))
+        report = None if on_iteration is None else (lambda i, z, parts: on_iteration(i, lambda: start + smooth_steps(z), parts))
         z = torch.zeros_like(start)
         _lbfgs(z, evaluate_z, iterations, history, report, safeguards)
         x = start + smooth_steps(z)
