@@ -80,6 +80,20 @@ def test_extractor_stops_after_the_deepest_requested_layer():
     assert not any(name.startswith("classifier") for name in called)
 
 
+def test_replicated_edges_change_only_the_deep_convolutions():
+    plain = FeatureExtractor("mobilenet_v2", ["features.4", "features.14"], weights="random")
+    replicated = FeatureExtractor("mobilenet_v2", ["features.4", "features.14"], weights="random",
+                                  replicate_from_stride=16)
+    modes = [m.padding_mode for m in replicated.body.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert replicated.replicated == modes.count("replicate") > 0 and "zeros" in modes and plain.replicated == 0
+    assert plain.signature != replicated.signature  # measurements kept between runs tell them apart
+    image = torch.rand(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = plain(image), replicated(image)
+    torch.testing.assert_close(b["features.4"], a["features.4"], rtol=0, atol=0)  # stride 8: untouched
+    assert not torch.allclose(b["features.14"], a["features.14"])
+
+
 def test_gradients_reach_the_input_only():
     extractor = FeatureExtractor("mobilenet_v2", ["features.7"], weights="random")
     image = torch.rand(1, 3, 64, 64, requires_grad=True)

@@ -70,6 +70,39 @@ def match_colour(style: torch.Tensor, content: torch.Tensor, *, clamp: bool = Tr
     return matched.clamp(0, 1) if clamp else matched
 
 
+#: A colour axis whose variance in the styles is below this share of the widest axis's is one the
+#: styles do not use (a grey style's chroma: 0 up to rounding; a sepia photo's is ~1e-2).
+FLAT_AXIS = 1e-3
+
+
+def palette_axes(styles: list[torch.Tensor], weights: list[float]) -> torch.Tensor | None:
+    """The 3×3 projection onto the colour axes the styles use (float32), or None when they use all
+    three: the optimiser's steps go through it, so a colour the styles do not have at all is never
+    introduced. The axes are the eigenvectors of the blend's colour covariance (each style's
+    covariance plus the spread of their means, by ``weights``); an axis is unused when its variance
+    is below ``FLAT_AXIS`` of the widest one's.
+
+    Unconstrained, a grey style's stylisation came out with colour speckle (astronaut x gravel,
+    512 px: chroma std 0.026); projected it is grey. Scaling the axes by their spread instead of
+    projecting slowed the chroma a colourful style needs (chelsea x hubble, 64 px: style loss
+    0.88 of the photo's after 20 iterations, 0.31 without)."""
+    total = sum(weights)
+    stats = [colour_stats(style) for style in styles]
+    mean = sum(w * m for (m, _), w in zip(stats, weights)) / total
+    covariance = sum(w * (c + torch.outer(m - mean, m - mean)) for (m, c), w in zip(stats, weights)) / total
+    values, vectors = torch.linalg.eigh(covariance)
+    used = values > FLAT_AXIS * values.max()
+    if bool(used.all()) or not bool(used.any()):  # every axis, or one flat colour: nothing to hold
+        return None
+    kept = vectors[:, used]
+    return (kept @ kept.T).float()
+
+
+def along_axes(axes: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Every pixel of ``image`` (…, 3, H, W) mapped by the 3×3 ``axes``."""
+    return torch.einsum("ij,...jhw->...ihw", axes.to(image), image)
+
+
 def colour_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (3,) and covariance (3, 3) of an RGB image's pixels, in float64."""
     x = image.reshape(3, -1).double()

@@ -18,7 +18,7 @@ from dreamkit.models import LayerError, check_backbone, declared_layers, shared_
 from dreamkit.plugins import PluginHost
 from dreamkit.tiling import choose_tile_size, lazy_geometry, memory_budget, plan_tiles
 
-from .colour import as_luminance_image, in_style_palette, match_colour, with_chroma
+from .colour import as_luminance_image, in_style_palette, match_colour, palette_axes, with_chroma
 from .loss import LossParts, StyleLoss, StyleTarget, add_image_terms
 from .optimize import Safeguards, optimise, smooth_steps
 
@@ -40,6 +40,16 @@ DEFAULT_LAYERS = {
 #: Backbones with smooth, non-residual activations: plain Gatys works there, no smoothing by default.
 UNSMOOTHED = ("vgg",)
 SMOOTHING = 4.0  # default softmax temperature, in units of the style activations' std (Wang et al. 2021)
+#: Convolutions at this stride or coarser pad by replicating their edge: zero borders on the deep,
+#: coarse maps made hot spots in flat corners that the optimiser filled with noise (see
+#: :func:`dreamkit.models.features.replicate_edges`; astronaut x gravel at 512 px: the top-right
+#: corner's horizontal pixel differences 0.123 against 0.045 over the image; replicated 0.037).
+REPLICATE_FROM_STRIDE = 16
+#: ... on images whose shorter side spans at least this many cells at that stride (128 px): on the
+#: 4-6 cell maps of a 64-96 px image most cells are edge cells, and replicating them let the style
+#: override the layout (chelsea x hubble at 64 px, Adam: luminance correlation with the photo 0.86,
+#: zero edges 0.98; the corner hot spot needs a flat area several cells wide to appear).
+REPLICATE_MIN_CELLS = 8
 TEMPERATURE_SIDE = 512  # temperatures are measured on the style images at about this size
 MIN_SIDE = 64  # coarser scales than this are skipped
 CHANGED = 0.03  # a pixel whose input moved more than this (0..1, any channel) is not held by the temporal term
@@ -172,14 +182,19 @@ class Style(Effect):
         return list(style), list(content)
 
     # -- network -------------------------------------------------------------------------
-    def network(self, device: torch.device, host: PluginHost) -> tuple[torch.nn.Module, dict[str, float], dict[str, float]]:
-        """The feature extractor and the style and content layers with their weights."""
+    def network(self, device: torch.device, host: PluginHost, size: tuple[int, int] | None = None
+                ) -> tuple[torch.nn.Module, dict[str, float], dict[str, float]]:
+        """The feature extractor for images of ``size`` (H, W; None: a large one) and the style
+        and content layers with their weights. Its deep convolutions replicate their edges
+        (``REPLICATE_FROM_STRIDE``) unless the image is too small for it (``REPLICATE_MIN_CELLS``)."""
         style, content = self.layer_names(host)
         self._check_same_length("style_layer_weights", self.style_layer_weights, "style layer", len(style))
         self._check_same_length("content_layer_weights", self.content_layer_weights, "content layer", len(content))
         layers = tuple(dict.fromkeys(style + content))
         try:
-            extractor = shared_extractor(host, self.backbone, self.weights, layers, self.fast, str(device))
+            replicate = size is None or min(size) >= REPLICATE_FROM_STRIDE * REPLICATE_MIN_CELLS
+            extractor = shared_extractor(host, self.backbone, self.weights, layers, self.fast, str(device),
+                                         replicate_from_stride=REPLICATE_FROM_STRIDE if replicate else None)
         except LayerError as exc:
             bad = "style_layers" if any(layer in str(exc) for layer in style) else "content_layers"
             raise ParameterError(f"effect 'style': parameter '{bad}' = {getattr(self, bad) or style + content!r}: "
@@ -251,9 +266,20 @@ class Style(Effect):
         previous = self._previous(context, image)
         count = 1 if previous else self.scales or _scales_for(max(image.shape[-2:]), geometry)  # a sequence's
         sizes = _scale_sizes(*image.shape[-2:], count)  # later frames: full size
-        # With the style's colours, what starts from the photo starts from it in the style's palette.
-        start = in_style_palette(content, styles, self._blend(), masks) if self.color == "style" else content
-        current = _anchored_start(previous, start) if previous else self._initial(start, context.generator)
+        # With the style's colours, the photo and noise start in the style's palette (an init image
+        # is taken as it is), and the steps stay on the palette's colour axes.
+        def in_palette(picture: torch.Tensor) -> torch.Tensor:
+            return in_style_palette(picture, styles, self._blend(), masks) if self.color == "style" else picture
+
+        start = in_palette(content)
+        if previous:
+            current = _anchored_start(previous, start)
+        elif self.init == "content":
+            current = start
+        else:
+            initial = self._initial(content, context.generator)
+            current = in_palette(initial) if self.init == "noise" else initial
+        axes = palette_axes(styles, self._blend())
         history: list[Record] = []
         scale_records: list[dict[str, Any]] = []
         budget = memory_budget(device, self.memory_mb)
@@ -262,6 +288,7 @@ class Style(Effect):
             for index, size in enumerate(sizes):
                 current = _resize(current, size)
                 target = _resize(content, size)
+                loss.extractor = self.network(device, context.host, size)[0]
                 core = choose_tile_size(extractor, *size, self.tile_size, budget, geometry)
                 tiles = plan_tiles(*size, core, geometry)
                 if len(tiles) > 1:
@@ -284,7 +311,7 @@ class Style(Effect):
                                    on_iteration=self._reporter(tick, context, index, history,
                                                                image if self.color == "luminance" else None,
                                                                len(tiles)),
-                                   safeguards=safeguards, smooth=True)
+                                   safeguards=safeguards, smooth=True, colour_axes=axes)
                 scale_records.append(self._scale_record(size, tiles, core, safeguards, history))
         context.add_result({"scales": scale_records})
         return (with_chroma(current, image) if self.color == "luminance" else current), history
@@ -351,8 +378,7 @@ class Style(Effect):
         return max(2, min(self.history, budget // 2 // per_entry))
 
     def _initial(self, content: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.init == "content":
-            return content
+        """The start given by ``init`` other than the content: noise or an image file."""
         if self.init == "noise":
             # Through the step filter: L-BFGS steps have no 2-pixel component, so none may be in the
             # start (white noise kept its own, and the photo came back half as far: 0.28 vs 0.55).

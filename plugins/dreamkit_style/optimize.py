@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .colour import along_axes
 from .loss import LossParts
 
 Evaluate = Callable[[torch.Tensor], tuple[LossParts, torch.Tensor]]
@@ -57,33 +58,50 @@ class Safeguards:
 
 def optimise(image: torch.Tensor, evaluate: Evaluate, *, method: str, iterations: int, learning_rate: float,
              history: int, on_iteration: OnIteration | None = None, safeguards: Safeguards | None = None,
-             smooth: bool = False) -> torch.Tensor:
+             smooth: bool = False, colour_axes: torch.Tensor | None = None) -> torch.Tensor:
     """Minimise the loss from ``image`` for ``iterations`` iterations (one loss and gradient each);
     returns the result clamped to 0..1: the best point evaluated, never worse than the start by
-    its own loss. ``safeguards`` (optional) is filled with what the safeguards did. With ``smooth``
-    L-BFGS changes the image only through :func:`smooth_steps` (see there; Adam ignores it: its
-    per-pixel step normalisation would undo the filter)."""
+    its own loss. ``safeguards`` (optional) is filled with what the safeguards did.
+
+    Two linear maps may shape the steps: with ``smooth`` L-BFGS changes the image only through
+    :func:`smooth_steps` (see there; Adam ignores it: its per-pixel step normalisation would undo
+    the filter), and with ``colour_axes`` (a 3×3 projection, :func:`~.colour.palette_axes`) both
+    optimisers move each pixel's colour only along those axes."""
     x = image.detach().clone(memory_format=torch.contiguous_format)
     safeguards = safeguards if safeguards is not None else Safeguards()
-    if method == "lbfgs" and smooth:
-        # x = start + B z, optimised over z from 0: the loss of z is the loss of its image, its
-        # gradient B gᵀ (B is symmetric), so L-BFGS and its safeguards see one consistent function.
+    steps = _step_map(smooth and method == "lbfgs", colour_axes)
+    if method == "lbfgs" and steps is not None:
+        # x = start + M z, optimised over z from 0: the loss of z is the loss of its image, its
+        # gradient M gᵀ (M is symmetric: the filter and the colour map are, and they commute), so
+        # L-BFGS and its safeguards see one consistent function.
         start = x
 
         def evaluate_z(z: torch.Tensor) -> tuple[LossParts, torch.Tensor]:
-            parts, grad = evaluate(start + smooth_steps(z))
-            return parts, smooth_steps(grad.contiguous())
+            parts, grad = evaluate(start + steps(z))
+            return parts, steps(grad.contiguous())
 
-        report = None if on_iteration is None else (lambda i, z, parts: on_iteration(i, lambda: start + smooth_steps(z), parts))
+        report = None if on_iteration is None else (lambda i, z, parts: on_iteration(i, lambda: start + steps(z), parts))
         z = torch.zeros_like(start)
         _lbfgs(z, evaluate_z, iterations, history, report, safeguards)
-        x = start + smooth_steps(z)
+        x = start + steps(z)
     elif method == "lbfgs":
         _lbfgs(x, evaluate, iterations, history, on_iteration, safeguards)
     else:
-        x = _adam(x, evaluate, iterations, learning_rate, on_iteration, safeguards)
+        # Adam's steps are projected like L-BFGS's (its gradient projected: Adam's per-element
+        # normalisation keeps a zero component zero).
+        precondition = steps
+        x = _adam(x, evaluate, iterations, learning_rate, on_iteration, safeguards, precondition)
     safeguards.out_of_range = float(((x < 0) | (x > 1)).float().mean())
     return x.clamp_(0, 1)
+
+
+def _step_map(smooth: bool, colour_axes: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The linear map steps go through (None: the identity)."""
+    if colour_axes is None:
+        return smooth_steps if smooth else None
+    if not smooth:
+        return lambda image: along_axes(colour_axes, image)
+    return lambda image: along_axes(colour_axes, smooth_steps(image))
 
 
 #: The step filter's taps: symmetric, sum 1, response 0 at the 2-pixel frequency (10 - 2·4 + 2·-1),
@@ -211,7 +229,8 @@ PATIENCE = 10
 
 
 def _adam(x: torch.Tensor, evaluate: Evaluate, iterations: int, learning_rate: float,
-          on_iteration: OnIteration | None, safeguards: Safeguards) -> torch.Tensor:
+          on_iteration: OnIteration | None, safeguards: Safeguards,
+          precondition: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Adam with the best point kept (Adam's loss is not monotone). When the loss has not reached
     a new best for ``PATIENCE`` iterations, or is not finite, it goes back to the best point with
     half the step size and fresh moments (a step size too large for the image oscillates or
@@ -245,7 +264,8 @@ def _adam(x: torch.Tensor, evaluate: Evaluate, iterations: int, learning_rate: f
                 x.copy_(best)
             optimiser = torch.optim.Adam([x], lr=rate)
             continue
-        x.grad = grad.contiguous()  # the network may hand back a channels_last gradient
+        grad = grad.contiguous()  # the network may hand back a channels_last gradient
+        x.grad = precondition(grad) if precondition is not None else grad
         optimiser.step()
         with torch.no_grad():
             x.clamp_(0, 1)

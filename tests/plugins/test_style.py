@@ -232,6 +232,77 @@ def test_a_masked_style_brings_its_colours_to_its_region_only():
     assert start[:, 0, :, :5].mean() > 0.6 and start[:, 1:, :, :5].abs().max() < 0.05
 
 
+def test_palette_axes_hold_only_the_colours_no_style_has():
+    from dreamkit_style.colour import along_axes, palette_axes
+
+    generator = torch.Generator().manual_seed(0)
+    grey = torch.rand(1, 1, 20, 30, generator=generator).expand(1, 3, 20, 30)
+    colourful = torch.rand(1, 3, 20, 30, generator=generator)
+    axes = palette_axes([grey], [1.0])
+    torch.testing.assert_close(axes, torch.full((3, 3), 1 / 3), atol=1e-6, rtol=0)  # onto (1, 1, 1)/√3
+    step = torch.randn(1, 3, 5, 5, generator=generator)
+    projected = along_axes(axes, step)
+    assert float((projected - projected.mean(1, keepdim=True)).abs().max()) < 1e-6  # no chroma left
+    torch.testing.assert_close(projected.mean(1), step.mean(1))  # the grey part is kept whole
+    assert palette_axes([colourful], [1.0]) is None  # every axis used: steps are not touched
+    assert palette_axes([grey, colourful], [1.0, 0.5]) is None  # a blend uses the colours of both
+    assert palette_axes([torch.full((1, 3, 4, 4), 0.3)], [1.0]) is None  # one flat colour: no axes to speak of
+    # Two grey styles of different brightness: their means differ along grey only.
+    assert palette_axes([grey, grey * 0.5], [1.0, 1.0]) is not None
+
+
+def test_a_grey_style_gives_a_grey_picture(photo, styles, tmp_path):
+    """Grey in, grey out: unconstrained, the optimiser put colour speckle the Gram matrices do not
+    see into a grey style's result (astronaut x gravel at 512 px: chroma std 0.026)."""
+    grey = tmp_path / "grey-style.png"
+    save_image(load_image(styles[1]).mean(1, keepdim=True).expand(1, 3, -1, -1), grey)
+    chroma = lambda image: float((image - image.mean(1, keepdim=True)).abs().max())  # noqa: E731
+    for optimizer in ("lbfgs", "adam"):
+        result, _ = stylise(quick(styles, style=[str(grey)], optimizer=optimizer), photo)
+        assert chroma(result) < 1e-5, optimizer
+    colourful, _ = stylise(quick(styles, style=[styles[1]]), photo)
+    assert chroma(colourful) > 0.1  # control: a colourful style brings colour
+
+
+@pytest.mark.slow
+def test_a_flat_corner_is_stylised_like_the_rest(samples, monkeypatch):
+    """Deep convolutions padded with zeros read a flat bright corner as a strong edge: the style
+    gradient there was 30x the image's median and the corner filled with noise. The roughness
+    (mean absolute horizontal luminance difference) of astronaut's top-right sky at 384 px, against
+    the whole image's: 0.78x replicated; zero edges 1.6x (2.7x at 512 px)."""
+    image = shrink(load_image(samples / "astronaut.png"), 384)
+
+    def corner_roughness() -> float:
+        out, _ = stylise(Style(style=[str(samples / "gravel.png")], iterations=30), image, seed=1)
+        steps = (out.mean(1)[..., 1:] - out.mean(1)[..., :-1]).abs()
+        return float(steps[..., :38, -38:].mean() / steps.mean())
+
+    assert corner_roughness() < 1.0
+    monkeypatch.setattr(effect_module, "REPLICATE_MIN_CELLS", 10**6)  # control: zero edges everywhere
+    assert corner_roughness() > 1.3
+
+
+def test_replicated_edges_keep_tiles_exact():
+    """Replicated edges are local to the image's edge, like zero padding: tiles with halos still
+    give the whole image's gradient (float64, as in the test above), through features.11 (stride 16)."""
+    style_layers, content_layers = {"features.4": 1.0, "features.11": 1.0}, {"features.11": 1.0}
+    layers = list(dict.fromkeys([*style_layers, *content_layers]))
+    extractor = FeatureExtractor("mobilenet_v2", layers, replicate_from_stride=16).double()
+    assert extractor.replicated > 0
+    geometry = extractor_geometry(extractor, tuple(layers))
+    generator = torch.Generator().manual_seed(1)
+    content, x = (torch.rand(1, 3, 160, 224, generator=generator, dtype=torch.float64) for _ in range(2))
+    loss = StyleLoss(extractor, style_layers, content_layers, style_weight=10, content_weight=1)
+    grams = loss.gram_targets(content.flip(-1), plan_tiles(160, 224, 0, geometry), geometry)
+    whole, tiles = plan_tiles(160, 224, 0, geometry), plan_tiles(160, 224, 64, geometry)
+    assert len(tiles) > 1
+    loss.set_targets(content, [StyleTarget(grams)], whole, geometry)
+    _, grad = loss.value_and_grad(x, whole, geometry)
+    loss.set_targets(content, [StyleTarget(grams)], tiles, geometry)
+    _, tiled = loss.value_and_grad(x, tiles, geometry)
+    assert (tiled - grad).abs().max() <= 1e-10 * grad.abs().max()
+
+
 def test_colour_matching_gives_the_style_the_contents_mean_and_covariance(photo, styles):
     style = load_image(styles[1])
     matched = match_colour(style, photo, clamp=False)
