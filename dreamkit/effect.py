@@ -42,7 +42,9 @@ class Param:
     command line and in recipes, uploads on the web page), which the effect opens like a path;
     ``words`` are its values that are not files (``"content"``, ``"default"``). ``advanced``
     marks a parameter most users never touch (memory budgets, tile sizes, layer lists): the web
-    page folds it away, ``dreamkit effects`` lists it last.
+    page folds it away, ``dreamkit effects`` lists it last. ``per_item_of`` names another list
+    parameter this list gives one value per item of (a blend weight per style image): the web page
+    shows each value beside its item.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Param:
         resource: str | None = None,
         words: Sequence[str] = (),
         advanced: bool = False,
+        per_item_of: str | None = None,
     ) -> None:
         if kind not in (*_SCALARS, list):
             raise TypeError(f"Param kind must be int, float, bool, str or list, not {kind!r}")
@@ -79,6 +82,10 @@ class Param:
         self.words = tuple(words)
         #: Folded away on the web page (see the class docstring).
         self.advanced = advanced
+        if per_item_of is not None and kind is not list:
+            raise TypeError(f"per_item_of={per_item_of!r}: only a list Param gives one value per item")
+        #: The list parameter this one gives a value per item of (checked with the effect's params).
+        self.per_item_of = per_item_of
         self.help = help
         self.min, self.max, self.gt = min, max, gt
         self.choices = tuple(choices) if choices is not None else None
@@ -128,7 +135,8 @@ class Param:
         return {"name": self.name, "type": self.type_name(), "default": self.default, "allowed": self.allowed(),
                 "help": self.help, "min": self.min, "max": self.max, "gt": self.gt,
                 "choices": list(self.choices) if self.choices is not None else None, "optional": self.optional,
-                "resource": self.resource, "words": list(self.words), "advanced": self.advanced}
+                "resource": self.resource, "words": list(self.words), "advanced": self.advanced,
+                "per_item_of": self.per_item_of}
 
     def type_name(self) -> str:
         return f"list[{self.item.__name__}]" if self.kind is list else self.kind.__name__
@@ -244,6 +252,11 @@ class Effect:
                 if isinstance(value, Param):
                     params[key] = value
         cls.params = params
+        for param in params.values():
+            other = params.get(param.per_item_of) if param.per_item_of else None
+            if param.per_item_of and (other is None or other.kind is not list):
+                raise TypeError(f"effect {cls.name!r}: parameter {param.name!r} has per_item_of={param.per_item_of!r}, "
+                                "which is not a list parameter of this effect")
         for preset, values in cls.presets.items():  # a plugin's typo shows at import, not on a click
             unknown = sorted(set(values) - set(params))
             if unknown:

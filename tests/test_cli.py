@@ -266,7 +266,7 @@ def test_effects_lists_parameters_and_defaults(cli, extra):
     listing = {item["name"]: item for item in json.loads(stdout)}
     assert listing["fade"]["params"] == [{"name": "frames", "type": "int", "default": 3, "allowed": "an integer >= 1", "help": "",
                                           "min": 1, "max": None, "gt": None, "choices": None, "optional": False,
-                                          "resource": None, "words": [], "advanced": False}]
+                                          "resource": None, "words": [], "advanced": False, "per_item_of": None}]
     assert listing["resize"]["plugin"] == "basic" and listing["fade"]["presets"] == {}
 
 
@@ -293,6 +293,22 @@ def test_every_effects_presets_make_that_effect(dreamkit_host, samples):
         type("Loud", (Effect,), {"name": "loud", "gain": Param(float, 1.0), "presets": {"loud": {"gian": 2.0}}})
     with pytest.raises(ParameterError, match="gain"):
         type("Loud", (Effect,), {"name": "loud", "gain": Param(float, 1.0, max=4), "presets": {"loud": {"gain": 9.0}}})
+
+
+def test_a_value_per_item_of_another_list_is_declared_and_checked(cli):
+    """``per_item_of``: a list giving one value per item of another list parameter (a style's
+    blend weight), which the web page shows beside each item; a plugin's mistake fails at import."""
+    code, stdout, _ = cli("effects", "--json")
+    style = {p["name"]: p for p in {item["name"]: item for item in json.loads(stdout)}["style"]["params"]}
+    assert style["style_weights"]["per_item_of"] == "style" and style["style"]["per_item_of"] is None
+    with pytest.raises(TypeError, match="only a list Param gives one value per item"):
+        Param(float, 1.0, per_item_of="layers")
+    with pytest.raises(TypeError, match="per_item_of='layer', which is not a list parameter of this effect"):
+        type("Mix", (Effect,), {"name": "mix", "layers": Param(list, None, item=str),
+                                "gains": Param(list, None, item=float, per_item_of="layer")})
+    with pytest.raises(TypeError, match="not a list parameter"):
+        type("Mix", (Effect,), {"name": "mix", "layer": Param(str, "a"),
+                                "gains": Param(list, None, item=float, per_item_of="layer")})
 
 
 def test_plugins_lists_plugins_and_failures(cli, dreamkit_host):

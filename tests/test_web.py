@@ -307,6 +307,106 @@ def test_a_shared_folder_is_named_never_shown_and_only_it_is_used(dreamkit_host,
         assert response.status_code == 400 and "allowed: folder:library" in response.json()["error"]
 
 
+# -- the search page: shared indexes, dupes, their pictures -------------------------------------
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """A content index and a style index of four random pictures and a copy of one of them."""
+    from dreamkit.cli import main
+
+    folder = tmp_path_factory.mktemp("search")
+    photos = folder / "photos"
+    photos.mkdir()
+    for seed in range(4):
+        (photos / f"p{seed}.png").write_bytes(png_bytes(64, 48, seed))
+    (photos / "copy-of-p1.png").write_bytes(png_bytes(64, 48, 1))
+    assert main(["index", "build", str(photos), "-o", str(folder / "content.index"), "-q"]) == 0
+    assert main(["index", "build", str(photos), "-o", str(folder / "style.index"), "--by", "style", "-q"]) == 0
+    return folder
+
+
+@pytest.fixture
+def searcher(dreamkit_host, library):
+    from dreamkit_web.app import ServerSettings, create_app
+
+    settings = ServerSettings(allow_hosts=("testserver",),
+                              indexes={"photos": library / "content.index", "looks": library / "style.index"})
+    client = TestClient(create_app(settings, host=dreamkit_host))
+    client.headers["X-Dreamkit-Token"] = settings.token
+    client.settings = settings
+    return client
+
+
+def test_shared_indexes_are_listed_by_name_and_kind(searcher, server, library):
+    listing = searcher.get("/api/indexes")
+    assert listing.status_code == 200 and str(library) not in listing.text  # names, never paths
+    by_name = {entry["name"]: entry for entry in listing.json()}
+    assert by_name["photos"]["by"] == "content" and by_name["photos"]["images"] == 5
+    assert by_name["photos"]["dupes_threshold"] == pytest.approx(0.6)
+    assert by_name["looks"]["by"] == "style" and by_name["looks"]["dupes_threshold"] is None
+    assert {entry["name"] for entry in searcher.get("/api/folders").json()} == {"photos", "looks"}  # retrieve steps too
+    assert server.get("/api/indexes").json() == []  # a server started without --index shares none
+    assert "Content-Security-Policy" in searcher.get("/search").headers and b"search.js" in searcher.get("/search").content
+
+
+def test_a_search_is_a_retrieve_job_on_a_shared_index(searcher):
+    response = submit(searcher, {"steps": [{"effect": "retrieve", "params": {"index": "folder:photos", "k": 3}}]},
+                      files={"image": ("query.png", png_bytes(64, 48, 1), "image/png")})
+    assert response.status_code == 201, response.text
+    done = events(searcher, response.json()["job"])[-1]
+    names = [Path(hit["path"]).name for hit in done["result"]["results"][0]["neighbours"]]
+    assert sorted(names[:2]) == ["copy-of-p1.png", "p1.png"], names
+
+
+def test_dupes_groups_the_copy_with_its_original(searcher):
+    found = searcher.get("/api/indexes/photos/dupes").json()
+    assert found["threshold"] == pytest.approx(0.6) and found["images"] == 5
+    groups = [sorted(hit["name"] for hit in group) for group in found["groups"]]
+    assert ["copy-of-p1.png", "p1.png"] in groups, groups
+    first = found["groups"][0][0]
+    picture = searcher.get(f"/api/indexes/photos/images/{first['key']}")
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(picture.content)).size == (64, 48)
+    strict = searcher.get("/api/indexes/photos/dupes?threshold=1.0").json()
+    assert all(len(group) >= 2 for group in strict["groups"])  # identical pixels still group at 1.0 (rounding aside)
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/api/indexes/nope/dupes", 404, "no index 'nope' is shared; shared: photos, looks"),
+    ("/api/indexes/photos/dupes?threshold=2", 400, "threshold 2.0 is not allowed; expected a cosine similarity"),
+    ("/api/indexes/photos/dupes?threshold=high", 400, "threshold"),
+    ("/api/indexes/looks/dupes", 400, "describes style, not content"),
+    ("/api/indexes/photos/images/999999", 404, "index 'photos' has no image 999999"),
+    ("/api/indexes/photos/images/abc", 400, "key"),
+    ("/api/indexes/nope/images/1", 404, "no index 'nope' is shared"),
+])
+def test_search_refusals_name_what_is_wrong(searcher, path, status, message):
+    response = searcher.get(path)
+    assert response.status_code == status and message in response.json()["error"], response.text
+
+
+def test_only_an_index_picture_takes_the_token_in_its_address(searcher):
+    bare = TestClient(searcher.app)
+    token = searcher.settings.token
+    key = searcher.get("/api/indexes/photos/dupes").json()["groups"][0][0]["key"]
+    assert bare.get(f"/api/indexes/photos/images/{key}?token={token}", headers={"host": "testserver"}).status_code == 200
+    refused = bare.get(f"/api/indexes/photos/dupes?token={token}", headers={"host": "testserver"})
+    assert refused.status_code == 401 and "X-Dreamkit-Token header" in refused.json()["error"]
+
+
+def test_serve_shares_only_real_indexes(cli, monkeypatch, library, tmp_path):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    code, _, err = cli("serve", "--port", "0", "--index", f"photos={tmp_path}")
+    assert code == 2 and f"--index photos={tmp_path}" in err and "make one with `dreamkit index build" in err
+    code, _, err = cli("serve", "--port", "0", "--index", f"a={library / 'content.index'}", "--folder", f"a={tmp_path}")
+    assert code == 2 and "the name 'a' is also given to --folder" in err
+    assert not calls
+    assert cli("serve", "--port", "0", "--index", f"photos={library / 'content.index'}")[0] == 0
+    assert calls[0].state.settings.indexes == {"photos": (library / "content.index").resolve()}
+
+
 # -- file parameters: uploads and samples, never server paths ------------------------------------
 STYLE = {"effect": "style", "params": {"iterations": 2, "scales": 1}}
 

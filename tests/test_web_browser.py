@@ -349,6 +349,34 @@ def test_image_parameters_take_files_or_samples_and_show_them(page_url, tmp_path
     assert not errors, errors
 
 
+def test_each_style_has_its_blend_weight_beside_its_picture(page_url, tmp_path, samples):
+    """style_weights declares per_item_of="style": the page shows one weight box under each style
+    thumbnail (not a separate list field), and the run uses them."""
+    from dreamkit.io import read_metadata
+
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes((samples / "gravel.png").read_bytes())
+    second.write_bytes((samples / "chelsea.png").read_bytes())
+    with opened_page(page_url) as (browser, page, errors):
+        resize, style = build(page, "coffee.png", "resize", "style")
+        set_value(resize, "max_side", 48)
+        assert style.locator("input[name=style_weights]").count() == 0  # no raw list field
+        style.locator("input[type=file][name=style]").set_input_files([str(first), str(second)])
+        weights = style.locator(".thumb-item input.item-value")
+        assert weights.count() == 2 and weights.nth(1).get_attribute("aria-label") == "style_weights of b.png"
+        assert weights.nth(0).input_value() == "1"
+        set_value(style, "style_weights-1", 3)
+        set_value(style, "iterations", 2)
+        saved = run_and_download(page, tmp_path)
+        style.locator("select[name=style-choice]").select_option("sample:rocket.jpg")  # new styles: weights reset
+        assert style.locator(".thumb-item input.item-value").count() == 1
+        assert page.evaluate("pipelineConfig().steps[1].params.style_weights") is None
+        browser.close()
+    params = read_metadata(saved)["dreamkit-recipe"]["pipeline"]["steps"][1]["params"]
+    assert params["style_weights"] == [1.0, 3.0]
+    assert not errors, errors
+
+
 def test_detections_are_drawn_on_the_result(page_url, tmp_path):
     """Faces found on the astronaut are boxes over the shown image (where the face is), with their
     label; the toggle takes them away and brings them back."""
@@ -431,5 +459,51 @@ def test_a_search_shows_the_nearest_images_first(dreamkit_host, samples, tmp_pat
             captions = page.locator(".neighbour figcaption").all_inner_texts()
             assert captions[0].startswith("my-coffee.png") and float(captions[0].split("·")[1]) > 0.99, captions
             wait_until(page, "[...document.querySelectorAll('.neighbour img')].every((i) => i.complete && i.naturalWidth > 0)")
+            browser.close()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("size", [(1280, 860), (390, 844)])
+def test_the_search_page_finds_the_planted_copy_and_its_duplicates(dreamkit_host, samples, tmp_path, size):
+    """The search page: an index the server shares, a query image (a sample), the nearest images
+    as pictures with their similarity (the planted copy first, in view after Search at both
+    sizes), and the near-duplicate groups (the copy with its original)."""
+    from dreamkit.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea.png", "rocket.jpg", "astronaut.png", "coffee.png"):
+        (photos / name).write_bytes((samples / name).read_bytes())
+    (photos / "my-coffee.png").write_bytes((samples / "coffee.png").read_bytes())  # the planted copy
+    assert main(["index", "build", str(photos), "-o", str(tmp_path / "idx"), "-q"]) == 0
+    with served(dreamkit_host, indexes={"library": tmp_path / "idx"}) as url:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
+            page.goto(url)
+            page.click("a.page-link[data-page='/search']")  # from the studio, the token kept
+            page.wait_for_selector(".sample img")
+            assert "library · by content · 5 images" in page.locator("#index option").first.inner_text()
+            page.click(".sample[title='coffee.png']")
+            page.fill("#k", "3")
+            page.click("#search")
+            page.wait_for_selector(".hit img", timeout=120_000)
+            captions = page.locator(".hit figcaption").all_inner_texts()
+            assert len(captions) == 3 and {c.split(" · ")[0] for c in captions[:2]} == {"coffee.png", "my-coffee.png"}, captions
+            assert float(captions[0].split(" · ")[1]) > 0.99
+            box = page.locator("#hits").bounding_box()
+            assert box["y"] < size[1] and box["y"] + min(box["height"], 100) > 0  # the results are in view
+            wait_until(page, "[...document.querySelectorAll('.hit img')].every((i) => i.complete && i.naturalWidth > 0)")
+            page.screenshot(path=str(tmp_path / f"search-{size[0]}.png"))
+            page.click("#dupes")
+            page.wait_for_selector(".group")
+            groups = [sorted(g.split("\n")) for g in page.locator(".group").all_inner_texts()]
+            assert any(" ".join(g).count("coffee.png") == 2 for g in groups), groups
+            wait_until(page, "[...document.querySelectorAll('.dupe img')].every((i) => i.complete && i.naturalWidth > 0)")
+            page.click("a.page-link[data-page='/']")
+            page.wait_for_selector("#add-effect option")  # back in the studio, still with the token
             browser.close()
     assert not errors, errors

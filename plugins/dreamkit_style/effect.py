@@ -85,7 +85,7 @@ class Style(Effect):
         "painterly": {"content_weight": 0.5, "style_weight": 300.0, "iterations": 150},
     }
     style = Param(list, None, item=str, resource="image", help="style image(s)")
-    style_weights = Param(list, None, item=float, help="blend weight of each style (default: equal)")
+    style_weights = Param(list, None, item=float, per_item_of="style", help="blend weight of each style (default: equal)")
     style_scale = Param(float, None, min=0.05, max=8.0,
                         help="style image size relative to the output (longest side); default: the style at its "
                              "own size, shrunk to the output's if larger (its patterns keep their size in pixels)")

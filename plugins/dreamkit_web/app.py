@@ -247,6 +247,37 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
             raise ApiError(404, f"no history entry {entry!r}")
         return {"deleted": entry}
 
+    @app.get("/search")
+    async def search_page() -> Any:
+        return FileResponse(STATIC / "search.html", headers={"Cache-Control": "no-store"})
+
+    def shared_index(name: str) -> Path:
+        if name not in settings.indexes:  # by name from the operator's list: no path from the client
+            shared = ", ".join(settings.indexes) or "(none: start the server with --index NAME=PATH)"
+            raise ApiError(404, f"no index {name!r} is shared; shared: {shared}")
+        return settings.indexes[name]
+
+    @app.get("/api/indexes")
+    def index_list() -> Any:  # plain def: opening indexes reads disk, so it runs in the thread pool
+        from .search import index_summaries
+
+        return index_summaries(settings.indexes)
+
+    @app.get("/api/indexes/{name}/dupes")
+    def index_dupes(name: str, threshold: float | None = None) -> Any:
+        from .search import dupe_groups
+
+        return dupe_groups(name, shared_index(name), threshold)
+
+    @app.get("/api/indexes/{name}/images/{key}")
+    def index_image(name: str, key: int) -> Any:
+        from fastapi.responses import Response
+
+        from .search import item_picture
+
+        return Response(item_picture(name, shared_index(name), key), media_type="image/png",
+                        headers={"Cache-Control": "no-store"})
+
     @app.post("/api/recipe")
     async def recipe(request: Request) -> Any:
         from .submit import read_recipe_upload
@@ -260,7 +291,7 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
 #: <img>), never a call that changes anything.
 _TOKEN_IN_QUERY = re.compile(
     r"/api/(samples/[^/]+|jobs/[^/]+/events|jobs/[^/]+/files/.+|jobs/[^/]+/previews/\d+|jobs/[^/]+/neighbours/\d+/\d+"
-    r"|history/[^/]+/[^/]+)")
+    r"|history/[^/]+/[^/]+|indexes/[^/]+/images/\d+)")
 
 #: On every response: scripts and styles only from this server's files (no inline script, so an
 #: injected string cannot run), no framing (clickjacking), no MIME sniffing, and no Referer (the

@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folder", action="append", default=[], metavar="NAME=PATH",
                         help="share a folder on this machine under NAME (an index for retrieve); the page "
                              "offers the name, never the path (repeatable)")
+    parser.add_argument("--index", action="append", default=[], metavar="NAME=PATH",
+                        help="share an index (made by `dreamkit index build`) under NAME for the search page "
+                             "and retrieve steps; the page offers the name, never the path (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,10 +57,17 @@ def run(args: argparse.Namespace) -> int:
     require_positive(args.max_queue, "--max-queue")
     require_positive(args.gallery_mb, "--gallery-mb")
     resolve_device(args.device)
+    folders, indexes = shared_folders(args.folder), shared_folders(args.index, "--index")
+    for name in set(folders) & set(indexes):
+        raise DreamkitError(f"--index {name}=...: the name {name!r} is also given to --folder")
+    from .search import check_index
+
+    for name, path in indexes.items():
+        check_index(name, path)
     port = args.port or _free_port(args.host)
     settings = ServerSettings(port=port, bind=args.host, allow_hosts=tuple(args.allow_host), device=args.device,
                               max_upload=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
-                              max_queue=args.max_queue, folders=shared_folders(args.folder),
+                              max_queue=args.max_queue, folders=folders, indexes=indexes,
                               gallery=gallery_folder(args.gallery), gallery_mb=args.gallery_mb)
     local = args.host in LOOPBACK or args.host == "::1"
     if not local:
@@ -101,19 +111,19 @@ def gallery_folder(given: str | None) -> Path | None:
     return folder.resolve()
 
 
-def shared_folders(specs: list[str]) -> dict[str, Path]:
-    """``["NAME=PATH", ...]`` → ``{NAME: PATH}``; each PATH an existing folder, each NAME plain
-    (letters, digits, ``-_.``) and given once."""
+def shared_folders(specs: list[str], flag: str = "--folder") -> dict[str, Path]:
+    """``["NAME=PATH", ...]`` (the values of ``flag``) → ``{NAME: PATH}``; each PATH an existing
+    folder, each NAME plain (letters, digits, ``-_.``) and given once."""
     folders: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise DreamkitError(f"--folder {spec!r} is not allowed; expected NAME=PATH with a plain NAME "
+            raise DreamkitError(f"{flag} {spec!r} is not allowed; expected NAME=PATH with a plain NAME "
                                 "(letters, digits, - _ .)")
         if name in folders:
-            raise DreamkitError(f"--folder {spec!r}: the name {name!r} is given twice")
+            raise DreamkitError(f"{flag} {spec!r}: the name {name!r} is given twice")
         if not Path(path).expanduser().is_dir():
-            raise DreamkitError(f"--folder {spec!r}: {path} is not a folder")
+            raise DreamkitError(f"{flag} {spec!r}: {path} is not a folder")
         folders[name] = Path(path).expanduser().resolve()
     return folders
 

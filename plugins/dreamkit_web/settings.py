@@ -34,9 +34,15 @@ class ServerSettings:
     #: Folders the operator shares by name (``dreamkit serve --folder NAME=PATH``): a folder
     #: parameter (retrieve's ``index``) is ``folder:NAME``. Clients see the names, never the paths.
     folders: dict[str, Path] = field(default_factory=dict)
+    #: Indexes the operator shares for the search page (``dreamkit serve --index NAME=PATH``), by
+    #: name; each is also a folder a retrieve step may name (``folder:NAME``).
+    indexes: dict[str, Path] = field(default_factory=dict)
     #: Where finished runs are kept for the page's history (None: no history), and its size cap.
     gallery: Path | None = None
     gallery_mb: int = 500
+
+    def __post_init__(self) -> None:
+        self.folders = {**self.folders, **self.indexes}
 
     def allowed_hosts(self) -> set[str]:
         names = {*LOOPBACK, *self.allow_hosts}

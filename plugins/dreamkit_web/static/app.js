@@ -1,24 +1,9 @@
 // dreamkit's local page: plain JavaScript, no build step. Every effect and its form come from
 // /api/effects (the same listing as `dreamkit effects --json`); the server checks everything again.
+// Helpers shared with the search page (token, $, api, withToken, showError) are in common.js.
 "use strict";
 
-const token = new URLSearchParams(location.search).get("token") || "";
-const $ = (id) => document.getElementById(id);
 const state = { effects: {}, steps: [], image: null, job: null, events: null, folders: [], samples: [] };
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { "X-Dreamkit-Token": token, ...(options.headers || {}) } });
-  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
-  if (!response.ok) throw new Error(body?.error || `${response.status} ${response.statusText}`);
-  return body;
-}
-const withToken = (url) => `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
-
-function showError(message) {
-  const banner = $("banner");
-  banner.textContent = message;
-  banner.hidden = !message;
-}
 
 // -- effects and their forms ---------------------------------------------------------------
 async function loadEffects() {
@@ -79,8 +64,10 @@ function renderSteps() {
     }
     if (Object.keys(effect.presets || {}).length) item.append(presetField(step, effect));
     // The parameters most people use stay in view; the ones the effect declares advanced fold away.
-    const basic = effect.params.filter((p) => !p.advanced);
-    const advanced = effect.params.filter((p) => p.advanced);
+    // A value per item of an image list (a style's blend weight) is shown beside that item's thumbnail.
+    const shown = effect.params.filter((p) => !itemValuesOf(effect, p));
+    const basic = shown.filter((p) => !p.advanced);
+    const advanced = shown.filter((p) => p.advanced);
     const form = document.createElement("div");
     form.className = "params";
     for (const param of basic) form.append(paramField(step, param));
@@ -177,6 +164,7 @@ function fileField(step, param, label) {
   thumbs.className = "thumbs";
   const choose = (values) => {
     step.values[param.name] = many ? values : (values[0] ?? param.default);
+    for (const other of perItemParams(step, param)) step.values[other.name] = null;  // new items: default values
     renderThumbs(step, param, thumbs);
     saveState();
   };
@@ -228,7 +216,8 @@ function renderThumbs(step, param, box) {
   box.replaceChildren();
   if (param.resource !== "image") return;
   const current = step.values[param.name];
-  for (const value of Array.isArray(current) ? current : current ? [current] : []) {
+  const values = Array.isArray(current) ? current : current ? [current] : [];
+  for (const [position, value] of values.entries()) {
     let url = null;
     if (value.startsWith("upload:") && step.files?.[value.slice(7)]) {
       step.thumbs = step.thumbs || {};
@@ -240,8 +229,46 @@ function renderThumbs(step, param, box) {
     img.src = url;
     img.alt = value.startsWith("upload:") ? step.files[value.slice(7)].name : value.slice(7);
     img.title = img.alt;
-    box.append(img);
+    const item = document.createElement("span");
+    item.className = "thumb-item";
+    item.append(img);
+    for (const other of perItemParams(step, param)) item.append(itemValueField(step, other, position, values.length, img.alt));
+    box.append(item);
   }
+}
+
+// The parameter `param` of `effect` gives one value per item of an image list shown as thumbnails.
+function itemValuesOf(effect, param) {
+  const target = param.per_item_of && effect.params.find((p) => p.name === param.per_item_of);
+  return Boolean(target && target.resource === "image");
+}
+
+function perItemParams(step, param) {
+  const effect = state.effects[step.effect];
+  return effect.params.filter((p) => p.per_item_of === param.name && itemValuesOf(effect, p));
+}
+
+// One item's value (a blend weight) beside its thumbnail; the list is filled with the default of
+// 1 for the items not set, and sent only once one is changed.
+function itemValueField(step, param, position, count, itemName) {
+  const input = document.createElement("input");
+  input.type = "number";
+  input.className = "item-value";
+  input.name = `${param.name}-${position}`;
+  input.step = "any";
+  if (param.min !== null) input.min = param.min;
+  input.title = `${param.name} of ${itemName}: ${param.help}`;
+  input.setAttribute("aria-label", `${param.name} of ${itemName}`);
+  const current = step.values[param.name];
+  input.value = Array.isArray(current) && current.length === count ? current[position] : 1;
+  input.addEventListener("change", () => {
+    const values = Array.isArray(step.values[param.name]) && step.values[param.name].length === count
+      ? [...step.values[param.name]] : Array(count).fill(1);
+    values[position] = input.value === "" ? 1 : Number(input.value);
+    step.values[param.name] = values;
+    saveState();
+  });
+  return input;
 }
 
 function withHelp(label, param) {
@@ -758,6 +785,7 @@ function wire() {
 
 async function start() {
   wire();
+  linkPages();
   if (!token) {
     $("server").textContent = "no token";
     return showError("This page needs the address `dreamkit serve` printed, which ends in ?token=…");
