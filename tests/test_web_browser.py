@@ -497,13 +497,17 @@ def test_the_search_page_finds_the_planted_copy_and_its_duplicates(dreamkit_host
             box = page.locator("#hits").bounding_box()
             assert box["y"] < size[1] and box["y"] + min(box["height"], 100) > 0  # the results are in view
             wait_until(page, "[...document.querySelectorAll('.hit img')].every((i) => i.complete && i.naturalWidth > 0)")
-            page.screenshot(path=str(tmp_path / f"search-{size[0]}.png"))
             page.click("#dupes")
             page.wait_for_selector(".group")
             groups = [sorted(g.split("\n")) for g in page.locator(".group").all_inner_texts()]
             assert any(" ".join(g).count("coffee.png") == 2 for g in groups), groups
             wait_until(page, "[...document.querySelectorAll('.dupe img')].every((i) => i.complete && i.naturalWidth > 0)")
+            name = "web-search-laptop.png" if size[0] > 800 else "web-search-phone.png"
+            for folder in [tmp_path] + ([Path(os.environ["DREAMKIT_SCREENSHOTS"])] if os.environ.get("DREAMKIT_SCREENSHOTS") else []):
+                page.locator("#hits-card").scroll_into_view_if_needed()
+                page.screenshot(path=str(folder / name))
             page.click("a.page-link[data-page='/']")
-            page.wait_for_selector("#add-effect option")  # back in the studio, still with the token
+            page.wait_for_selector(".sample img")  # back in the studio, still with the token
+            wait_until(page, "document.querySelectorAll('#add-effect option').length > 0")
             browser.close()
     assert not errors, errors

@@ -363,20 +363,7 @@ function pipelineConfig() {
 
 // -- the image ------------------------------------------------------------------------------
 async function loadSamples() {
-  const samples = await api("/api/samples");
-  state.samples = samples.map((sample) => sample.name);
-  for (const sample of samples) {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "sample";
-    button.title = sample.name;
-    const img = document.createElement("img");
-    img.src = withToken(`/api/samples/${encodeURIComponent(sample.name)}`);
-    img.alt = sample.name;
-    button.append(img);
-    button.addEventListener("click", () => setImage({ sample: sample.name, url: img.src, name: sample.name }));
-    $("samples").append(button);
-  }
+  state.samples = await sampleButtons($("samples"), setImage);
 }
 
 function setImage(image) {
@@ -581,17 +568,8 @@ function neighbourRow(record, recordIndex, jobId) {
   const strip = document.createElement("div");
   strip.className = "neighbour-strip";
   record.neighbours.forEach((hit, number) => {
-    const figure = document.createElement("figure");
-    figure.className = "neighbour";
-    const img = document.createElement("img");
-    img.src = withToken(`/api/jobs/${jobId}/neighbours/${recordIndex}/${number}`);
-    const name = hit.path.split("/").pop();
-    img.alt = name;
-    img.title = `${name} ${hit.score.toFixed(3)}`;
-    const caption = document.createElement("figcaption");
-    caption.textContent = `${name} · ${hit.score.toFixed(3)}`;
-    figure.append(img, caption);
-    strip.append(figure);
+    const src = withToken(`/api/jobs/${jobId}/neighbours/${recordIndex}/${number}`);
+    strip.append(scoredPicture(src, hit.path.split("/").pop(), hit.score, "neighbour"));
   });
   row.append(title, strip);
   return row;
@@ -757,12 +735,7 @@ function restoreState() {
 
 // -- wiring ---------------------------------------------------------------------------------
 function wire() {
-  $("file").addEventListener("change", (e) => pickFile(e.target.files[0]));
-  const zone = $("dropzone");
-  for (const name of ["dragenter", "dragover"]) zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.add("over"); });
-  for (const name of ["dragleave", "drop"]) zone.addEventListener(name, () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (e) => { e.preventDefault(); e.stopPropagation(); pickFile(e.dataTransfer.files[0]); });
-  zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
+  wireDropzone($("dropzone"), $("file"), pickFile);
   const card = $("pipeline-card");
   card.addEventListener("dragover", (e) => { e.preventDefault(); card.classList.add("over"); });
   card.addEventListener("dragleave", () => card.classList.remove("over"));
@@ -783,24 +756,11 @@ function wire() {
   });
 }
 
-async function start() {
-  wire();
-  linkPages();
-  if (!token) {
-    $("server").textContent = "no token";
-    return showError("This page needs the address `dreamkit serve` printed, which ends in ?token=…");
-  }
-  try {
-    await loadEffects();
-    state.folders = await api("/api/folders");
-    await loadSamples();
-    restoreState();
-    renderSteps();
-    await loadHistory();
-  } catch (error) {
-    $("server").textContent = "not connected";
-    showError(error.message);
-  }
-}
-
-start();
+startPage(wire, async () => {
+  await loadEffects();
+  state.folders = await api("/api/folders");
+  await loadSamples();
+  restoreState();
+  renderSteps();
+  await loadHistory();
+});

@@ -25,26 +25,11 @@ function chosenIndex() { return search.indexes.find((index) => index.name === $(
 function showIndex() {
   const index = chosenIndex();
   if (!index) return;
-  $("index-info").textContent = `By ${index.by}: ${index.descriptor}.`;
+  $("index-info").textContent = `Describes ${index.descriptor}.`;
   $("threshold").value = index.dupes_threshold ?? "";
   $("threshold").placeholder = index.dupes_threshold === null ? "give one (e.g. 0.9)" : "";
   $("groups").replaceChildren();
   $("dupes-title").textContent = "";
-}
-
-async function loadSamples() {
-  for (const sample of await api("/api/samples")) {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "sample";
-    button.title = sample.name;
-    const img = document.createElement("img");
-    img.src = withToken(`/api/samples/${encodeURIComponent(sample.name)}`);
-    img.alt = sample.name;
-    button.append(img);
-    button.addEventListener("click", () => setQuery({ sample: sample.name, url: img.src, name: sample.name }));
-    $("samples").append(button);
-  }
 }
 
 function setQuery(query) {
@@ -103,21 +88,8 @@ function showHits(job, record, index) {
   $("hits-title").textContent = `${record.neighbours.length} by ${record.by} in ${index.name}`;
   record.neighbours.forEach((hit, number) => {
     const name = hit.path.split("/").pop();
-    grid.append(figure(withToken(`/api/jobs/${job}/neighbours/0/${number}`), name, hit.score, "hit"));
+    grid.append(scoredPicture(withToken(`/api/jobs/${job}/neighbours/0/${number}`), name, hit.score, "hit"));
   });
-}
-
-function figure(src, name, score, className) {
-  const box = document.createElement("figure");
-  box.className = className;
-  const img = document.createElement("img");
-  img.src = src;
-  img.alt = name;
-  img.title = `${name} · ${score.toFixed(3)}`;
-  const caption = document.createElement("figcaption");
-  caption.textContent = `${name} · ${score.toFixed(3)}`;
-  box.append(img, caption);
-  return box;
 }
 
 async function findDupes() {
@@ -142,13 +114,14 @@ async function findDupes() {
 function showGroups(index, found) {
   const list = $("groups");
   list.replaceChildren();
-  $("dupes-title").textContent = `${found.groups.length} groups among ${found.images} images (similarity ≥ ${found.threshold})`;
+  const groups = `${found.groups.length} group${found.groups.length === 1 ? "" : "s"}`;
+  $("dupes-title").textContent = `${groups} among ${found.images} images (similarity ≥ ${found.threshold})`;
   for (const group of found.groups) {
     const item = document.createElement("li");
     item.className = "group";
     group.forEach((hit, number) => {
       const src = withToken(`/api/indexes/${encodeURIComponent(index.name)}/images/${hit.key}`);
-      const shown = figure(src, hit.name, hit.score, number ? "dupe" : "dupe original");
+      const shown = scoredPicture(src, hit.name, hit.score, number ? "dupe" : "dupe original");
       shown.title = `${hit.name}: ${hit.width}×${hit.height}${number ? "" : " (likely original: largest)"}`;
       item.append(shown);
     });
@@ -158,33 +131,15 @@ function showGroups(index, found) {
 }
 
 function wire() {
-  $("file").addEventListener("change", (e) => pickFile(e.target.files[0]));
-  const zone = $("dropzone");
-  for (const name of ["dragenter", "dragover"]) zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.add("over"); });
-  for (const name of ["dragleave", "drop"]) zone.addEventListener(name, () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (e) => { e.preventDefault(); pickFile(e.dataTransfer.files[0]); });
-  zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
+  wireDropzone($("dropzone"), $("file"), pickFile);
   $("index").addEventListener("change", showIndex);
   $("search").addEventListener("click", runSearch);
   $("dupes").addEventListener("click", findDupes);
 }
 
-async function start() {
-  wire();
-  linkPages();
-  if (!token) {
-    $("server").textContent = "no token";
-    return showError("This page needs the address `dreamkit serve` printed, which ends in ?token=…");
-  }
-  try {
-    await loadIndexes();
-    await loadSamples();
-    $("server").textContent = `${search.indexes.length} ${search.indexes.length === 1 ? "index" : "indexes"} shared`;
-    $("server").classList.add("ok");
-  } catch (error) {
-    $("server").textContent = "not connected";
-    showError(error.message);
-  }
-}
-
-start();
+startPage(wire, async () => {
+  await loadIndexes();
+  await sampleButtons($("samples"), setQuery);
+  $("server").textContent = `${search.indexes.length} ${search.indexes.length === 1 ? "index" : "indexes"} shared`;
+  $("server").classList.add("ok");
+});
