@@ -83,6 +83,14 @@ def run_and_download(page, folder):
     return saved
 
 
+def two_pictures(samples, folder):
+    """a.png (gravel) and b.png (chelsea) in ``folder``: two files a user picks."""
+    first, second = folder / "a.png", folder / "b.png"
+    first.write_bytes((samples / "gravel.png").read_bytes())
+    second.write_bytes((samples / "chelsea.png").read_bytes())
+    return first, second
+
+
 def wait_until(page, expression, timeout=30.0):
     """Poll ``expression`` in the page until it is true. (Playwright's wait_for_function evaluates
     its predicate with eval inside the page, which the page's Content-Security-Policy forbids, as
@@ -329,9 +337,7 @@ def test_image_parameters_take_files_or_samples_and_show_them(page_url, tmp_path
     the run uses the sample and the recipe names it."""
     from dreamkit.io import read_metadata
 
-    first, second = tmp_path / "a.png", tmp_path / "b.png"
-    first.write_bytes((samples / "gravel.png").read_bytes())
-    second.write_bytes((samples / "chelsea.png").read_bytes())
+    first, second = two_pictures(samples, tmp_path)
     with opened_page(page_url) as (browser, page, errors):
         resize, style = build(page, "coffee.png", "resize", "style")
         set_value(resize, "max_side", 64)
@@ -354,9 +360,7 @@ def test_each_style_has_its_blend_weight_beside_its_picture(page_url, tmp_path, 
     thumbnail (not a separate list field), and the run uses them."""
     from dreamkit.io import read_metadata
 
-    first, second = tmp_path / "a.png", tmp_path / "b.png"
-    first.write_bytes((samples / "gravel.png").read_bytes())
-    second.write_bytes((samples / "chelsea.png").read_bytes())
+    first, second = two_pictures(samples, tmp_path)
     with opened_page(page_url) as (browser, page, errors):
         resize, style = build(page, "coffee.png", "resize", "style")
         set_value(resize, "max_side", 48)
