@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from dreamkit import Effect, Param
 from dreamkit.errors import DreamkitError, ParameterError
+from dreamkit.flow import Motion
 from dreamkit.io import load_image, open_image
 from dreamkit.models import LayerError, check_backbone, declared_layers, shared_extractor, torchvision_backbone_names
 from dreamkit.plugins import PluginHost
@@ -120,7 +121,10 @@ class Style(Effect):
                         "coarser image stays at least as large as the network's receptive field)")
     temporal_weight = Param(float, 10.0, min=0.0,
                             advanced=True, help="in a frame sequence: weight of staying close to the previous frame's result "
-                                 "where the input did not change")
+                                 "(moved along the motion with flow) where it is held (see flow)")
+    flow = Param(bool, True, advanced=True,
+                 help="in a frame sequence: follow the motion (OpenCV's optical flow, the video extra): each frame "
+                      "starts from the previous result moved along it; false: the result stays in place")
     tile_size = Param(int, None, min=0, max=16384,
                       advanced=True, help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
     memory_mb = Param(int, None, min=64, max=1 << 20,
@@ -389,11 +393,21 @@ class Style(Effect):
 
     def _previous(self, context: Any, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """For a frame after the first of a sequence: the previous frame's result (the start, and
-        what the temporal term holds to) and the mask of the pixels whose input did not change."""
+        what the temporal term holds to) and the mask of the pixels it holds. With ``flow`` the
+        result is moved along the optical flow first, and a pixel is held where the motion is
+        trusted (not occluded, not on a motion boundary) and its input, followed along the
+        motion, did not change; without, the result stays in place and a pixel is held where its
+        input did not change."""
         before, after = context.previous_input, context.previous_output
         if before is None or after is None or before.shape != image.shape or after.shape != image.shape:
             return None
-        unchanged = ((image - before).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype)
+        if self.flow:
+            motion = Motion.between(before, image)
+            after, before = motion.follow(after), motion.follow(before)
+            trusted = motion.trusted.to(image)[None, None]
+        else:
+            trusted = torch.ones_like(image[:, :1])
+        unchanged = ((image - before).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype) * trusted
         return (as_luminance_image(after) if self.color == "luminance" else after), unchanged
 
     def _reporter(self, tick: Any, context: Any, scale: int, history: list[Record], chroma_source: torch.Tensor | None,
