@@ -111,3 +111,14 @@ def test_retrieval_benchmark_measures_dupes_and_real_recall():
     assert precision > float(rows["transitive"].split("precision ")[1].split(",")[0])  # the chaining is gone
     recall = [line for line in lines if "recall@10" in line and "held-out" in line]
     assert len(recall) == 6 and sum("estimate from stored vectors" in line for line in recall) == 2
+
+
+def test_video_benchmark_measures_flicker_both_ways():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "video.py"), "--side", "48", "--frames", "3",
+                           "--iterations", "1", "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for clip in ("pan", "zoom"):
+        for mode in ("independent", "in-place", "flow", "dream", "dream c=0.5"):
+            assert f"{clip:6} {mode:12}" in done.stdout, done.stdout
+        assert f"{clip:6} flow: end-point error" in done.stdout
+    assert "CPU: " in done.stdout

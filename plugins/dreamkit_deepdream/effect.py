@@ -11,6 +11,7 @@ from torch import nn
 
 from dreamkit import Effect, Param
 from dreamkit.errors import ParameterError
+from dreamkit.flow import Motion
 from dreamkit.io import load_image
 from dreamkit.models import (LayerError, build_backbone, check_backbone, declared_layers, default_weights,
                              shared_extractor)
@@ -31,10 +32,13 @@ class DeepDream(Effect):
     The objective is one or more layers (each with a weight), optionally narrowed to channels,
     or a match to a guide image's features, or ImageNet classes. Large images are dreamed in
     tiles with an exact halo (no seams, bounded memory); ``frames`` > 1 makes a zoom sequence.
+    In a video each frame starts from the previous frame's dream moved along the optical flow
+    (``carry``), so the hallucinations stick to surfaces instead of flickering.
     """
 
     name = "deepdream"
-    summary = "DeepDream: octaves, jitter, layer/channel/class objectives, guide image, tiles, zoom."
+    summary = "DeepDream: octaves, jitter, layer/channel/class objectives, guide image, tiles, zoom, video."
+    sequential = True  # a video frame starts from the previous frame's dream moved along the motion
     #: Starting points offered by the web page and `dreamkit effects` (the same keys in each, so
     #: switching presets replaces what the last one set).
     presets = {
@@ -65,6 +69,9 @@ class DeepDream(Effect):
     memory_mb = Param(int, None, min=64, max=1 << 20,
                       advanced=True, help="memory for one forward+backward pass, MiB (default: half of what is available when "
                            "the run starts); larger images are dreamed in exact tiles")
+    carry = Param(float, 0.5, min=0.0, max=1.0,
+                  help="in a frame sequence (a video): how much of the previous frame's dream, moved along the "
+                       "optical flow (the video extra), the next frame starts from; 0: every frame dreams afresh")
     frames = Param(int, 1, min=1, max=10000, help="frames of a zoom sequence (1: a single image)")
     zoom = Param(float, 1.05, min=1.0, max=4.0, help="zoom factor between frames")
     save_every = Param(int, 0, min=0, advanced=True, help="keep the image every N steps, as artifacts of the run "
@@ -187,7 +194,7 @@ class DeepDream(Effect):
         objective, extractor, geometry = self.build_objective(image.device, context.host)
         settings = self.settings()
         frames = []
-        current = image
+        current = self._carried(image, context)
         for frame in range(self.frames):
             if frame > 0:
                 current = zoom(current, self.zoom)
@@ -196,6 +203,17 @@ class DeepDream(Effect):
                                progress=context.progress, on_step=on_step)
             frames.append(current)
         return frames if self.frames > 1 else frames[0]
+
+    def _carried(self, image: torch.Tensor, context: Any) -> torch.Tensor:
+        """A sequence frame's start: the frame plus ``carry`` x what the dream added to the previous
+        frame, moved along the optical flow, where the motion is trusted (so the hallucinations
+        stay on their surfaces and move with them; what the motion uncovers starts fresh)."""
+        before, after = context.previous_input, context.previous_output
+        if not self.carry or before is None or after is None or not before.shape == after.shape == image.shape:
+            return image
+        motion = Motion.between(before, image)
+        added = motion.follow(after - before) * motion.trusted.to(image)[None, None]
+        return (image + self.carry * added).clamp(0, 1)
 
     def _saver(self, context: Any, frame: int):
         stem = Path(context.source).stem if context.source else "dream"

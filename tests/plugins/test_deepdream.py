@@ -315,3 +315,29 @@ def test_a_4096_pixel_image_runs_in_tiles():
     image = torch.rand(1, 3, 4096, 4096, generator=torch.Generator().manual_seed(0))
     out = dream_with(DeepDream(octaves=1, steps=1, jitter=0), image)
     assert out.shape == image.shape and (out != image).float().mean() > 0.5
+
+
+def test_a_video_dream_carries_its_hallucinations_along_the_motion(samples):
+    """A panning clip (3 px a frame, so the true motion is known): with the default carry each
+    frame starts from the previous dream moved along the flow, and the warping error (each output
+    against the previous output moved by the true motion) is below that of frames dreamed on their
+    own (measured 0.77x at 128 px); a first frame or a lone image is dreamed as before."""
+    pytest.importorskip("cv2")
+    from dreamkit.flow import warp
+
+    big = load_image(samples / "chelsea.png")[..., 100:200, 100:230]
+    frames = [big[..., 10:74, 4 + 3 * i:100 + 3 * i] for i in range(4)]
+    true_backward = torch.zeros(64, 96, 2)
+    true_backward[..., 0] = 3
+
+    def warping_error(outputs):
+        return sum(float((b - warp(a, true_backward))[..., :92].abs().mean())
+                   for a, b in zip(outputs, outputs[1:])) / (len(outputs) - 1)
+
+    runs = {carry: [f.image for f in Pipeline([DeepDream(weights="default", carry=carry, octaves=2, steps=5)])
+                    .run(frames, device="cpu", seed=1).frames] for carry in (0.0, 0.5)}
+    assert warping_error(runs[0.5]) < 0.9 * warping_error(runs[0.0])
+    assert torch.equal(runs[0.5][0], runs[0.0][0])  # the first frame has nothing to carry
+    lone = Pipeline([DeepDream(weights="default", carry=0.5, octaves=2, steps=5)]).run(frames[1], device="cpu", seed=1)
+    assert torch.equal(lone.image, Pipeline([DeepDream(weights="default", carry=0.0, octaves=2, steps=5)])
+                       .run(frames[1], device="cpu", seed=1).image)
