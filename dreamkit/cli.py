@@ -57,6 +57,9 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format (each embeds its recipe: PNG in iTXt, JPEG/WebP in EXIF)")
     run.add_argument("--background", default="white", help="colour behind transparent pixels (name, #rrggbb or r,g,b)")
     run.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse larger inputs (default 89,478,485)")
+    run.add_argument("--crf", type=int, default=18, metavar="N",
+                     help="quality of the videos made from video inputs (H.264 CRF: 0 lossless .. 51 worst; default 18): "
+                          "OUT/clip/frame_*.png become OUT/clip.mp4 with the source's frame rate and audio")
     run.add_argument("--save-recipe", type=Path, metavar="FILE", help="also write the pipeline as a .json or .toml recipe")
     run.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
     run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON-lines report: one line per input")
@@ -212,6 +215,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     require_positive(args.threads, "--threads")
     require_positive(args.max_pixels, "--max-pixels")
+    if not 0 <= args.crf <= 51:
+        raise DreamkitError(f"--crf {args.crf} is not allowed; expected 0 (lossless) to 51 (worst)")
     if not args.inputs and not args.list_files:
         raise DreamkitError("no inputs: name image files, folders or patterns, - for stdin, or --list FILE")
     log.debug("runtime: %s", configure(args.threads))
@@ -220,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects).resolved()
     engine = make_engine(args.engine, workers=args.workers, address=args.ray_address)
     settings = BatchSettings(seed=args.seed, device=args.device, background=parse_color(args.background),
-                             max_pixels=args.max_pixels, progress=None if not args.quiet else False)
+                             max_pixels=args.max_pixels, crf=args.crf, progress=None if not args.quiet else False)
     if engine.name == "local":  # a bad or absent device is a usage error before any work (Ray checks its cluster)
         from .context import resolve_device
 

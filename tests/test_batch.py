@@ -341,7 +341,7 @@ def test_a_video_file_is_one_input_per_frame(cli, tmp_path):
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(100))
     code, _, stderr = cli("run", folder, "-e", "resize:scale=1", "-o", out, "--report", report)
     assert code == 1 and "broken.mp4: cannot read the video" in stderr
-    assert files_in(out) == ["clip"] + [f"clip/frame_{i:06d}.png" for i in range(1, 6)]
+    assert files_in(out) == ["clip", "clip.mp4"] + [f"clip/frame_{i:06d}.png" for i in range(1, 6)]
     for index, picture in enumerate(pictures):
         with Image.open(out / "clip" / f"frame_{index + 1:06d}.png") as image:
             assert np.array_equal(np.asarray(image), picture)
@@ -449,6 +449,91 @@ def pixels(path):
 
 
 STYLE_SPEC = "style:style={},iterations=8,scales=1"
+
+
+def make_video_with_audio(path, pictures, rate=10):
+    """An H.264 + AAC clip of ``pictures`` with a 440 Hz tone; returns its audio packets' bytes."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.height, video.width = pictures[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=22050)
+        for picture in pictures:
+            for packet in video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        tone = np.sin(np.arange(22050 * len(pictures) // rate) * 2 * np.pi * 440 / 22050).astype(np.float32)
+        for start in range(0, len(tone) - 1023, 1024):
+            frame = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 22050, start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    return audio_packets(path)
+
+
+def audio_packets(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return [bytes(packet) for packet in container.demux(container.streams.audio[0]) if packet.size]
+
+
+def test_a_video_input_gives_a_video_with_its_rate_and_audio(cli, tmp_path):
+    """clip.mp4 → out/clip.mp4: H.264 at the source's frame rate, the frames the PNG frames (within
+    H.264's loss at the default quality), the source's audio copied packet for packet; an odd size
+    is padded to the even one 4:2:0 needs; a second run that redoes nothing keeps the video."""
+    import av
+
+    rng = np.random.default_rng(3)
+    base = (rng.random((1, 1, 3)) * 200 + 20) * np.ones((48, 64, 3))
+    pictures = [np.clip(base + np.linspace(0, 30, 64)[None, :, None] * i / 5, 0, 255).astype(np.uint8) for i in range(6)]
+    sound = make_video_with_audio(tmp_path / "clip.mp4", pictures, rate=12)
+    out = tmp_path / "out"
+    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", "resize:width=63,height=47", "-o", out)
+    assert code == 0 and "out/clip.mp4: 6 frames at 12 fps, audio copied" in stderr, stderr
+    with av.open(str(out / "clip.mp4")) as made:
+        stream = made.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.average_rate == 12
+        assert (stream.width, stream.height) == (64, 48)  # 63x47 padded to even sides
+        decoded = [frame.to_ndarray(format="rgb24") for frame in made.decode(video=0)]
+    assert len(decoded) == 6
+    for index, frame in enumerate(decoded):
+        png = pixels(out / "clip" / f"frame_{index + 1:06d}.png").astype(float)
+        assert np.abs(frame[:47, :63].astype(float) - png).mean() < 3, index  # of 255: crf 18
+    assert audio_packets(out / "clip.mp4") == sound
+    before = (out / "clip.mp4").stat().st_mtime_ns
+    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", "resize:width=63,height=47", "-o", out)
+    assert code == 0 and (out / "clip.mp4").stat().st_mtime_ns == before and "audio copied" not in stderr
+
+
+def test_no_video_is_made_while_a_frame_is_missing(tmp_path, caplog):
+    from dreamkit.batch.encode import VideoAssembler
+
+    class Plan:
+        jobs, known = [], [{"input": "clip.mkv", "video_frame": i, "status": "skipped",
+                            "frames": [{"output": str(tmp_path / "clip" / f"frame_{i + 1:06d}.png")}]} for i in range(3)]
+
+    assembler = VideoAssembler()
+    assembler.expect(Plan)
+    for record in Plan.known[:2]:
+        assembler.add(record)
+    assembler.add({**Plan.known[2], "status": "failed", "frames": []})
+    with caplog.at_level("WARNING", logger="dreamkit.batch"):
+        assert assembler.finish() == []
+    assert "not every frame is done" in caplog.text and not (tmp_path / "clip.mp4").exists()
+
+
+def test_a_bad_video_quality_is_a_usage_error(cli, tmp_path):
+    make_video(tmp_path / "clip.mkv")
+    for bad in ("-1", "52"):
+        code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", "adjust", "-o", tmp_path / "out", "--crf", bad)
+        assert code == 2 and f"--crf {bad} is not allowed; expected 0 (lossless) to 51" in stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_video_through_style_is_one_coherent_frame_sequence(cli, samples, tmp_path):

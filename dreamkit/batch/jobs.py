@@ -48,6 +48,8 @@ class BatchSettings:
     background: tuple[int, int, int] = (255, 255, 255)
     max_pixels: int | None = None
     frame_duration_ms: int = 80
+    #: The quality of videos made from video inputs' frames (x264's CRF: 0 lossless .. 51).
+    crf: int = 18
     #: Per-step progress bars of long effects (the batch's own bar is the engine's).
     progress: bool | None = False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -14,8 +15,11 @@ from typing import IO, Any, Iterator
 
 from ..errors import EnvironmentFailure, ImageLoadError, OutputError, environment_failure
 from ..plugins import PluginHost
+from .encode import DEFAULT_CRF, VideoAssembler
 from .engines import Engine, LocalEngine
 from .plan import BatchPlan
+
+log = logging.getLogger("dreamkit.batch")
 
 STATUSES = ("done", "skipped", "failed", "ignored")
 
@@ -84,13 +88,21 @@ def run_batch(
     with tqdm(total=plan.total, desc="images", unit="img", file=stream, disable=not enabled or plan.total < 2,
               dynamic_ncols=True, leave=False) as bar:
         records = engine.run(plan.jobs, plan.work, host, reraise=single)
+        videos = VideoAssembler(getattr(plan.settings, "crf", DEFAULT_CRF)) if hasattr(plan, "settings") else None
+        if videos is not None:
+            videos.expect(plan)
         try:
             for record in chain(plan.known, records):
                 summary.add(record)
                 bar.update(1)
+                if videos is not None:
+                    videos.add(record)
                 yield record
                 if record.get("fatal"):  # the disk is full (or the like): schedule nothing more
                     raise EnvironmentFailure(record["error"])
+            for made in videos.finish() if videos is not None else []:
+                log.info("%s: %d frames at %g fps%s", made["video"], made["frames"], made["fps"],
+                         ", audio copied" if made["audio"] else "")
         finally:
             close = getattr(records, "close", None)
             if close is not None:

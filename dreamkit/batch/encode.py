@@ -1,0 +1,125 @@
+"""Videos out: when every frame of a video input is done, its output frames are encoded into
+one video beside them (``out/clip/frame_*.png`` → ``out/clip.mp4``): H.264 through PyAV at the
+source's frame rate, the source's audio stream copied as it is (no re-encoding).
+
+The PNG frames stay: they are what a resumed or replayed run works from (each carries its recipe
+and frame index), so an interrupted video restarts at its first missing frame and the video is
+made when the last one is done. A video any of whose frames failed is not made (its frames are
+there, the failure is in the records).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DreamkitError, OutputError
+
+log = logging.getLogger("dreamkit.batch")
+
+#: x264's constant rate factor: 0 lossless, 51 worst; 18 is visually lossless for most footage.
+DEFAULT_CRF = 18
+VIDEO_SUFFIX = ".mp4"
+
+
+def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = DEFAULT_CRF,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Encode the image files ``frames`` (in order, all one size) into ``target`` (H.264 in MP4),
+    at ``source``'s frame rate with ``source``'s first audio stream copied. Written to a temporary
+    file and moved into place: ``target`` is never half a video. Returns what was made."""
+    import av
+    from PIL import Image
+
+    if not frames:
+        raise DreamkitError(f"{target}: no frames to encode")
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target} exists already; pass --overwrite to replace it")
+    with av.open(str(source)) as original:
+        stream = original.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or 25
+        audio = original.streams.audio[0] if original.streams.audio else None
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=VIDEO_SUFFIX)
+        os.close(handle)
+        try:
+            with av.open(temporary, "w", format="mp4") as output:
+                first = np.asarray(Image.open(frames[0]).convert("RGB"))
+                video = output.add_stream("libx264", rate=rate, options={"crf": str(crf)})
+                # 4:2:0 chroma needs even sides: an odd one gets its last row or column repeated.
+                video.height, video.width = first.shape[0] + first.shape[0] % 2, first.shape[1] + first.shape[1] % 2
+                video.pix_fmt = "yuv420p"
+                copied = output.add_stream_from_template(audio) if audio is not None else None
+                for path in frames:
+                    picture = np.asarray(Image.open(path).convert("RGB"))
+                    if picture.shape[:2] != first.shape[:2]:
+                        raise DreamkitError(f"{path}: {picture.shape[1]}x{picture.shape[0]} is not the size of the "
+                                            f"first frame ({first.shape[1]}x{first.shape[0]})")
+                    picture = np.pad(picture, ((0, video.height - picture.shape[0]), (0, video.width - picture.shape[1]),
+                                               (0, 0)), mode="edge")
+                    for packet in video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                        output.mux(packet)
+                for packet in video.encode():
+                    output.mux(packet)
+                if copied is not None:
+                    for packet in original.demux(audio):
+                        if packet.dts is None:  # the demuxer's flush packet
+                            continue
+                        packet.stream = copied
+                        output.mux(packet)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    return {"video": str(target), "frames": len(frames), "fps": float(rate), "audio": audio is not None}
+
+
+@dataclass
+class VideoAssembler:
+    """Collects a batch's records; :meth:`finish` encodes each video input all of whose frames are
+    done (``done`` or ``skipped``) from its frames, into ``<frames folder>.mp4``."""
+
+    crf: int = DEFAULT_CRF
+    _frames: dict[str, dict[int, tuple[str, str | None]]] = field(default_factory=dict)
+    _expected: dict[str, int] = field(default_factory=dict)
+
+    def expect(self, plan: Any) -> None:
+        """Count each video's frames in ``plan`` (its jobs and the records it already knows)."""
+        for job in plan.jobs:
+            if job.item.video_frame is not None:
+                self._expected[str(job.item.path)] = self._expected.get(str(job.item.path), 0) + 1
+        for record in plan.known:
+            if record.get("video_frame") is not None:
+                self._expected[record["input"]] = self._expected.get(record["input"], 0) + 1
+
+    def add(self, record: dict[str, Any]) -> None:
+        if record.get("video_frame") is None:
+            return
+        frames = record.get("frames") or [{}]
+        self._frames.setdefault(record["input"], {})[record["video_frame"]] = (record["status"], frames[0].get("output"))
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Encode every complete video; returns what each made (a video that cannot be made is
+        logged, not raised: its frames are the batch's results)."""
+        made = []
+        for source, frames in self._frames.items():
+            ordered = [frames[index] for index in sorted(frames)]
+            complete = len(frames) == self._expected.get(source, len(frames)) and all(
+                status in ("done", "skipped") and output for status, output in ordered)
+            if not complete:
+                log.warning("%s: not every frame is done; the video is not made (run again to finish)", source)
+                continue
+            paths = [Path(output) for _, output in ordered]
+            folder = paths[0].parent  # the frames folder: its name plus .mp4 (clip.mkv/ of a name clash: clip.mkv.mp4)
+            target = folder.parent / (folder.name + VIDEO_SUFFIX)
+            if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in paths):
+                continue  # made by an earlier run from these very frames
+            try:
+                made.append(encode_video(paths, Path(source), target, crf=self.crf, overwrite=True))
+            except (DreamkitError, OSError) as exc:
+                log.error("%s: the video could not be made: %s", target, exc)
+        return made
