@@ -25,6 +25,8 @@ from .errors import DreamkitError
 OCCLUSION_SHARE, OCCLUSION_PIXELS = 0.01, 0.5
 #: Their motion-boundary test: |∇ŵ|² > BOUNDARY_SHARE |ŵ|² + BOUNDARY_PIXELS.
 BOUNDARY_SHARE, BOUNDARY_PIXELS = 0.01, 0.002
+#: Frames with a shorter side are enlarged for the flow (DIS needs 12 px; its patches are 8).
+MIN_FLOW_SIDE = 16
 
 
 def _cv2():
@@ -42,8 +44,17 @@ def optical_flow(source: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     cv2 = _cv2()
     grey = [(frame[0].float().mean(0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
             for frame in (source, target)]
+    height, width = grey[0].shape
+    # DIS needs a side of 12 px or more: a smaller frame (a thumbnail, a test) is enlarged for it,
+    # and the flow brought back to the frame's size and pixels.
+    scale = -(-MIN_FLOW_SIDE // min(height, width)) if min(height, width) < MIN_FLOW_SIDE else 1
+    if scale > 1:
+        grey = [cv2.resize(g, (width * scale, height * scale), interpolation=cv2.INTER_LINEAR) for g in grey]
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(grey[0], grey[1], None)
+    flow = dis.calc(grey[0], grey[1], None)
+    if scale > 1:
+        flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_AREA) / scale
+    return flow
 
 
 def warp(image: torch.Tensor, flow: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -71,7 +82,9 @@ def reliable(backward: np.ndarray | torch.Tensor, forward: np.ndarray | torch.Te
     fore_there = warp(fore.permute(2, 0, 1).unsqueeze(0), back)[0].permute(1, 2, 0)
     mismatch = (fore_there + back).square().sum(-1)
     occluded = mismatch > OCCLUSION_SHARE * (fore_there.square().sum(-1) + back.square().sum(-1)) + OCCLUSION_PIXELS
-    dy, dx = torch.gradient(back, dim=(0, 1))
+    dy, dx = torch.zeros_like(back), torch.zeros_like(back)  # forward differences (any size, 1 px too)
+    dy[:-1] = back[1:] - back[:-1]
+    dx[:, :-1] = back[:, 1:] - back[:, :-1]
     boundary = (dx.square() + dy.square()).sum(-1) > BOUNDARY_SHARE * back.square().sum(-1) + BOUNDARY_PIXELS
     return (~(occluded | boundary)).float()
 

@@ -167,6 +167,38 @@ def test_every_effect_gives_the_same_result_through_every_front_end(name, dreamk
     assert plain(done["result"]["results"]) == python_records, "web"
 
 
+@pytest.mark.parametrize("name", registered_effects())
+def test_every_effect_runs_on_a_video(name, dreamkit_host, workspace, cli, tmp_path, monkeypatch):
+    """A 3-frame video (the photo panning 2 px a frame) through the command line gives a frame per
+    input frame, the same pixels as the Python API given those frames as a list (a sequence: a
+    sequential effect sees each previous frame), and the video of them."""
+    av = pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    monkeypatch.chdir(workspace)
+    effect_class = dreamkit_host.effect(name)
+    params = effect_params(name, effect_class, workspace)
+    photo = pixels(workspace / "photo.png")
+    pictures = [np.ascontiguousarray(photo[:, 2 * i:2 * i + photo.shape[1] - 6]) for i in range(3)]
+    clip = tmp_path / "clip.mkv"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("ffv1", rate=5)  # lossless: the decoded frames are the pictures
+        stream.width, stream.height, stream.pix_fmt = pictures[0].shape[1], pictures[0].shape[0], "bgr0"
+        for picture in pictures:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    code, _, err = cli("run", clip, "-e", cli_spec(name, params), "-o", tmp_path / "out", "--seed", 5, "--device", "cpu")
+    assert code == 0, err
+    frames = [torch.from_numpy(p).permute(2, 0, 1)[None].float() / 255 for p in pictures]
+    result = Pipeline([effect_class(**params)]).run(frames, seed=5, device="cpu", host=dreamkit_host)
+    for index, frame in enumerate(result.frames):
+        written = pixels(tmp_path / "out" / "clip" / f"frame_{index + 1:06d}.png")
+        assert np.array_equal(written, np.asarray(tensor_to_pil(frame.image).convert("RGB"))), index
+    with av.open(str(tmp_path / "out" / "clip.mp4")) as made:
+        assert sum(1 for _ in made.decode(video=0)) == 3
+
+
 def _web_client(host, folders):
     pytest.importorskip("fastapi")
     with warnings.catch_warnings():

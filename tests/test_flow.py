@@ -71,3 +71,16 @@ def test_reliable_flags_flows_that_do_not_cancel():
     forward[5:10, 5:10, 0] = 4.0  # these moved forward but nothing came back: occluded
     mask = reliable(backward, forward)
     assert mask[5:10, 5:10].max() == 0 and mask[15:, 15:].min() == 1
+
+
+def test_frames_too_small_for_dis_still_get_a_flow():
+    """DIS needs a side of 12 px: smaller frames (thumbnails, tests) are enlarged for it and the
+    flow brought back to their pixels; a 1 px frame works too."""
+    generator = torch.Generator().manual_seed(0)
+    wide = torch.rand(1, 3, 10, 40, generator=generator)
+    shifted = torch.roll(wide, 2, dims=-1)  # content moves 2 px right
+    flow = optical_flow(wide, shifted)
+    assert flow.shape == (10, 40, 2) and abs(float(np.median(flow[3:7, 8:32, 0])) - 2) < 0.5
+    for height, width in ((1, 1), (1, 2), (5, 6)):
+        motion = Motion.between(torch.rand(1, 3, height, width), torch.rand(1, 3, height, width))
+        assert motion.backward.shape == (height, width, 2) and motion.trusted.shape == (height, width)
