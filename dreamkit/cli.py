@@ -57,6 +57,10 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format (each embeds its recipe: PNG in iTXt, JPEG/WebP in EXIF)")
     run.add_argument("--background", default="white", help="colour behind transparent pixels (name, #rrggbb or r,g,b)")
     run.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse larger inputs (default 89,478,485)")
+    run.add_argument("--start", type=float, default=0.0, metavar="SECONDS",
+                     help="video inputs: start this far in (default 0: the beginning)")
+    run.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                     help="video inputs: run only this long from --start (try settings on a few seconds)")
     run.add_argument("--crf", type=int, default=18, metavar="N",
                      help="quality of the videos made from video inputs (H.264 CRF: 0 lossless .. 51 worst; default 18): "
                           "OUT/clip/frame_*.png become OUT/clip.mp4 with the source's frame rate and audio")
@@ -215,6 +219,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     require_positive(args.threads, "--threads")
     require_positive(args.max_pixels, "--max-pixels")
+    if not args.start >= 0:
+        raise DreamkitError(f"--start {args.start:g} is not allowed; expected seconds from 0")
+    if args.duration is not None and not args.duration > 0:
+        raise DreamkitError(f"--duration {args.duration:g} is not allowed; expected seconds above 0")
     if not 0 <= args.crf <= 51:
         raise DreamkitError(f"--crf {args.crf} is not allowed; expected 0 (lossless) to 51 (worst)")
     if not args.inputs and not args.list_files:
@@ -225,7 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects).resolved()
     engine = make_engine(args.engine, workers=args.workers, address=args.ray_address)
     settings = BatchSettings(seed=args.seed, device=args.device, background=parse_color(args.background),
-                             max_pixels=args.max_pixels, crf=args.crf, progress=None if not args.quiet else False)
+                             max_pixels=args.max_pixels, crf=args.crf, video_start=args.start,
+                             video_duration=args.duration, progress=None if not args.quiet else False)
     if engine.name == "local":  # a bad or absent device is a usage error before any work (Ray checks its cluster)
         from .context import resolve_device
 

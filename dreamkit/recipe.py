@@ -54,10 +54,13 @@ def platform_facts(device: torch.device) -> dict[str, Any]:
 
 
 def describe_input(path: Path, background: tuple[int, int, int], *, video_frame: int | None = None,
-                   sha256: str | None = None) -> dict[str, Any]:
-    """The recipe's ``input``: name, absolute path, sha256, background (and frame, for a video)."""
+                   sha256: str | None = None, first_frame: int = 0) -> dict[str, Any]:
+    """The recipe's ``input``: name, absolute path, sha256, background (and frame, for a video;
+    and ``sequence_start``, the frame its run started from, when that was not the first)."""
     source = {"name": path.name, "path": str(path.resolve()), "sha256": sha256 or sha256_of(path),
               "background": list(background)}
     if video_frame is not None:
         source["video_frame"] = video_frame
+        if first_frame:
+            source["sequence_start"] = first_frame
     return source

@@ -125,7 +125,8 @@ def _rerun(pipeline: Pipeline, path: Path, source: dict[str, Any], seed: int, de
            host: PluginHost | None) -> Any:
     """The recorded run again, as the batch ran it: the image; or the recorded frame of a video,
     at its index, after the frames before it when the pipeline is sequential (each frame starts
-    from the previous one's result, so frame N needs frames 0..N)."""
+    from the previous one's result, so frame N needs frames 0..N, or S..N from a recorded
+    ``sequence_start`` S)."""
     frame = source.get("video_frame")
     if frame is None:
         image = load_image(path, background=source.get("background", "white"))
@@ -133,7 +134,7 @@ def _rerun(pipeline: Pipeline, path: Path, source: dict[str, Any], seed: int, de
     from .batch.video import FrameReader
     from .io import max_pixels_from_env
 
-    first = 0 if pipeline.sequential else int(frame)
+    first = int(source.get("sequence_start", 0)) if pipeline.sequential else int(frame)
     sequence = pipeline.sequence(seed=seed, device=device, host=host, source=path.name, start=first)
     reader = FrameReader()
     try:

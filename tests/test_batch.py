@@ -511,6 +511,37 @@ def test_a_video_input_gives_a_video_with_its_rate_and_audio(cli, tmp_path):
     assert code == 0 and (out / "clip.mp4").stat().st_mtime_ns == before and "audio copied" not in stderr
 
 
+def test_a_part_of_a_video_by_start_and_duration(cli, tmp_path):
+    """--start/--duration run a part of each video (frames chosen by time at the video's rate):
+    its frames keep their numbers, a sequential pipeline starts its sequence there (recorded, so
+    replay does too), and the video made holds those frames and the audio that plays with them."""
+    rng = np.random.default_rng(5)
+    pictures = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(6)]
+    sound = make_video_with_audio(tmp_path / "clip.mp4", pictures, rate=12)
+    out = tmp_path / "out"
+    dream = "deepdream:weights=random,octaves=1,steps=1"  # sequential: frame 5 depends on frame 4
+    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", dream, "-o", out, "--start", "0.25", "--duration", "0.25")
+    assert code == 0, stderr
+    assert sorted(p.name for p in (out / "clip").iterdir()) == ["frame_000004.png", "frame_000005.png", "frame_000006.png"]
+    recipe = read_recipe(out / "clip" / "frame_000005.png")
+    assert recipe["input"]["video_frame"] == 4 and recipe["input"]["sequence_start"] == 3
+    code, stdout, stderr = cli("replay", out / "clip" / "frame_000005.png")  # frames 4 and 5 again, not 1..5
+    assert code == 0 and "reproduces the image exactly" in stdout, (stdout, stderr)
+    import av
+
+    with av.open(str(out / "clip.mp4")) as made:
+        assert sum(1 for _ in made.decode(video=0)) == 3
+    copied = audio_packets(out / "clip.mp4")
+    assert copied and set(copied) <= set(sound) and len(copied) < len(sound)  # the part, not the whole
+    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", "adjust", "-o", tmp_path / "late", "--start", "9")
+    assert code == 2 and "--start 9 s is past the end of the video (6 frames at 12 fps: 0.50 s)" in stderr
+    for flag, value, message in (("--start", "-1", "--start -1 is not allowed"),
+                                 ("--duration", "0", "--duration 0 is not allowed")):
+        code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", "adjust", "-o", tmp_path / "bad", flag, value)
+        assert code == 2 and message in stderr
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "late").exists()
+
+
 def test_no_video_is_made_while_a_frame_is_missing(tmp_path, caplog):
     from dreamkit.batch.encode import VideoAssembler
 

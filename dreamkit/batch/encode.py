@@ -29,10 +29,11 @@ VIDEO_SUFFIX = ".mp4"
 
 
 def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = DEFAULT_CRF,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, first_frame: int = 0) -> dict[str, Any]:
     """Encode the image files ``frames`` (in order, all one size) into ``target`` (H.264 in MP4),
-    at ``source``'s frame rate with ``source``'s first audio stream copied. Written to a temporary
-    file and moved into place: ``target`` is never half a video. Returns what was made."""
+    at ``source``'s frame rate with ``source``'s first audio stream copied: the part that plays
+    with these frames when they are the source's frames from ``first_frame`` on. Written to a
+    temporary file and moved into place: ``target`` is never half a video. Returns what was made."""
     import av
     from PIL import Image
 
@@ -65,17 +66,27 @@ def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = D
                         output.mux(packet)
                 for packet in video.encode():
                     output.mux(packet)
+                sound = 0  # audio packets copied
                 if copied is not None:
+                    begin, end = first_frame / rate, (first_frame + len(frames)) / rate  # seconds (Fractions)
+                    whole = first_frame == 0
                     for packet in original.demux(audio):
-                        if packet.dts is None:  # the demuxer's flush packet
+                        if packet.dts is None or packet.pts is None:  # the demuxer's flush packet
                             continue
+                        if not whole:  # the frames' part only, moved to start at 0
+                            at = packet.pts * audio.time_base
+                            if not begin <= at < end:
+                                continue
+                            shift = int(begin / audio.time_base)
+                            packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
                         packet.stream = copied
                         output.mux(packet)
+                        sound += 1
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-    return {"video": str(target), "frames": len(frames), "fps": float(rate), "audio": audio is not None}
+    return {"video": str(target), "frames": len(frames), "fps": float(rate), "audio": sound > 0}
 
 
 @dataclass
@@ -119,7 +130,8 @@ class VideoAssembler:
             if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in paths):
                 continue  # made by an earlier run from these very frames
             try:
-                made.append(encode_video(paths, Path(source), target, crf=self.crf, overwrite=True))
+                made.append(encode_video(paths, Path(source), target, crf=self.crf, overwrite=True,
+                                         first_frame=min(frames)))
             except (DreamkitError, OSError) as exc:
                 log.error("%s: the video could not be made: %s", target, exc)
         return made

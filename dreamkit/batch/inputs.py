@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Iterable, Sequence
 
 from ..io import INPUT_SUFFIXES
-from .video import VIDEO_SUFFIXES, count_frames
+from .video import VIDEO_SUFFIXES, FrameRange, count_frames
 
 #: Kinds of file a folder or glob contributes; anything else is listed as ignored.
 MEDIA_SUFFIXES = INPUT_SUFFIXES + VIDEO_SUFFIXES
@@ -41,14 +41,18 @@ class InputItem:
     name: PurePosixPath
     long_name: PurePosixPath
     video_frame: int | None = None
+    #: A video frame's sequence starts here (the first frame of ``--start``): what a sequential
+    #: pipeline runs from.
+    first_frame: int = 0
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "name": str(self.name), "long_name": str(self.long_name),
-                "video_frame": self.video_frame}
+                "video_frame": self.video_frame, "first_frame": self.first_frame}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InputItem":
-        return cls(Path(data["path"]), PurePosixPath(data["name"]), PurePosixPath(data["long_name"]), data["video_frame"])
+        return cls(Path(data["path"]), PurePosixPath(data["name"]), PurePosixPath(data["long_name"]), data["video_frame"],
+                   data.get("first_frame", 0))
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,11 @@ def list_inputs(
     list_files: Sequence[str | Path] = (),
     exclude: Path | None = None,
     stdin: IO[str] | None = None,
+    frames: FrameRange = FrameRange(),
 ) -> InputListing:
     """Every input named by ``sources`` (files, folders, globs, ``-`` for paths on stdin) and by
     the ``list_files`` (one path per line, ``#`` comments; ``-`` is stdin), in the order given,
-    each folder and glob sorted, without repeats."""
+    each folder and glob sorted, without repeats. ``frames``: the part of each video to run."""
     listing = InputListing()
     found: list[tuple[Path, PurePosixPath]] = []
     excluded = exclude.resolve() if exclude is not None else None
@@ -129,7 +134,7 @@ def list_inputs(
         if resolved in seen:
             continue
         seen.add(resolved)
-        listing.items += _items_for(path, relative, listing)
+        listing.items += _items_for(path, relative, listing, frames)
     return listing
 
 
@@ -147,17 +152,17 @@ def link_problem(path: Path) -> str | None:
     return None
 
 
-def _items_for(path: Path, relative: PurePosixPath, listing: InputListing) -> list[InputItem]:
+def _items_for(path: Path, relative: PurePosixPath, listing: InputListing, frames: FrameRange) -> list[InputItem]:
     name = relative.with_suffix("") if relative.suffix else relative
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         return [InputItem(path, name, relative)]
     try:
-        frames = count_frames(path)
+        indices = frames.indices(path, count_frames(path))
     except Exception as exc:  # a video that cannot be opened is one bad input among many
         listing.problems.append(InputProblem(str(path), str(exc)))
         return []
-    return [InputItem(path, name / f"frame_{index + 1:06d}", relative / f"frame_{index + 1:06d}", index)
-            for index in range(frames)]
+    return [InputItem(path, name / f"frame_{index + 1:06d}", relative / f"frame_{index + 1:06d}", index, indices.start)
+            for index in indices]
 
 
 def _read_lines(handle: IO[str]) -> list[str]:

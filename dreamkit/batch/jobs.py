@@ -50,6 +50,9 @@ class BatchSettings:
     frame_duration_ms: int = 80
     #: The quality of videos made from video inputs' frames (x264's CRF: 0 lossless .. 51).
     crf: int = 18
+    #: The part of each video input to run (seconds; ``video_duration`` None: to the end).
+    video_start: float = 0.0
+    video_duration: float | None = None
     #: Per-step progress bars of long effects (the batch's own bar is the engine's).
     progress: bool | None = False
 
@@ -220,15 +223,15 @@ class JobRunner(InputRunner):
 
     def _run_sequence(self, jobs: Sequence[Job], reraise: bool) -> Iterator[dict[str, Any]]:
         """Frames of one video through one :class:`~dreamkit.pipeline.FrameSequence`, from the
-        video's first frame to the last job's, yielding each job's record when its frame is
+        sequence's first frame (the video's, or ``--start``'s) to the last job's, yielding each job's record when its frame is
         written. Frames without a job (done by an earlier run) are run again but not written, so
         every frame sees the same previous frame as in a run of the whole video, and a replay
         (which runs frames 0..N) gives its pixels."""
         wanted = {job.item.video_frame: job for job in jobs}
-        path = jobs[0].item.path
+        path, first = jobs[0].item.path, jobs[0].item.first_frame
         sequence = self.pipeline.sequence(seed=self.settings.seed, device=self.device, progress=self.settings.progress,
-                                          source=path.name, host=self.host)
-        for index in range(max(wanted) + 1):
+                                          source=path.name, host=self.host, start=first)
+        for index in range(first, max(wanted) + 1):
             if self.stopped:
                 return
             job = wanted.get(index)
@@ -247,7 +250,7 @@ class JobRunner(InputRunner):
     def _write(self, job: Job, result: Any, record: dict[str, Any]) -> None:
         item = job.plan.item
         source = describe_input(item.path, self.settings.background, video_frame=item.video_frame,
-                                sha256=self._sha256(item))
+                                sha256=self._sha256(item), first_frame=item.first_frame)
         recipe = make_recipe(self.pipeline, self.settings.seed, self.device, source)
         record.update(write_result(result, job.plan, recipe, overwrite=job.replace,
                                    frame_duration_ms=self.settings.frame_duration_ms))

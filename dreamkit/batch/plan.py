@@ -19,6 +19,7 @@ from .inputs import InputProblem, list_inputs
 from .jobs import BatchSettings, Job, base_record, results_by_frame
 from .outputs import OutputPlan, assign_outputs, check_writable, output_suffix
 from .resume import State, existing_state
+from .video import FrameRange
 from .work import PipelineWork
 
 
@@ -64,7 +65,8 @@ def plan_batch(
     outdir = Path(outdir)
     output_suffix(fmt)
     check_writable(outdir)
-    listing = list_inputs(sources, recursive=recursive, list_files=list_files, exclude=outdir, stdin=stdin)
+    listing = list_inputs(sources, recursive=recursive, list_files=list_files, exclude=outdir, stdin=stdin,
+                          frames=FrameRange(settings.video_start, settings.video_duration))
     plan = BatchPlan(pipeline, settings, outdir)
     plan.known += [_problem_record(problem, settings.seed) for problem in listing.problems]
     plan.known += [{**base_record(path, "ignored", settings.seed), "error": "not an image or video file name"}
@@ -117,7 +119,8 @@ def _identity_of(pipeline: Pipeline, settings: BatchSettings, output: OutputPlan
 
     item = output.item
     try:
-        source = describe_input(item.path, settings.background, video_frame=item.video_frame)
+        source = describe_input(item.path, settings.background, video_frame=item.video_frame,
+                                first_frame=item.first_frame)
     except OSError:
         return None
     return {"pipeline": pipeline.to_config(), "seed": settings.seed, "input": source,

@@ -7,6 +7,7 @@ video's frames in order decodes each frame once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +40,43 @@ def count_frames(path: Path) -> int:
     if count == 0:
         raise ImageLoadError(f"{path}: the video holds no frames")
     return count
+
+
+def video_rate(path: Path) -> float:
+    """Frames per second of ``path``'s first video stream (its average rate; 25 if it has none)."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return float(stream.average_rate or stream.guessed_rate or 25)
+    except (av.FFmpegError, IndexError) as exc:
+        raise ImageLoadError(f"{path}: cannot read the video: {exc}") from None
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Which part of each video to run: from ``start`` seconds, for ``duration`` seconds (None:
+    to the end). Frames are chosen by time at the video's own rate."""
+
+    start: float = 0.0
+    duration: float | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.duration is None
+
+    def indices(self, path: Path, count: int) -> range:
+        """The frame indices of ``path`` (``count`` frames) in this range; an empty range is an
+        :class:`~dreamkit.errors.ImageLoadError` naming the video's length."""
+        if self.whole:
+            return range(count)
+        rate = video_rate(path)
+        first = round(self.start * rate)
+        stop = count if self.duration is None else min(count, first + max(1, round(self.duration * rate)))
+        if first >= count:
+            raise ImageLoadError(f"{path}: --start {self.start:g} s is past the end of the video "
+                                 f"({count} frames at {rate:g} fps: {count / rate:.2f} s)")
+        return range(first, stop)
 
 
 class FrameReader:
