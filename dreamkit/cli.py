@@ -23,6 +23,8 @@ from .commands import require_positive
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 log = logging.getLogger("dreamkit")
+#: Frames per chunk of a long video on the Ray engine by default: a 10-second clip at 24 fps.
+RAY_CHUNK_FRAMES = 240
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +63,10 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
                      help="video inputs: start this far in (default 0: the beginning)")
     run.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                      help="video inputs: run only this long from --start (try settings on a few seconds)")
+    run.add_argument("--chunk-frames", type=int, default=None, metavar="N",
+                     help="split long videos into chunks of N frames that run apart, each warmed up on the 8 frames "
+                          "before it (default: 240 with --engine ray, so one video spreads over the actors; else "
+                          "0: each video one sequence)")
     run.add_argument("--crf", type=int, default=18, metavar="N",
                      help="quality of the videos made from video inputs (H.264 CRF: 0 lossless .. 51 worst; default 18): "
                           "OUT/clip/frame_*.png become OUT/clip.mp4 with the source's frame rate and audio")
@@ -223,6 +229,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise DreamkitError(f"--start {args.start:g} is not allowed; expected seconds from 0")
     if args.duration is not None and not args.duration > 0:
         raise DreamkitError(f"--duration {args.duration:g} is not allowed; expected seconds above 0")
+    if args.chunk_frames is not None and args.chunk_frames < 0:
+        raise DreamkitError(f"--chunk-frames {args.chunk_frames} is not allowed; expected 0 (no chunks) or more frames")
     if not 0 <= args.crf <= 51:
         raise DreamkitError(f"--crf {args.crf} is not allowed; expected 0 (lossless) to 51 (worst)")
     if not args.inputs and not args.list_files:
@@ -233,8 +241,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects).resolved()
     engine = make_engine(args.engine, workers=args.workers, address=args.ray_address)
     settings = BatchSettings(seed=args.seed, device=args.device, background=parse_color(args.background),
-                             max_pixels=args.max_pixels, crf=args.crf, video_start=args.start,
-                             video_duration=args.duration, progress=None if not args.quiet else False)
+                             max_pixels=args.max_pixels, crf=args.crf, video_start=args.start, video_duration=args.duration,
+                             video_chunk=args.chunk_frames if args.chunk_frames is not None
+                             else RAY_CHUNK_FRAMES if args.engine == "ray" else 0, progress=None if not args.quiet else False)
     if engine.name == "local":  # a bad or absent device is a usage error before any work (Ray checks its cluster)
         from .context import resolve_device
 

@@ -161,7 +161,8 @@ def _items_for(path: Path, relative: PurePosixPath, listing: InputListing, frame
     except Exception as exc:  # a video that cannot be opened is one bad input among many
         listing.problems.append(InputProblem(str(path), str(exc)))
         return []
-    return [InputItem(path, name / f"frame_{index + 1:06d}", relative / f"frame_{index + 1:06d}", index, indices.start)
+    return [InputItem(path, name / f"frame_{index + 1:06d}", relative / f"frame_{index + 1:06d}", index,
+                      frames.sequence_start(index, indices.start))
             for index in indices]
 
 

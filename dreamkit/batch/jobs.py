@@ -53,6 +53,8 @@ class BatchSettings:
     #: The part of each video input to run (seconds; ``video_duration`` None: to the end).
     video_start: float = 0.0
     video_duration: float | None = None
+    #: Frames per chunk of a long video (0: one sequence; see :class:`~.video.FrameRange`).
+    video_chunk: int = 0
     #: Per-step progress bars of long effects (the batch's own bar is the engine's).
     progress: bool | None = False
 

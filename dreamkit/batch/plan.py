@@ -66,7 +66,7 @@ def plan_batch(
     output_suffix(fmt)
     check_writable(outdir)
     listing = list_inputs(sources, recursive=recursive, list_files=list_files, exclude=outdir, stdin=stdin,
-                          frames=FrameRange(settings.video_start, settings.video_duration))
+                          frames=FrameRange(settings.video_start, settings.video_duration, settings.video_chunk))
     plan = BatchPlan(pipeline, settings, outdir)
     plan.known += [_problem_record(problem, settings.seed) for problem in listing.problems]
     plan.known += [{**base_record(path, "ignored", settings.seed), "error": "not an image or video file name"}

@@ -15,6 +15,9 @@ import torch
 
 from ..errors import DreamkitError, ImageLoadError
 
+#: Frames a chunk of a long video runs before its own first frame (not written): enough for the
+#: temporal terms to settle, so consecutive chunks meet without a jump.
+WARM_UP = 8
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
@@ -60,6 +63,17 @@ class FrameRange:
 
     start: float = 0.0
     duration: float | None = None
+    #: Frames per chunk of a long video (0: the whole range is one sequence). Chunks run apart
+    #: (on Ray, in parallel); each starts its sequence ``WARM_UP`` frames before its first frame,
+    #: which it runs but does not write, so no chunk starts cold.
+    chunk: int = 0
+
+    def sequence_start(self, index: int, first: int) -> int:
+        """Where the sequence that writes frame ``index`` starts (``first``: the range's first frame)."""
+        if not self.chunk:
+            return first
+        begins = first + (index - first) // self.chunk * self.chunk
+        return max(first, begins - WARM_UP)
 
     @property
     def whole(self) -> bool:

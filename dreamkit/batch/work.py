@@ -89,8 +89,9 @@ class PipelineWork(Work):
 
     def chunks(self, jobs: Sequence[Job]) -> list[list[Job]]:
         """As :meth:`Work.chunks`, except that with a :attr:`~dreamkit.Pipeline.sequential`
-        pipeline all frames of a video are one chunk, in frame order (one runner carries the
-        sequence; different videos still run in parallel)."""
+        pipeline the frames of one video sequence are one chunk, in frame order (one runner
+        carries the sequence; different videos, and the chunks of a long video split with
+        ``--chunk-frames``, run in parallel)."""
         if not self.pipeline.sequential:
             return super().chunks(jobs)
         videos: dict[Any, list[Job]] = {}
@@ -100,12 +101,13 @@ class PipelineWork(Work):
             if job.item.video_frame is None:
                 others.append(job)
                 continue
-            if job.item.path not in videos:
-                videos[job.item.path] = []
-                order.append(job.item.path)
-            videos[job.item.path].append(job)
+            sequence = (job.item.path, job.item.first_frame)
+            if sequence not in videos:
+                videos[sequence] = []
+                order.append(sequence)
+            videos[sequence].append(job)
         chunks = super().chunks(others)
-        return chunks + [sorted(videos[path], key=lambda job: job.item.video_frame) for path in order]
+        return chunks + [sorted(videos[sequence], key=lambda job: job.item.video_frame) for sequence in order]
 
     def cleanup(self, jobs: Sequence[Job]) -> None:
         from .outputs import remove_stale_temporaries
