@@ -18,7 +18,9 @@ both (so the measure does not depend on the flow being judged). Ratios are again
 and against in-place, measured side by side in this run. Also printed: the flow's end-point error
 against the true motion and its cost per frame pair (two DIS flows and the mask) beside the
 effect's own time per frame; and the same clips through ``deepdream`` (its defaults) with every
-frame dreamed on its own (carry=0) against the default carry of the previous dream along the flow.
+frame dreamed on its own (carry=0) against the default carry of the previous dream along the flow;
+and frames/s of a cheap pipeline (resize + adjust) on a --io-seconds clip at --io-height, the whole
+``dreamkit run`` process, against decoding, writing PNG frames and encoding them alone (the floor).
 """
 
 from __future__ import annotations
@@ -121,12 +123,67 @@ def flow_accuracy(clip, flows, valids) -> tuple[float, float]:
     return sum(errors) / len(errors), sorted(costs)[len(costs) // 2]
 
 
+def make_clip(path: pathlib.Path, seconds: float, height: int, rate: int = 24) -> int:
+    """A synthetic H.264 clip (a photo panning) of ``seconds`` at ``height`` px (16:9): what the
+    I/O measure decodes. Returns its frame count."""
+    import av
+    import numpy as np
+    import torch.nn.functional as F
+    from dreamkit.io import load_image
+
+    width = height * 16 // 9 // 2 * 2
+    count = round(seconds * rate)
+    photo = load_image(sample("astronaut.png"))
+    wide = F.interpolate(photo, size=(height, width + count), mode="bilinear", align_corners=False)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+        for i in range(count):
+            frame = (wide[0, :, :, i:i + width].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return count
+
+
+def io_floor(clip: pathlib.Path, folder: pathlib.Path) -> float:
+    """Seconds to decode every frame of ``clip`` to RGB, write it as a PNG and encode the PNGs back
+    into H.264 (what any tool must do for a video through per-frame images), in this process."""
+    import av
+    from PIL import Image
+
+    from dreamkit.batch.encode import encode_video
+
+    start = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with av.open(str(clip)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            paths.append(folder / f"{index:06d}.png")
+            Image.fromarray(frame.to_ndarray(format="rgb24")).save(paths[-1])
+    encode_video(paths, clip, folder.with_suffix(".mp4"), overwrite=True)
+    return time.perf_counter() - start
+
+
+def cheap_run(clip: pathlib.Path, out: pathlib.Path) -> float:
+    """Seconds for the whole ``dreamkit run clip -e resize:scale=1 -e adjust:contrast=1.1`` process."""
+    import subprocess
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dreamkit", "run", str(clip), "-e", "resize:scale=1", "-e",
+                    "adjust:contrast=1.1", "-o", str(out), "-q"], check=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--side", type=int, default=256, help="frame width in px (height 2/3 of it)")
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--iterations", type=int, default=30, help="style iterations per frame")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--io-seconds", type=float, default=5.0, help="length of the I/O measure's clip (0: skip it)")
+    parser.add_argument("--io-height", type=int, default=480, help="its height in px (16:9)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from dreamkit.io import load_image
@@ -156,6 +213,17 @@ def main() -> None:
         end_point, cost = flow_accuracy(clip, flows, valids)
         print(f"{name:6} flow: end-point error {end_point:.3f} px; motion (2 DIS flows + mask) {cost:.1f} ms "
               f"per frame pair = {cost / 1000 / times['flow']:.1%} of the effect's time per frame")
+    if args.io_seconds > 0:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            clip = pathlib.Path(folder) / "clip.mp4"
+            count = make_clip(clip, args.io_seconds, args.io_height)
+            floor = io_floor(clip, pathlib.Path(folder) / "floor")
+            whole = cheap_run(clip, pathlib.Path(folder) / "out")
+        print(f"I/O: {count} frames of {args.io_height}p: decode + PNG + encode alone {count / floor:.1f} frames/s; "
+              f"dreamkit run -e resize -e adjust (the whole process) {count / whole:.1f} frames/s = "
+              f"{floor / whole:.2f}x the floor's rate")
 
 if __name__ == "__main__":
     main()

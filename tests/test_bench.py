@@ -115,10 +115,11 @@ def test_retrieval_benchmark_measures_dupes_and_real_recall():
 
 def test_video_benchmark_measures_flicker_both_ways():
     done = subprocess.run([sys.executable, str(REPO / "bench" / "video.py"), "--side", "48", "--frames", "3",
-                           "--iterations", "1", "--threads", "1"], capture_output=True, text=True, timeout=600)
+                           "--iterations", "1", "--threads", "1", "--io-seconds", "0.5", "--io-height", "48"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     for clip in ("pan", "zoom"):
         for mode in ("independent", "in-place", "flow", "dream", "dream c=0.5"):
             assert f"{clip:6} {mode:12}" in done.stdout, done.stdout
         assert f"{clip:6} flow: end-point error" in done.stdout
-    assert "CPU: " in done.stdout
+    assert "CPU: " in done.stdout and "I/O: 12 frames of 48p" in done.stdout
