@@ -420,6 +420,11 @@ def test_a_progress_bar_counts_images_on_a_terminal(dreamkit_host, tmp_path):
     assert "images:" in text and "/3 [00:00<" in text and "img/s]" in text
     plan = plan_batch(Pipeline.from_specs(["resize:scale=2"]), [folder], tmp_path / "out2")
     assert len(list(run_batch(plan, LocalEngine(), stream=hidden))) == 3 and hidden.getvalue() == ""
+    make_video(tmp_path / "clip.mkv", frames=4)  # a video counts frames, with their rate and ETA
+    plan = plan_batch(Pipeline.from_specs(["resize:scale=2"]), [tmp_path / "clip.mkv"], tmp_path / "out3")
+    shown = Terminal()
+    assert len(list(run_batch(plan, LocalEngine(), stream=shown))) == 4
+    assert "frames:" in shown.getvalue() and "/4 [00:00<" in shown.getvalue() and "frame/s]" in shown.getvalue()
 
 
 # -- video through a sequential pipeline (style): one frame sequence per video -------------------

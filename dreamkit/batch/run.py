@@ -85,7 +85,9 @@ def run_batch(
 
     stream = stream or sys.stderr
     enabled = progress if progress is not None else stream.isatty()
-    with tqdm(total=plan.total, desc="images", unit="img", file=stream, disable=not enabled or plan.total < 2,
+    frames = bool(plan.jobs) and all(getattr(job.item, "video_frame", None) is not None for job in plan.jobs)
+    with tqdm(total=plan.total, desc="frames" if frames else "images", unit="frame" if frames else "img", file=stream,
+              disable=not enabled or plan.total < 2,
               dynamic_ncols=True, leave=False) as bar:
         records = engine.run(plan.jobs, plan.work, host, reraise=single)
         videos = VideoAssembler(getattr(plan.settings, "crf", DEFAULT_CRF)) if hasattr(plan, "settings") else None
