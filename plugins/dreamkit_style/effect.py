@@ -46,11 +46,11 @@ SMOOTHING = 4.0  # default softmax temperature, in units of the style activation
 #: :func:`dreamkit.models.features.replicate_edges`; astronaut x gravel at 512 px: the top-right
 #: corner's horizontal pixel differences 0.123 against 0.045 over the image; replicated 0.037).
 REPLICATE_FROM_STRIDE = 16
-#: ... on images whose shorter side spans at least this many cells at that stride (128 px): on the
-#: 4-6 cell maps of a 64-96 px image most cells are edge cells, and replicating them let the style
+#: ... on images whose shorter side spans at least this many cells at that stride (80 px): on the
+#: 4-cell maps of a 64 px image most cells are edge cells, and replicating them let the style
 #: override the layout (chelsea x hubble at 64 px, Adam: luminance correlation with the photo 0.86,
-#: zero edges 0.98; the corner hot spot needs a flat area several cells wide to appear).
-REPLICATE_MIN_CELLS = 8
+#: zero edges 0.98); at 85 px (rocket at 128 px) replicated edges already cleaned a corner blotch.
+REPLICATE_MIN_CELLS = 5
 TEMPERATURE_SIDE = 512  # temperatures are measured on the style images at about this size
 MIN_SIDE = 64  # coarser scales than this are skipped
 CHANGED = 0.03  # a pixel whose input moved more than this (0..1, any channel) is not held by the temporal term
