@@ -2,7 +2,7 @@
 motion, and which pixels the motion can be trusted for.
 
 The flow is OpenCV's DIS (Kroeger et al. 2016), a well-kept CPU method that needs no network
-weights (the ``video`` extra: ``pip install 'dreamkit[video]'``). The trust mask is Ruder,
+weights (``opencv-python-headless``, a dependency: every frame sequence may use it, not only videos). The trust mask is Ruder,
 Dosovitskiy and Brox's ("Artistic style transfer for videos", 2016): a pixel is occluded where the
 backward flow and the forward flow at the place it points to do not cancel, and on a motion
 boundary where the backward flow changes fast.
@@ -33,7 +33,7 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise DreamkitError("optical flow needs OpenCV: pip install 'dreamkit[video]'") from None
+        raise DreamkitError("optical flow needs OpenCV, a dependency of dreamkit: pip install opencv-python-headless") from None
     return cv2
 
 

@@ -71,7 +71,7 @@ class DeepDream(Effect):
                            "the run starts); larger images are dreamed in exact tiles")
     carry = Param(float, 0.5, min=0.0, max=1.0,
                   help="in a frame sequence (a video): how much of the previous frame's dream, moved along the "
-                       "optical flow (the video extra), the next frame starts from; 0: every frame dreams afresh")
+                       "optical flow, the next frame starts from; 0: every frame dreams afresh")
     frames = Param(int, 1, min=1, max=10000, help="frames of a zoom sequence (1: a single image)")
     zoom = Param(float, 1.05, min=1.0, max=4.0, help="zoom factor between frames")
     save_every = Param(int, 0, min=0, advanced=True, help="keep the image every N steps, as artifacts of the run "

@@ -123,7 +123,7 @@ class Style(Effect):
                             advanced=True, help="in a frame sequence: weight of staying close to the previous frame's result "
                                  "(moved along the motion with flow) where it is held (see flow)")
     flow = Param(bool, True, advanced=True,
-                 help="in a frame sequence: follow the motion (OpenCV's optical flow, the video extra): each frame "
+                 help="in a frame sequence: follow the motion (OpenCV's optical flow): each frame "
                       "starts from the previous result moved along it; false: the result stays in place")
     tile_size = Param(int, None, min=0, max=16384,
                       advanced=True, help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
