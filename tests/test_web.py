@@ -642,6 +642,21 @@ def test_the_working_folder_goes_when_the_server_stops(dreamkit_host):
     assert not app.state.workdir.exists()
 
 
+def test_an_app_never_started_leaves_no_working_folder(dreamkit_host):
+    """An app used without its lifespan (a test client outside ``with``, an embedding host that
+    never serves it) removes its working folder when it is collected, not at some later start."""
+    import gc
+
+    from dreamkit_web.app import ServerSettings, create_app
+
+    app = create_app(ServerSettings(allow_hosts=("testserver",)), host=dreamkit_host)
+    workdir = app.state.workdir
+    assert workdir.is_dir()
+    del app
+    gc.collect()
+    assert not workdir.exists()
+
+
 # -- security headers, the token's places, other machines ---------------------------------------
 
 def test_every_response_carries_the_security_headers(server):

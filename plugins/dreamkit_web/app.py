@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shutil
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,7 +49,10 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
     if not any(name == "dreamkit-web-steps" for name in (p.name for p in host.plugins())):
         host.register(StepEvents(), name="dreamkit-web-steps")
     device = resolve_device(settings.device)
-    workdir = Path(tempfile.mkdtemp(prefix="dreamkit-web-"))
+    # Removed when the server stops, or else when the app is collected or the process exits (an
+    # app used without its lifespan, as by a test client, must not leave its uploads behind).
+    scratch = tempfile.TemporaryDirectory(prefix="dreamkit-web-", ignore_cleanup_errors=True)
+    workdir = Path(scratch.name)
     (workdir / "uploads").mkdir()  # uploads live here until their job is over
     from .gallery import Gallery
 
@@ -62,10 +64,10 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         yield
-        shutil.rmtree(workdir, ignore_errors=True)  # results live as long as the server: downloads are the user's
+        scratch.cleanup()  # results live as long as the server: downloads are the user's
 
     app = FastAPI(title="dreamkit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.settings, app.state.queues, app.state.workdir = settings, queues, workdir
+    app.state.settings, app.state.queues, app.state.workdir, app.state.scratch = settings, queues, workdir, scratch
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
