@@ -143,6 +143,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="at least this many timed calls per function")
     parser.add_argument("--ops", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--device", default="cpu", help="cpu or cuda (then --threads only sets the CPU side)")
+    parser.add_argument("--budget", type=float, default=0.3,
+                        help="seconds of timed calls per function at least (small shapes get more repeats)")
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -156,7 +158,7 @@ def main() -> None:
         print(f"-- {DEVICE.type}, {threads} thread(s): GEMM peak {peak_flops / 1e9:.0f} GFLOP/s (1024^3 mm)")
         for name in args.ops:
             for op, shape, ours_fn, reference_fn, amount, kind in CASES[name]():
-                ours, reference = interleaved([ours_fn, reference_fn], args.repeats)
+                ours, reference = interleaved([ours_fn, reference_fn], args.repeats, args.budget)
                 if kind == "bytes":
                     peak = amount / copy_seconds(amount // 8, args.repeats)  # copy_ moves numel*4 bytes twice
                     rate = f"{amount / ours / 1e9:.1f} GB/s"

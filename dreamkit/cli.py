@@ -70,6 +70,9 @@ def build_parser(host: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--crf", type=int, default=18, metavar="N",
                      help="quality of the videos made from video inputs (H.264 CRF: 0 lossless .. 51 worst; default 18): "
                           "OUT/clip/frame_*.png become OUT/clip.mp4 with the source's frame rate and audio")
+    run.add_argument("--frames", action="store_true",
+                     help="video inputs: keep the PNG frames (OUT/clip/frame_*.png, each with its recipe) beside the "
+                          "video; without it they are removed once OUT/clip.mp4 is made")
     run.add_argument("--save-recipe", type=Path, metavar="FILE", help="also write the pipeline as a .json or .toml recipe")
     run.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
     run.add_argument("--report", type=Path, metavar="FILE", help="write a JSON-lines report: one line per input")
@@ -241,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_config(args.recipe) if args.recipe else Pipeline.from_specs(args.effects).resolved()
     engine = make_engine(args.engine, workers=args.workers, address=args.ray_address)
     settings = BatchSettings(seed=args.seed, device=args.device, background=parse_color(args.background),
-                             max_pixels=args.max_pixels, crf=args.crf, video_start=args.start, video_duration=args.duration,
+                             max_pixels=args.max_pixels, crf=args.crf, keep_frames=args.frames, video_start=args.start, video_duration=args.duration,
                              video_chunk=args.chunk_frames if args.chunk_frames is not None
                              else RAY_CHUNK_FRAMES if args.engine == "ray" else 0, progress=None if not args.quiet else False)
     if engine.name == "local":  # a bad or absent device is a usage error before any work (Ray checks its cluster)

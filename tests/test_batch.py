@@ -341,16 +341,46 @@ def test_a_video_file_is_one_input_per_frame(cli, tmp_path):
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(100))
     code, _, stderr = cli("run", folder, "-e", "resize:scale=1", "-o", out, "--report", report)
     assert code == 1 and "broken.mp4: cannot read the video" in stderr
+    # without --frames the PNG frames were the run's working state: once the video is made only it stays
+    assert files_in(out) == ["clip.mp4"]
+    from dreamkit.batch.encode import read_video_metadata
+
+    held = read_video_metadata(out / "clip.mp4")  # the recipe and each frame's results, for a rerun
+    assert held["recipe"]["input"]["name"] == "clip.mkv" and sorted(held["frames"]) == ["0", "1", "2", "3", "4"]
+    done = [r for r in report_lines(report) if r["status"] == "done"]
+    assert [r["video_frame"] for r in done] == [0, 1, 2, 3, 4]
+    before = (out / "clip.mp4").stat().st_mtime_ns
+    code, _, stderr = cli("run", folder / "clip.mkv", "-e", "resize:scale=1", "-o", out, "--report", report)
+    assert code == 0 and "0 done, 5 skipped" in stderr  # found done in the video: nothing redone
+    assert [r["frames"][0]["output"] for r in report_lines(report)] == [str(out / "clip.mp4")] * 5
+    assert (out / "clip.mp4").stat().st_mtime_ns == before
+    # --frames wants the PNGs: the frames are made again, kept, and the video is remade from them
+    code, _, stderr = cli("run", folder / "clip.mkv", "-e", "resize:scale=1", "-o", out, "--frames")
+    assert code == 0 and "5 done" in stderr, stderr
     assert files_in(out) == ["clip", "clip.mp4"] + [f"clip/frame_{i:06d}.png" for i in range(1, 6)]
     for index, picture in enumerate(pictures):
         with Image.open(out / "clip" / f"frame_{index + 1:06d}.png") as image:
             assert np.array_equal(np.asarray(image), picture)
         recipe = read_recipe(out / "clip" / f"frame_{index + 1:06d}.png")
         assert recipe["input"]["video_frame"] == index and recipe["input"]["name"] == "clip.mkv"
-    frames = [r["video_frame"] for r in report_lines(report) if r["status"] == "done"]
-    assert frames == [0, 1, 2, 3, 4]
     code, _, stderr = cli("run", folder / "clip.mkv", "-e", "resize:scale=1", "-o", out)
-    assert code == 0 and "0 done, 5 skipped" in stderr
+    assert code == 0 and "0 done, 5 skipped" in stderr and len(files_in(out)) == 7  # kept frames stay kept
+
+
+def test_a_video_made_by_another_recipe_or_tool_is_not_replaced(cli, tmp_path):
+    """A frame whose PNG is gone is done only if the video there is this recipe's: one made by
+    other settings, or any other clip.mp4, is in the way (exit 2, naming it) unless --overwrite."""
+    make_video(tmp_path / "clip.mkv", frames=3)
+    out = tmp_path / "out"
+    assert cli("run", tmp_path / "clip.mkv", "-e", "adjust:contrast=1.5", "-o", out)[0] == 0
+    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", "adjust:contrast=0.5", "-o", out)
+    assert code == 2 and f"{out / 'clip.mp4'} exists already and was not made by this recipe" in stderr, stderr
+    (out / "clip.mp4").write_bytes(b"someone else's video")
+    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", "adjust:contrast=1.5", "-o", out)
+    assert code == 2 and f"{out / 'clip.mp4'} exists already" in stderr
+    assert (out / "clip.mp4").read_bytes() == b"someone else's video"
+    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", "adjust:contrast=0.5", "-o", out, "--overwrite")
+    assert code == 0 and "3 done" in stderr and files_in(out) == ["clip.mp4"]
 
 
 def test_models_load_once_per_batch_not_per_image(cli, tmp_path, dreamkit_host):
@@ -499,7 +529,7 @@ def test_a_video_input_gives_a_video_with_its_rate_and_audio(cli, tmp_path):
     pictures = [np.clip(base + np.linspace(0, 30, 64)[None, :, None] * i / 5, 0, 255).astype(np.uint8) for i in range(6)]
     sound = make_video_with_audio(tmp_path / "clip.mp4", pictures, rate=12)
     out = tmp_path / "out"
-    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", "resize:width=63,height=47", "-o", out)
+    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", "resize:width=63,height=47", "-o", out, "--frames")
     assert code == 0 and "out/clip.mp4: 6 frames at 12 fps, audio copied" in stderr, stderr
     with av.open(str(out / "clip.mp4")) as made:
         stream = made.streams.video[0]
@@ -512,7 +542,7 @@ def test_a_video_input_gives_a_video_with_its_rate_and_audio(cli, tmp_path):
         assert np.abs(frame[:47, :63].astype(float) - png).mean() < 3, index  # of 255: crf 18
     assert audio_packets(out / "clip.mp4") == sound
     before = (out / "clip.mp4").stat().st_mtime_ns
-    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", "resize:width=63,height=47", "-o", out)
+    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", "resize:width=63,height=47", "-o", out, "--frames")
     assert code == 0 and (out / "clip.mp4").stat().st_mtime_ns == before and "audio copied" not in stderr
 
 
@@ -525,7 +555,8 @@ def test_a_part_of_a_video_by_start_and_duration(cli, tmp_path):
     sound = make_video_with_audio(tmp_path / "clip.mp4", pictures, rate=12)
     out = tmp_path / "out"
     dream = "deepdream:weights=random,octaves=1,steps=1"  # sequential: frame 5 depends on frame 4
-    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", dream, "-o", out, "--start", "0.25", "--duration", "0.25")
+    code, _, stderr = cli("run", tmp_path / "clip.mp4", "-e", dream, "-o", out, "--start", "0.25", "--duration", "0.25",
+                          "--frames")
     assert code == 0, stderr
     assert sorted(p.name for p in (out / "clip").iterdir()) == ["frame_000004.png", "frame_000005.png", "frame_000006.png"]
     recipe = read_recipe(out / "clip" / "frame_000005.png")
@@ -563,7 +594,7 @@ def test_a_long_video_in_chunks_warmed_up_on_the_frames_before(cli, tmp_path):
     dream = "deepdream:octaves=1,steps=3"  # the offline weights: random ones barely dream at 24 px
     runs = {}
     for name, extra in (("whole", []), ("chunked", ["--chunk-frames", "5"]), ("cold", ["--start", str(10 / 10)])):
-        code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", dream, "-o", tmp_path / name, *extra)
+        code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", dream, "-o", tmp_path / name, "--frames", *extra)
         assert code == 0, stderr
         runs[name] = {i: pixels(tmp_path / name / "clip" / f"frame_{i + 1:06d}.png").astype(float) for i in range(10, 14)}
     starts = [read_recipe(tmp_path / "chunked" / "clip" / f"frame_{i + 1:06d}.png")["input"].get("sequence_start", 0)
@@ -612,7 +643,7 @@ def test_a_video_through_style_is_one_coherent_frame_sequence(cli, samples, tmp_
         tiny_path.parent.mkdir(exist_ok=True)
         Image.fromarray(picture).save(tiny_path)
     spec = STYLE_SPEC.format(samples / "coffee.png")
-    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", tmp_path / "out")
+    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", tmp_path / "out", "--frames")
     assert code == 0, stderr
     code, _, stderr = cli("run", frames, "-e", spec, "-o", tmp_path / "alone")
     assert code == 0, stderr
@@ -635,11 +666,11 @@ def test_a_video_through_style_is_one_coherent_frame_sequence(cli, samples, tmp_
 def test_a_resumed_video_sequence_redoes_missing_frames_exactly(cli, samples, tmp_path):
     make_video(tmp_path / "clip.mkv", pictures=moving_square_pictures(samples))
     spec, out = STYLE_SPEC.format(samples / "coffee.png"), tmp_path / "out"
-    assert cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", out)[0] == 0
+    assert cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", out, "--frames")[0] == 0
     third = out / "clip" / "frame_000003.png"
     before = pixels(third)
     third.unlink()
-    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", out)
+    code, _, stderr = cli("run", tmp_path / "clip.mkv", "-e", spec, "-o", out, "--frames")
     # frames 1-2 warm the sequence up again (not written), so frame 3 sees what it saw the first time
     assert code == 0 and "1 done, 3 skipped" in stderr
     assert np.array_equal(pixels(third), before)

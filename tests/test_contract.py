@@ -188,7 +188,8 @@ def test_every_effect_runs_on_a_video(name, dreamkit_host, workspace, cli, tmp_p
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    code, _, err = cli("run", clip, "-e", cli_spec(name, params), "-o", tmp_path / "out", "--seed", 5, "--device", "cpu")
+    code, _, err = cli("run", clip, "-e", cli_spec(name, params), "-o", tmp_path / "out", "--seed", 5, "--device", "cpu",
+                       "--frames")
     assert code == 0, err
     frames = [torch.from_numpy(p).permute(2, 0, 1)[None].float() / 255 for p in pictures]
     result = Pipeline([effect_class(**params)]).run(frames, seed=5, device="cpu", host=dreamkit_host)

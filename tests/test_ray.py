@@ -99,8 +99,10 @@ def comparable(records):
     return sorted((json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in records))
 
 
-def run(pipeline, folder, out, engine, **options):
-    plan = plan_batch(pipeline, [folder], out, settings=BatchSettings(device="cpu"), **options)
+def run(pipeline, folder, out, engine, chunk=0, **options):
+    # keep_frames: a video's PNG frames stay beside its video, for comparing frame by frame
+    settings = BatchSettings(device="cpu", keep_frames=True, video_chunk=chunk)
+    plan = plan_batch(pipeline, [folder], out, settings=settings, **options)
     return list(run_batch(plan, engine, progress=False))
 
 
@@ -284,6 +286,37 @@ def test_videos_through_a_sequential_pipeline_run_in_parallel_each_in_order(ray_
             name = f"{video}/frame_{index + 1:06d}.png"
             with Image.open(tmp_path / "local" / name) as a, Image.open(tmp_path / "ray" / name) as b:
                 assert np.array_equal(np.asarray(a), np.asarray(b)), name
+
+
+def test_a_long_video_in_chunks_on_ray_equals_the_local_chunks(ray_session, dreamkit_host, tmp_path):
+    """A sequential pipeline on a 20-frame video in chunks of 5, each warmed up on the 8 frames
+    before it: sequences from frame 0 (frames 0-9: the second chunk's warm-up reaches frame 0, so it
+    joins the first), from frame 2 (frames 10-14) and from 7 (15-19), spread over two actors. Every frame equals the local engine's chunked run bit
+    for bit (the same chunks and warm-ups, the same float sums at one thread each), boundary frames
+    included; how close chunks come to one whole sequence is test_batch's chunk test."""
+    from tests.test_batch import make_video, read_recipe
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 256, (24, 52, 3), dtype=np.uint8)
+    make_video(folder / "clip.mkv", pictures=[np.ascontiguousarray(base[:, i:i + 32]) for i in range(20)])
+    pipeline = Pipeline.from_specs(["deepdream:weights=random,octaves=1,steps=2"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two actors below (2 CPUs)
+    try:
+        run(pipeline, folder, tmp_path / "local", None, chunk=5)
+    finally:
+        torch.set_num_threads(before)
+    remote = run(pipeline, folder, tmp_path / "ray", RayEngine(workers=2), chunk=5)
+    assert sorted(r["video_frame"] for r in remote) == list(range(20)) and {r["status"] for r in remote} == {"done"}
+    for index in range(20):
+        name = f"clip/frame_{index + 1:06d}.png"
+        with Image.open(tmp_path / "local" / name) as a, Image.open(tmp_path / "ray" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), name
+        start = read_recipe(tmp_path / "ray" / name)["input"].get("sequence_start", 0)
+        assert start == (0 if index < 10 else index // 5 * 5 - 8), (name, start)
+    assert (tmp_path / "ray" / "clip.mp4").is_file()
 
 
 def test_an_index_built_on_ray_equals_the_local_one(ray_session, dreamkit_host, tmp_path):

@@ -2,14 +2,17 @@
 one video beside them (``out/clip/frame_*.png`` → ``out/clip.mp4``): H.264 through PyAV at the
 source's frame rate, the source's audio stream copied as it is (no re-encoding).
 
-The PNG frames stay: they are what a resumed or replayed run works from (each carries its recipe
-and frame index), so an interrupted video restarts at its first missing frame and the video is
-made when the last one is done. A video any of whose frames failed is not made (its frames are
-there, the failure is in the records).
+The PNG frames are the run's working state: each carries its recipe and frame index, so an
+interrupted video restarts at its first missing frame, and the video is made when the last one is
+done. Once it is made they are removed unless ``--frames`` asked to keep them: the video carries
+the recipe and every frame's results in its metadata, so a rerun finds its frames done in it. A
+video any of whose frames failed is not made (its frames are there, the failure is in the records).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import tempfile
@@ -20,20 +23,57 @@ from typing import Any
 import numpy as np
 
 from ..errors import DreamkitError, OutputError
+from .video import stream_rate
 
 log = logging.getLogger("dreamkit.batch")
 
 #: x264's constant rate factor: 0 lossless, 51 worst; 18 is visually lossless for most footage.
 DEFAULT_CRF = 18
 VIDEO_SUFFIX = ".mp4"
+#: The MP4 tag that carries a made video's recipe and its frames' results (``{"dreamkit": ...}``).
+METADATA_TAG = "comment"
+
+
+def video_of(frames_folder: Path) -> Path:
+    """The video made from a video input's frames folder: its name plus .mp4, beside it
+    (``out/clip/`` → ``out/clip.mp4``; ``clip.mkv/`` of a name clash → ``clip.mkv.mp4``)."""
+    return frames_folder.parent / (frames_folder.name + VIDEO_SUFFIX)
+
+
+def read_video_metadata(path: Path) -> dict[str, Any] | None:
+    """What :func:`encode_video` recorded in ``path`` (``{"recipe": the first frame's recipe,
+    "frames": {frame index: results}}``); ``None`` for a file without it or one PyAV cannot read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _read_video_metadata(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)  # planning asks once per frame: read each video once
+def _read_video_metadata(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
+    import av
+
+    try:
+        with av.open(path) as container:
+            text = container.metadata.get(METADATA_TAG)
+        metadata = json.loads(text)["dreamkit"] if text else None
+    except (av.FFmpegError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("recipe"), dict) \
+            or not isinstance(metadata.get("frames"), dict):
+        return None
+    return metadata
 
 
 def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = DEFAULT_CRF,
-                 overwrite: bool = False, first_frame: int = 0) -> dict[str, Any]:
+                 overwrite: bool = False, first_frame: int = 0,
+                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Encode the image files ``frames`` (in order, all one size) into ``target`` (H.264 in MP4),
     at ``source``'s frame rate with ``source``'s first audio stream copied: the part that plays
-    with these frames when they are the source's frames from ``first_frame`` on. Written to a
-    temporary file and moved into place: ``target`` is never half a video. Returns what was made."""
+    with these frames when they are the source's frames from ``first_frame`` on; ``metadata``
+    (JSON) goes in its :data:`METADATA_TAG`. Written to a temporary file and moved into place:
+    ``target`` is never half a video. Returns what was made."""
     import av
     from PIL import Image
 
@@ -43,12 +83,14 @@ def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = D
         raise OutputError(f"{target} exists already; pass --overwrite to replace it")
     with av.open(str(source)) as original:
         stream = original.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or 25
+        rate = stream_rate(stream)
         audio = original.streams.audio[0] if original.streams.audio else None
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=VIDEO_SUFFIX)
         os.close(handle)
         try:
             with av.open(temporary, "w", format="mp4") as output:
+                if metadata is not None:
+                    output.metadata[METADATA_TAG] = json.dumps({"dreamkit": metadata})
                 first = np.asarray(Image.open(frames[0]).convert("RGB"))
                 video = output.add_stream("libx264", rate=rate, options={"crf": str(crf)})
                 # 4:2:0 chroma needs even sides: an odd one gets its last row or column repeated.
@@ -92,11 +134,15 @@ def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = D
 @dataclass
 class VideoAssembler:
     """Collects a batch's records; :meth:`finish` encodes each video input all of whose frames are
-    done (``done`` or ``skipped``) from its frames, into ``<frames folder>.mp4``."""
+    done (``done`` or ``skipped``) from its frames, into :func:`video_of` their folder, and then
+    removes the frames unless ``keep_frames``."""
 
     crf: int = DEFAULT_CRF
-    _frames: dict[str, dict[int, tuple[str, str | None]]] = field(default_factory=dict)
+    keep_frames: bool = False
+    #: per video input: frame index -> (status, output, results)
+    _frames: dict[str, dict[int, tuple[str, str | None, Any]]] = field(default_factory=dict)
     _expected: dict[str, int] = field(default_factory=dict)
+    _sequences: set[str] = field(default_factory=set)  # videos each of whose frames made several
 
     def expect(self, plan: Any) -> None:
         """Count each video's frames in ``plan`` (its jobs and the records it already knows)."""
@@ -111,27 +157,63 @@ class VideoAssembler:
         if record.get("video_frame") is None:
             return
         frames = record.get("frames") or [{}]
-        self._frames.setdefault(record["input"], {})[record["video_frame"]] = (record["status"], frames[0].get("output"))
+        if len(frames) > 1:
+            self._sequences.add(record["input"])
+        self._frames.setdefault(record["input"], {})[record["video_frame"]] = (
+            record["status"], frames[0].get("output"), frames[0].get("results") or [])
 
     def finish(self) -> list[dict[str, Any]]:
         """Encode every complete video; returns what each made (a video that cannot be made is
         logged, not raised: its frames are the batch's results)."""
         made = []
         for source, frames in self._frames.items():
+            if source in self._sequences:
+                log.info("%s: each frame made a sequence of its own (its folder and GIF); no video is made", source)
+                continue
             ordered = [frames[index] for index in sorted(frames)]
             complete = len(frames) == self._expected.get(source, len(frames)) and all(
-                status in ("done", "skipped") and output for status, output in ordered)
+                status in ("done", "skipped") and output for status, output, _ in ordered)
             if not complete:
                 log.warning("%s: not every frame is done; the video is not made (run again to finish)", source)
                 continue
-            paths = [Path(output) for _, output in ordered]
-            folder = paths[0].parent  # the frames folder: its name plus .mp4 (clip.mkv/ of a name clash: clip.mkv.mp4)
-            target = folder.parent / (folder.name + VIDEO_SUFFIX)
+            outputs = {Path(output) for _, output, _ in ordered}
+            videos = {path for path in outputs if path.suffix == VIDEO_SUFFIX}
+            if videos == outputs:
+                continue  # every frame is in the video an earlier run made
+            if videos:
+                log.warning("%s: some frames are only in %s (made without --frames) and others are new; the video "
+                            "is not remade (run with --overwrite to make it whole)", source, sorted(videos)[0])
+                continue
+            paths = [Path(output) for _, output, _ in ordered]
+            target = video_of(paths[0].parent)
             if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in paths):
-                continue  # made by an earlier run from these very frames
+                continue  # made by an earlier run from these very frames (kept with --frames)
             try:
                 made.append(encode_video(paths, Path(source), target, crf=self.crf, overwrite=True,
-                                         first_frame=min(frames)))
+                                         first_frame=min(frames), metadata=self._metadata(paths[0], frames)))
             except (DreamkitError, OSError) as exc:
                 log.error("%s: the video could not be made: %s", target, exc)
+                continue
+            if not self.keep_frames:
+                _remove_frames(paths)
         return made
+
+    @staticmethod
+    def _metadata(first: Path, frames: dict[int, tuple[str, str | None, Any]]) -> dict[str, Any]:
+        """The first frame's recipe and every frame's results: what a rerun needs to find the
+        frames done in the video."""
+        from ..io import RECIPE_KEY, read_metadata
+
+        recipe = dict(read_metadata(first)[RECIPE_KEY])
+        recipe["input"] = {k: v for k, v in (recipe.get("input") or {}).items() if k != "video_frame"}
+        return {"recipe": recipe, "frames": {str(index): results for index, (_, _, results) in frames.items()}}
+
+
+def _remove_frames(paths: list[Path]) -> None:
+    """Remove a made video's PNG frames, and their folder once it is empty (it may hold more)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+    try:
+        paths[0].parent.rmdir()
+    except OSError:
+        pass  # something else is in there (the user's files, a --save-every folder): leave it

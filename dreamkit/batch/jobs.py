@@ -23,6 +23,7 @@ from ..pipeline import Pipeline
 from ..plugins import PluginHost
 from ..recipe import describe_input, make_recipe
 from ..weights import sha256_of
+from .encode import DEFAULT_CRF
 from .outputs import OutputPlan, write_result
 from .video import FrameReader
 
@@ -49,7 +50,9 @@ class BatchSettings:
     max_pixels: int | None = None
     frame_duration_ms: int = 80
     #: The quality of videos made from video inputs' frames (x264's CRF: 0 lossless .. 51).
-    crf: int = 18
+    crf: int = DEFAULT_CRF
+    #: Keep a video input's PNG frames once its video is made (``--frames``); else only the video stays.
+    keep_frames: bool = False
     #: The part of each video input to run (seconds; ``video_duration`` None: to the end).
     video_start: float = 0.0
     video_duration: float | None = None

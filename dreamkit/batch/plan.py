@@ -15,6 +15,7 @@ from typing import IO, Any, Sequence
 from ..errors import OutputError
 from ..pipeline import Pipeline
 from ..recipe import describe_input
+from .encode import VideoAssembler, video_of
 from .inputs import InputProblem, list_inputs
 from .jobs import BatchSettings, Job, base_record, results_by_frame
 from .outputs import OutputPlan, assign_outputs, check_writable, output_suffix
@@ -44,6 +45,12 @@ class BatchPlan:
         """Records the run will produce: one per input, listed problem and ignored file."""
         return len(self.jobs) + len(self.known)
 
+    def video_assembler(self) -> VideoAssembler:
+        """What encodes each video input once all its frames are done (at ``settings.crf``)."""
+        videos = VideoAssembler(self.settings.crf, keep_frames=self.settings.keep_frames)
+        videos.expect(self)
+        return videos
+
     def single_input(self) -> bool:
         """Exactly one input and nothing else: it keeps the one-image command's exit codes."""
         return self.total == 1
@@ -71,9 +78,12 @@ def plan_batch(
     plan.known += [_problem_record(problem, settings.seed) for problem in listing.problems]
     plan.known += [{**base_record(path, "ignored", settings.seed), "error": "not an image or video file name"}
                    for path in listing.ignored]
+    outputs = assign_outputs(listing.items, outdir, fmt)
+    video_frames = _video_frames(outputs) if not settings.keep_frames else {}
     foreign = []
-    for output in assign_outputs(listing.items, outdir, fmt):
-        if not output.existing():
+    for output in outputs:
+        video = video_of(output.image.parent) if output.item.video_frame is not None else None
+        if not output.existing() and not (video is not None and video.exists()):
             plan.jobs.append(Job(output))
         elif overwrite:
             plan.jobs.append(Job(output, replace=True))
@@ -82,7 +92,7 @@ def plan_batch(
             if wanted is None:  # the input cannot be read now: its job fails and says why; the output stays
                 plan.jobs.append(Job(output))
                 continue
-            existing = existing_state(output, wanted)
+            existing = existing_state(output, wanted, video_frames=video_frames.get(video))
             if existing.state is State.DONE:
                 plan.known.append(_skipped_record(output, existing.frames, settings.seed))
             elif existing.state in (State.INCOMPLETE, State.STALE):  # ours, unfinished or made from files since changed
@@ -90,13 +100,22 @@ def plan_batch(
             elif existing.state is State.DAMAGED:
                 plan.known.append({**base_record(output.item.path, "failed", settings.seed, output.item.video_frame),
                                    "error": f"its output {existing.problem}; pass --overwrite to redo it"})
-            else:
-                foreign.append(output)
+            elif (existing.blocking or output.existing()[0]) not in foreign:
+                foreign.append(existing.blocking or output.existing()[0])
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise OutputError(f"{foreign[0].existing()[0]} exists already and was not made by this recipe from this "
+        raise OutputError(f"{foreign[0]} exists already and was not made by this recipe from this "
                           f"input{more}; pass --overwrite to replace, or choose another output folder")
     return plan
+
+
+def _video_frames(outputs: list[OutputPlan]) -> dict[Path, set[int]]:
+    """The frames of each video this run makes, by the video's path."""
+    frames: dict[Path, set[int]] = {}
+    for output in outputs:
+        if output.item.video_frame is not None:
+            frames.setdefault(video_of(output.image.parent), set()).add(output.item.video_frame)
+    return frames
 
 
 def finished_record(plan: BatchPlan, job: Job) -> dict[str, Any] | None:

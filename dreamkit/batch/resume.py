@@ -36,6 +36,8 @@ class Existing:
     state: State
     frames: list[dict[str, Any]] = field(default_factory=list)
     problem: str = ""
+    #: for FOREIGN: the file in the way, when it is not one of the job's own targets (a video)
+    blocking: Path | None = None
 
 
 class _Damaged(Exception):
@@ -68,17 +70,22 @@ def _state_of(recipe: dict[str, Any], wanted: dict[str, Any]) -> State:
     return State.DONE if files_identity(recipe) == files_identity(wanted) else State.STALE
 
 
-def existing_state(plan: OutputPlan, wanted: dict[str, Any]) -> Existing:
+def existing_state(plan: OutputPlan, wanted: dict[str, Any], *, video_frames: set[int] | None = None) -> Existing:
     """The state of ``plan``'s outputs for the job whose recipe would be ``wanted`` (its pipeline,
     seed, input and resources) and, when it is done, its outputs as a record's ``frames``
-    (``{"output", "results"}`` read back from each)."""
+    (``{"output", "results"}`` read back from each).
+
+    A video frame whose PNG is gone is done when the video made from its folder holds it:
+    ``video_frames`` are the frames of that video this run wants, and the video counts only when it
+    holds them all (else they are redone and the video remade); ``None`` (``--frames``: the PNGs
+    are wanted) never counts it. A video there that another recipe or tool made is FOREIGN."""
     try:
-        return _existing(plan, wanted)
+        return _existing(plan, wanted, video_frames)
     except _Damaged as exc:
         return Existing(State.DAMAGED, problem=str(exc))
 
 
-def _existing(plan: OutputPlan, wanted: dict[str, Any]) -> Existing:
+def _existing(plan: OutputPlan, wanted: dict[str, Any], video_frames: set[int] | None) -> Existing:
     if plan.image.is_file():
         metadata = _metadata(plan.image)
         state = State.FOREIGN if metadata is None else _state_of(metadata[RECIPE_KEY], wanted)
@@ -87,6 +94,10 @@ def _existing(plan: OutputPlan, wanted: dict[str, Any]) -> Existing:
         return Existing(State.DONE, [{"output": str(plan.image), "results": metadata.get(RESULTS_KEY) or []}])
     if plan.image.exists():  # a folder where the image goes
         return Existing(State.FOREIGN)
+    if plan.item.video_frame is not None:
+        in_video = _in_video(plan, wanted, video_frames)
+        if in_video is not None:
+            return in_video
     if plan.frames_dir.is_dir():
         frames = sorted(plan.frames_dir.glob(f"frame_*{plan.image.suffix}"))
         found = [_metadata(frame) for frame in frames]
@@ -102,6 +113,28 @@ def _existing(plan: OutputPlan, wanted: dict[str, Any]) -> Existing:
     if plan.frames_dir.exists() or plan.animation.exists():
         return Existing(State.FOREIGN)
     return Existing(State.ABSENT)
+
+
+def _in_video(plan: OutputPlan, wanted: dict[str, Any], video_frames: set[int] | None) -> Existing | None:
+    """The state of a video frame whose PNG is absent, as the video made from its folder tells it
+    (``None``: no video there, so the frame's own outputs decide)."""
+    from .encode import read_video_metadata, video_of
+
+    video = video_of(plan.image.parent)
+    if not video.exists():
+        return None
+    metadata = read_video_metadata(video)
+    if metadata is None:  # not made by dreamkit (or before videos carried their recipe)
+        return Existing(State.FOREIGN, blocking=video)
+    recipe = metadata["recipe"]
+    recipe = {**recipe, "input": {**(recipe.get("input") or {}), "video_frame": plan.item.video_frame}}
+    state = _state_of(recipe, wanted)
+    if state is State.FOREIGN:
+        return Existing(State.FOREIGN, blocking=video)
+    held = {int(index) for index in metadata["frames"]}
+    if state is State.STALE or video_frames is None or not video_frames <= held:
+        return Existing(State.INCOMPLETE)  # ours: redo the frame, and the video is remade from the PNGs
+    return Existing(State.DONE, [{"output": str(video), "results": metadata["frames"][str(plan.item.video_frame)]}])
 
 
 def _metadata(path: Path) -> dict[str, Any] | None:

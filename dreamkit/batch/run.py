@@ -15,7 +15,6 @@ from typing import IO, Any, Iterator
 
 from ..errors import EnvironmentFailure, ImageLoadError, OutputError, environment_failure
 from ..plugins import PluginHost
-from .encode import DEFAULT_CRF, VideoAssembler
 from .engines import Engine, LocalEngine
 from .plan import BatchPlan
 
@@ -73,9 +72,10 @@ def run_batch(
     stream: IO[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield every record of ``plan`` (a :class:`~.plan.BatchPlan`, or any plan with ``jobs``,
-    ``known``, ``total``, ``single_input()`` and ``work``; known ones first, then jobs as the engine finishes them),
-    counting them in ``summary``. A batch of a single input raises its error instead, as the
-    one-image command always did."""
+    ``known``, ``total``, ``single_input()``, ``work`` and ``video_assembler()``, which may return
+    None; known ones first, then jobs as the engine finishes them), counting them in ``summary``;
+    each video input whose frames are all done is encoded at the end. A batch of a single input
+    raises its error instead, as the one-image command always did."""
     engine = engine or LocalEngine()
     summary = summary if summary is not None else BatchSummary(plan.total)
     single = plan.single_input()
@@ -90,9 +90,7 @@ def run_batch(
               disable=not enabled or plan.total < 2,
               dynamic_ncols=True, leave=False) as bar:
         records = engine.run(plan.jobs, plan.work, host, reraise=single)
-        videos = VideoAssembler(getattr(plan.settings, "crf", DEFAULT_CRF)) if hasattr(plan, "settings") else None
-        if videos is not None:
-            videos.expect(plan)
+        videos = plan.video_assembler()  # None: the plan's records are not pictures (an index build)
         try:
             for record in chain(plan.known, records):
                 summary.add(record)

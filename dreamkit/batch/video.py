@@ -8,6 +8,7 @@ video's frames in order decodes each frame once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,13 +46,18 @@ def count_frames(path: Path) -> int:
     return count
 
 
-def video_rate(path: Path) -> float:
-    """Frames per second of ``path``'s first video stream (its average rate; 25 if it has none)."""
+def stream_rate(stream: Any) -> Fraction:
+    """Frames per second of an open PyAV video stream, exact: its average rate, else the rate
+    FFmpeg guesses, else 25 (a stream that says nothing)."""
+    return Fraction(stream.average_rate or stream.guessed_rate or 25)
+
+
+def video_rate(path: Path) -> Fraction:
+    """Frames per second of ``path``'s first video stream (:func:`stream_rate`)."""
     av = _av()
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            return float(stream.average_rate or stream.guessed_rate or 25)
+            return stream_rate(container.streams.video[0])
     except (av.FFmpegError, IndexError) as exc:
         raise ImageLoadError(f"{path}: cannot read the video: {exc}") from None
 
@@ -84,7 +90,7 @@ class FrameRange:
         :class:`~dreamkit.errors.ImageLoadError` naming the video's length."""
         if self.whole:
             return range(count)
-        rate = video_rate(path)
+        rate = float(video_rate(path))
         first = round(self.start * rate)
         stop = count if self.duration is None else min(count, first + max(1, round(self.duration * rate)))
         if first >= count:

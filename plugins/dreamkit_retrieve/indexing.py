@@ -127,6 +127,9 @@ class IndexPlan:
     def single_input(self) -> bool:
         return False  # an index of one bad image is still a batch: report it, exit 1
 
+    def video_assembler(self) -> None:
+        return None  # an index writes no pictures: no videos to make of them
+
 
 def plan_index(store: IndexStore, settings: BatchSettings) -> IndexPlan:
     """Compare the index's sources, listed now, with what it holds: new and changed files are
