@@ -18,7 +18,9 @@ both (so the measure does not depend on the flow being judged). Ratios are again
 and against in-place, measured side by side in this run. Also printed: the flow's end-point error
 against the true motion and its cost per frame pair (two DIS flows and the mask) beside the
 effect's own time per frame; and the same clips through ``deepdream`` (its defaults) with every
-frame dreamed on its own (carry=0) against the default carry of the previous dream along the flow;
+frame dreamed in a run of its own ("dream alone", as separate images) against one sequence ("dream
+carry": the previous dream carried along the flow, (1 - carry) x steps a frame), with the dream's
+strength (mean change from the input) to show that the carry keeps the dream, not just removes it;
 and frames/s of a cheap pipeline (resize + adjust) on a --io-seconds clip at --io-height, the whole
 ``dreamkit run`` process, against decoding, writing PNG frames and encoding them alone (the floor).
 """
@@ -97,15 +99,24 @@ def stylise(clip, mode: str, iterations: int):
     return outputs, (time.perf_counter() - start) / len(clip)
 
 
-def dream(clip, carry: float):
-    """The clip through the ``deepdream`` effect's defaults with ``carry`` (0: every frame on its
-    own); returns the frames and the seconds per frame."""
+def dream(clip, mode: str):
+    """The clip through the ``deepdream`` effect's defaults: ``alone`` each frame in a run of its
+    own (as a user dreams separate images), ``carry`` as one sequence (the default carry along the
+    flow); returns the frames and the seconds per frame."""
     from dreamkit import Pipeline
     from dreamkit_deepdream import DeepDream
 
     start = time.perf_counter()
-    outputs = [frame.image for frame in Pipeline([DeepDream(carry=carry)]).run(clip, device="cpu", seed=1).frames]
+    if mode == "alone":
+        outputs = [Pipeline([DeepDream()]).run(frame, device="cpu", seed=1).image for frame in clip]
+    else:
+        outputs = [frame.image for frame in Pipeline([DeepDream()]).run(clip, device="cpu", seed=1).frames]
     return outputs, (time.perf_counter() - start) / len(clip)
+
+
+def dream_strength(clip, outputs) -> float:
+    """Mean |output - input| (0..1): how much the dream changed the frames."""
+    return sum(float((o - i).abs().mean()) for o, i in zip(outputs, clip)) / len(clip)
 
 
 def flow_accuracy(clip, flows, valids) -> tuple[float, float]:
@@ -204,12 +215,12 @@ def main() -> None:
         for mode in errors:
             print(f"{name:6} {mode:12} {errors[mode]:9.4f} {errors[mode] / errors['independent']:8.2f}x "
                   f"{errors[mode] / errors['in-place']:10.2f}x {times[mode]:8.2f}")
-        dreams = {carry: dream(clip, carry) for carry in (0.0, 0.5)}
-        independent = warping_error(dreams[0.0][0], flows, valids)
-        for carry, (outputs, seconds) in dreams.items():
+        dreams = {mode: dream(clip, mode) for mode in ("alone", "carry")}
+        independent = warping_error(dreams["alone"][0], flows, valids)
+        for mode, (outputs, seconds) in dreams.items():
             error = warping_error(outputs, flows, valids)
-            mode = "dream" if carry == 0 else f"dream c={carry}"
-            print(f"{name:6} {mode:12} {error:9.4f} {error / independent:8.2f}x {'':>11} {seconds:8.2f}")
+            print(f"{name:6} {'dream ' + mode:12} {error:9.4f} {error / independent:8.2f}x {'':>11} {seconds:8.2f}"
+                  f"  (dream strength {dream_strength(clip, outputs):.4f})")
         end_point, cost = flow_accuracy(clip, flows, valids)
         print(f"{name:6} flow: end-point error {end_point:.3f} px; motion (2 DIS flows + mask) {cost:.1f} ms "
               f"per frame pair = {cost / 1000 / times['flow']:.1%} of the effect's time per frame")

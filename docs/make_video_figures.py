@@ -42,8 +42,8 @@ def main() -> None:
     rows.append(("style, frames alone", independent))
     rows.append(("style, flow=false", run(clip, effect="style", style=[style], flow=False)))
     rows.append(("style (default: flow)", run(clip, effect="style", style=[style])))
-    rows.append(("deepdream, carry=0", run(clip, effect="deepdream", carry=0.0)))
-    rows.append(("deepdream (default: carry=0.5)", run(clip, effect="deepdream")))
+    rows.append(("deepdream, frames alone", [run([frame], effect="deepdream")[0] for frame in clip]))
+    rows.append(("deepdream (default: carry=0.8)", run(clip, effect="deepdream")))
     for label, frames in rows[1:]:
         print(f"{label}: warping error {warping_error(frames, flows, valids):.4f}")
     grid([[(f"{label}: frame {i + 1}" if i == 0 else f"frame {i + 1}", tensor_to_pil(frame))

@@ -196,10 +196,13 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    _atomic(Path(path), lambda tmp: tmp.write_bytes(data))
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
-def _atomic(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
+    """``write(temporary)`` fills a hidden temporary beside ``path`` (``.NAME.*.part``, which the
+    next batch run sweeps if this process is killed), then it replaces ``path`` in one step: ``path``
+    is never half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Created like any new file (0o666 less the umask), not 0600 as mkstemp's would be: the
     # temporary becomes the output.
@@ -268,7 +271,7 @@ def save_image(
         exif = Image.Exif()
         exif[_EXIF_DESCRIPTION] = json.dumps(metadata, sort_keys=True)  # ASCII: json escapes the rest
         options["exif"] = exif.tobytes()
-    _atomic(path, lambda tmp: pil.save(tmp, format=fmt, **options))
+    atomic_write(path, lambda tmp: pil.save(tmp, format=fmt, **options))
     return path
 
 
@@ -306,7 +309,7 @@ def save_animation(
     options: dict[str, Any] = {"save_all": True, "append_images": images[1:], "duration": duration_ms, "loop": 0}
     if fmt == "WEBP":
         options["quality"] = 90
-    _atomic(path, lambda tmp: images[0].save(tmp, format=fmt, **options))
+    atomic_write(path, lambda tmp: images[0].save(tmp, format=fmt, **options))
     return path
 
 

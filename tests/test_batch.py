@@ -582,8 +582,8 @@ def test_a_long_video_in_chunks_warmed_up_on_the_frames_before(cli, tmp_path):
     """--chunk-frames 5 on 14 frames: the frames 0-9 form one sequence (a chunk starts its
     sequence WARM_UP = 8 frames early, here at frame 0), frames 10-13 another from frame 2, which
     runs frames 2-9 without writing them. The chunk's frames are closer to the whole run's than a
-    cold start at frame 10 is (measured: half the gap; a dream amplifies what it starts from, so a
-    carried difference decays more slowly than carry's 0.5 a frame); replay starts where the
+    cold start at frame 10 is (measured: 0.36 of the gap; a carried difference decays by about
+    carry, 0.8, a frame, and a dream amplifies what it starts from); replay starts where the
     recipe says."""
     from dreamkit.batch.video import WARM_UP
 
@@ -624,6 +624,39 @@ def test_no_video_is_made_while_a_frame_is_missing(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="dreamkit.batch"):
         assert assembler.finish() == []
     assert "not every frame is done" in caplog.text and not (tmp_path / "clip.mp4").exists()
+
+
+def test_a_truncated_video_runs_what_can_be_read_and_fails_naming_the_cut(cli, tmp_path):
+    """A Matroska clip cut at 60% of its bytes: its header still declares 10 frames, 5 can be read.
+    Those 5 run and make a valid, shorter video (the partial output), the cut is a failed record
+    naming both counts (exit 1), and nothing hidden is left. An MP4 cut short loses its index (the
+    moov box is at the end): nothing can be read, so nothing is written and the error says so."""
+    import av
+
+    rng = np.random.default_rng(2)
+    pictures = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(10)]
+    make_video(tmp_path / "whole.mkv", pictures=pictures)
+    make_video_with_audio(tmp_path / "whole.mp4", pictures, rate=10)
+    for name in ("whole.mkv", "whole.mp4"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / name.replace("whole", "cut")).write_bytes(data[: len(data) * 6 // 10])
+    out, report = tmp_path / "out", tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", tmp_path / "in" / "cut.mkv", "-e", "adjust", "-o", out, "--report", report)
+    assert code == 1, stderr
+    assert "cut.mkv: the video is cut short (truncated or damaged): 5 of the 10 frames its header declares " \
+           "can be read; those are run" in stderr
+    records = report_lines(report)
+    assert sorted(r["video_frame"] for r in records if r["status"] == "done") == [0, 1, 2, 3, 4]
+    assert [r["status"] for r in records if r.get("video_frame") is None] == ["failed"]
+    assert files_in(out) == ["cut.mp4"]  # no .part, no frames folder: the partial output is a whole video
+    with av.open(str(out / "cut.mp4")) as made:
+        assert sum(1 for _ in made.decode(video=0)) == 5
+    code, _, stderr = cli("run", tmp_path / "in" / "cut.mp4", "-e", "adjust", "-o", tmp_path / "out2")
+    assert code == 2 and "cut.mp4: cannot read the video" in stderr  # the one input: a bad input's exit 2
+    assert files_in(tmp_path / "out2") == []
+    code, _, stderr = cli("run", tmp_path / "whole.mkv", "-e", "adjust", "-o", tmp_path / "out3")
+    assert code == 0 and "cut short" not in stderr  # a whole clip: its header and its packets agree
 
 
 def test_a_bad_video_quality_is_a_usage_error(cli, tmp_path):

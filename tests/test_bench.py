@@ -60,16 +60,17 @@ def test_analysis_benchmark_runs_every_mode():
 
 @pytest.mark.slow
 def test_style_benchmark_runs_every_rung_on_the_same_loss():
+    # MobileNetV2 only: VGG-19 takes the same code path per rung (a backbone name) at 5x the load
+    # time per process; the effect on VGG-19 has its own tests (test_style)
     done = subprocess.run([sys.executable, str(REPO / "bench" / "style.py"), "--sizes", "64", "--rounds", "1",
-                           "--iterations", "1"], capture_output=True, text=True, timeout=900)
+                           "--iterations", "1", "--backbones", "mobilenet_v2"], capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")]
     by_mode = {(row[1], row[2]): row for row in rows}
     assert [mode for backbone, mode in by_mode if backbone == "mobilenet_v2"] == [
         "reference", "allocator", "extractor", "ours", "ours-fast", "ours-smoothed", "effect-default", "effect-768"]
-    assert [mode for backbone, mode in by_mode if backbone == "vgg19"] == [
-        "reference", "allocator", "extractor", "ours", "ours-fast", "effect-default", "effect-768"]
-    for backbone in ("mobilenet_v2", "vgg19"):  # the effect as users run it: the same loss tiled or not
+    for backbone in ("mobilenet_v2",):  # the effect as users run it: the same loss tiled or not
         assert float(by_mode[(backbone, "effect-768")][5]) == pytest.approx(float(by_mode[(backbone, "effect-default")][5]),
                                                                            rel=1e-3)
     for (backbone, mode), row in by_mode.items():
@@ -120,7 +121,7 @@ def test_video_benchmark_measures_flicker_both_ways():
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     for clip in ("pan", "zoom"):
-        for mode in ("independent", "in-place", "flow", "dream", "dream c=0.5"):
+        for mode in ("independent", "in-place", "flow", "dream alone", "dream carry"):
             assert f"{clip:6} {mode:12}" in done.stdout, done.stdout
         assert f"{clip:6} flow: end-point error" in done.stdout
     assert "CPU: " in done.stdout and "I/O: 12 frames of 48p" in done.stdout

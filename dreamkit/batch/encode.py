@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DreamkitError, OutputError
+from ..io import atomic_write
 from .video import stream_rate
 
 log = logging.getLogger("dreamkit.batch")
@@ -85,10 +84,10 @@ def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = D
         stream = original.streams.video[0]
         rate = stream_rate(stream)
         audio = original.streams.audio[0] if original.streams.audio else None
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=VIDEO_SUFFIX)
-        os.close(handle)
-        try:
-            with av.open(temporary, "w", format="mp4") as output:
+        sound = [0]  # audio packets copied
+
+        def write(temporary: Path) -> None:
+            with av.open(str(temporary), "w", format="mp4") as output:
                 if metadata is not None:
                     output.metadata[METADATA_TAG] = json.dumps({"dreamkit": metadata})
                 first = np.asarray(Image.open(frames[0]).convert("RGB"))
@@ -108,7 +107,6 @@ def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = D
                         output.mux(packet)
                 for packet in video.encode():
                     output.mux(packet)
-                sound = 0  # audio packets copied
                 if copied is not None:
                     begin, end = first_frame / rate, (first_frame + len(frames)) / rate  # seconds (Fractions)
                     whole = first_frame == 0
@@ -123,12 +121,10 @@ def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = D
                             packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
                         packet.stream = copied
                         output.mux(packet)
-                        sound += 1
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    return {"video": str(target), "frames": len(frames), "fps": float(rate), "audio": sound > 0}
+                        sound[0] += 1
+
+        atomic_write(target, write)
+    return {"video": str(target), "frames": len(frames), "fps": float(rate), "audio": sound[0] > 0}
 
 
 @dataclass

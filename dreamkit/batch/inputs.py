@@ -157,10 +157,15 @@ def _items_for(path: Path, relative: PurePosixPath, listing: InputListing, frame
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         return [InputItem(path, name, relative)]
     try:
-        indices = frames.indices(path, count_frames(path))
+        count = count_frames(path)
+        indices = frames.indices(path, count.readable)
     except Exception as exc:  # a video that cannot be opened is one bad input among many
         listing.problems.append(InputProblem(str(path), str(exc)))
         return []
+    if count.truncated:  # its readable frames run (and make a shorter video); the cut is a failure
+        listing.problems.append(InputProblem(str(path), f"{path}: the video is cut short (truncated or damaged): "
+                                                        f"{count.readable} of the {count.declared} frames its "
+                                                        f"header declares can be read; those are run"))
     return [InputItem(path, name / f"frame_{index + 1:06d}", relative / f"frame_{index + 1:06d}", index,
                       frames.sequence_start(index, indices.start))
             for index in indices]

@@ -30,20 +30,53 @@ def _av() -> Any:
     return av
 
 
-def count_frames(path: Path) -> int:
-    """How many video frames ``path`` holds (counted from its packets: nothing is decoded)."""
+@dataclass(frozen=True)
+class FrameCount:
+    """A video's frames: ``readable`` (their packets are in the file) and ``declared`` (what its
+    header promises: the frame count, else the video stream's duration at its rate; ``None`` when
+    it does not say). Fewer readable than declared: the file was cut short or damaged."""
+
+    readable: int
+    declared: int | None
+
+    @property
+    def truncated(self) -> bool:
+        return self.declared is not None and self.readable < self.declared - 1  # a frame of rounding
+
+
+def count_frames(path: Path) -> FrameCount:
+    """How many video frames ``path`` holds (counted from its packets: nothing is decoded), and
+    how many its header declares."""
     av = _av()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise ImageLoadError(f"{path}: no video stream in this file")
             stream = container.streams.video[0]
+            declared = _declared_frames(container, stream)
             count = sum(1 for packet in container.demux(stream) if packet.size)
     except av.FFmpegError as exc:
         raise ImageLoadError(f"{path}: cannot read the video: {exc}") from None
     if count == 0:
         raise ImageLoadError(f"{path}: the video holds no frames")
-    return count
+    return FrameCount(count, declared)
+
+
+def _declared_frames(container: Any, stream: Any) -> int | None:
+    """The frames ``stream``'s header promises: its frame count (MP4), else its own duration
+    (the stream's, or Matroska's DURATION tag) at its rate; the container's duration only when the
+    video is its one stream (with audio it may be the audio's length)."""
+    if stream.frames:
+        return int(stream.frames)
+    seconds: float | None = None
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif stream.metadata.get("DURATION"):
+        hours, minutes, rest = stream.metadata["DURATION"].split(":")
+        seconds = int(hours) * 3600 + int(minutes) * 60 + float(rest)
+    elif len(container.streams) == 1 and container.duration:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    return round(seconds * float(stream_rate(stream))) if seconds else None
 
 
 def stream_rate(stream: Any) -> Fraction:

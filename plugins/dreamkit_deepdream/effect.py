@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +71,10 @@ class DeepDream(Effect):
     memory_mb = Param(int, None, min=64, max=1 << 20,
                       advanced=True, help="memory for one forward+backward pass, MiB (default: half of what is available when "
                            "the run starts); larger images are dreamed in exact tiles")
-    carry = Param(float, 0.5, min=0.0, max=1.0,
+    carry = Param(float, 0.8, min=0.0, max=1.0,
                   help="in a frame sequence (a video): how much of the previous frame's dream, moved along the "
-                       "optical flow, the next frame starts from; 0: every frame dreams afresh")
+                       "optical flow, the next frame starts from; such a frame dreams (1 - carry) x steps, so the "
+                       "dream keeps its strength and changes less; 0: every frame dreams afresh")
     frames = Param(int, 1, min=1, max=10000, help="frames of a zoom sequence (1: a single image)")
     zoom = Param(float, 1.05, min=1.0, max=4.0, help="zoom factor between frames")
     save_every = Param(int, 0, min=0, advanced=True, help="keep the image every N steps, as artifacts of the run "
@@ -194,9 +197,12 @@ class DeepDream(Effect):
         objective, extractor, geometry = self.build_objective(image.device, context.host)
         settings = self.settings()
         frames = []
-        current = self._carried(image, context)
+        current, carried = self._carried(image, context)
+        if carried:  # most of the dream is in the start already: add back only the part that faded
+            settings = replace(settings, steps=max(1, math.ceil(self.steps * (1 - self.carry))))
         for frame in range(self.frames):
             if frame > 0:
+                settings = self.settings()
                 current = zoom(current, self.zoom)
             on_step = self._saver(context, frame) if self.save_every else None
             current, _ = dream(current, extractor, objective, geometry, settings, context.generator,
@@ -204,16 +210,17 @@ class DeepDream(Effect):
             frames.append(current)
         return frames if self.frames > 1 else frames[0]
 
-    def _carried(self, image: torch.Tensor, context: Any) -> torch.Tensor:
-        """A sequence frame's start: the frame plus ``carry`` x what the dream added to the previous
-        frame, moved along the optical flow, where the motion is trusted (so the hallucinations
-        stay on their surfaces and move with them; what the motion uncovers starts fresh)."""
+    def _carried(self, image: torch.Tensor, context: Any) -> tuple[torch.Tensor, bool]:
+        """A sequence frame's start, and whether it carries a dream: the frame plus ``carry`` x what
+        the dream added to the previous frame, moved along the optical flow, where the motion is
+        trusted (so the hallucinations stay on their surfaces and move with them; what the motion
+        uncovers starts fresh and fills in over the next frames)."""
         before, after = context.previous_input, context.previous_output
         if not self.carry or before is None or after is None or not before.shape == after.shape == image.shape:
-            return image
+            return image, False
         motion = Motion.between(before, image)
         added = motion.follow(after - before) * motion.trusted.to(image)[None, None]
-        return (image + self.carry * added).clamp(0, 1)
+        return (image + self.carry * added).clamp(0, 1), True
 
     def _saver(self, context: Any, frame: int):
         stem = Path(context.source).stem if context.source else "dream"

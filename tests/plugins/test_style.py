@@ -527,7 +527,8 @@ GRID_PAIRS = [("rocket.jpg", "gravel.png"), ("chelsea.png", "hubble_deep_field.j
 @pytest.mark.parametrize("content, style", GRID_PAIRS)
 def test_no_size_pair_or_optimiser_diverges(samples, content, style):
     """The quality grid: sizes 64-512 x four pairs x 1 and 2 scales x L-BFGS and Adam, 20
-    iterations. The output's style loss (plain, at its size) is below the photo's, the layout survives (low-passed luminance correlation with
+    iterations (384 px is left out for CI time: from 256 to 512 px no size rule of the effect
+    changes, and 512 takes half the grid's time). The output's style loss (plain, at its size) is below the photo's, the layout survives (low-passed luminance correlation with
     the content above 0.9; a plain Gatys run keeps 0.94-0.98 on these pairs, issue 28's measure;
     before the L-BFGS safeguard rocket x gravel at 256 px had 0.02) and no output is mostly
     saturated colour."""
@@ -535,7 +536,7 @@ def test_no_size_pair_or_optimiser_diverges(samples, content, style):
 
     source = load_image(samples / content)
     style_path = str(samples / style)
-    for side in (64, 96, 128, 192, 256, 384, 512):
+    for side in (64, 96, 128, 192, 256, 512):
         image = shrink(source, side)
         start = palette_start(image, style_path)  # the photo in the style's colours: its layout
         pool = max(2, side // 32)
