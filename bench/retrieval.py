@@ -423,7 +423,8 @@ def real_descriptors(count_per_picture: int = 60, seed: int = 0) -> np.ndarray:
         images = []
         for path in sources:
             picture = Image.open(path).convert("RGB")
-            many = count_per_picture if not path.name.startswith(("solid", "gradient", "noise")) else 2
+            plain = path.name.startswith(("solid", "gradient", "noise"))  # few views: they all look alike
+            many = min(2, count_per_picture) if plain else count_per_picture
             for _ in range(many):
                 w, h = picture.size
                 cw, ch = int(w * rng.uniform(0.4, 1)), int(h * rng.uniform(0.4, 1))

@@ -2,16 +2,51 @@
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
+#: Each script with the smallest settings that still run every mode. They run two at a time
+#: (most of a tiny run is starting Python and loading models, one core each); the figures they
+#: print are noise here and not tested, only that every mode ran and what must hold by construction.
+RUNS = {
+    "models": ["models.py", "--sizes", "64", "--repeats", "1", "--rounds", "1"],
+    "ops": ["ops.py", "--threads", "1", "--repeats", "1", "--budget", "0"],
+    "deepdream": ["deepdream.py", "--sizes", "64", "--rounds", "1", "--ladder-rounds", "1", "--memory-side", "256"],
+    "analysis": ["analysis.py", "--count", "3", "--rounds", "1"],
+    # MobileNetV2 only: VGG-19 runs the same code per rung (a backbone name) at 5x the load time per
+    # process; the effect on VGG-19 has its own tests (test_style)
+    "style": ["style.py", "--sizes", "64", "--rounds", "1", "--iterations", "1", "--backbones", "mobilenet_v2"],
+    "batch": ["batch.py", "--count", "3", "--rounds", "1", "--workers", "1"],
+    "retrieval": ["retrieval.py", "--count", "4", "--rounds", "1", "--sizes", "2000"],
+    "dupes": ["retrieval.py", "--skip-indexing", "--skip-search", "--dupes", "--real-size", "3000",
+              "--real-per-picture", "1"],
+    "video": ["video.py", "--side", "48", "--frames", "3", "--iterations", "1", "--threads", "1", "--io-seconds", "0.5",
+              "--io-height", "48"],
+}
+#: Longest first, so the two lanes end together.
+ORDER = ["dupes", "deepdream", "models", "style", "batch", "video", "ops", "retrieval", "analysis"]
+
+
+@pytest.fixture(scope="module")
+def bench_runs():
+    """Every script's finished process (stdout, stderr, return code), by name."""
+    assert sorted(ORDER) == sorted(RUNS)
+
+    def run(name):
+        script, *options = RUNS[name]
+        return subprocess.run([sys.executable, str(REPO / "bench" / script), *options], capture_output=True,
+                              text=True, timeout=1200)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(ORDER, pool.map(run, ORDER)))
+
 
 @pytest.mark.slow
-def test_models_benchmark_runs_and_prints_every_mode():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "models.py"), "--sizes", "64", "--repeats", "1", "--rounds", "1"],
-                          capture_output=True, text=True, timeout=600)
+def test_models_benchmark_runs_and_prints_every_mode(bench_runs):
+    done = bench_runs["models"]
     assert done.returncode == 0, done.stderr
     rows = {line.split()[1]: line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")}
     import torch
@@ -26,18 +61,15 @@ def test_models_benchmark_runs_and_prints_every_mode():
 
 
 @pytest.mark.slow
-def test_ops_benchmark_runs():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "ops.py"), "--threads", "1", "--repeats", "1",
-                           "--budget", "0"],
-                          capture_output=True, text=True, timeout=600)
+def test_ops_benchmark_runs(bench_runs):
+    done = bench_runs["ops"]
     assert done.returncode == 0, done.stderr
     assert sum(line.startswith("jitter ") for line in done.stdout.splitlines()) == 4
 
 
 @pytest.mark.slow
-def test_deepdream_benchmark_runs_every_mode():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "deepdream.py"), "--sizes", "64", "--rounds", "1",
-                           "--ladder-rounds", "1", "--memory-side", "256"], capture_output=True, text=True, timeout=900)
+def test_deepdream_benchmark_runs_every_mode(bench_runs):
+    done = bench_runs["deepdream"]
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()
             if line.split() and line.split()[0] in ("unfrozen", "frozen", "out-of-place", "ours", "ours-fast")}
@@ -48,9 +80,8 @@ def test_deepdream_benchmark_runs_every_mode():
 
 
 @pytest.mark.slow
-def test_analysis_benchmark_runs_every_mode():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "analysis.py"), "--count", "3", "--rounds", "1"],
-                          capture_output=True, text=True, timeout=600)
+def test_analysis_benchmark_runs_every_mode(bench_runs):
+    done = bench_runs["analysis"]
     assert done.returncode == 0, done.stderr
     modes = [line.split()[0] for line in done.stdout.splitlines()[2:]]
     assert modes == ["classify-reference", "classify-ours", "classify-ours-batched", "faces-reference", "faces-ours"]
@@ -59,12 +90,8 @@ def test_analysis_benchmark_runs_every_mode():
 
 
 @pytest.mark.slow
-def test_style_benchmark_runs_every_rung_on_the_same_loss():
-    # MobileNetV2 only: VGG-19 takes the same code path per rung (a backbone name) at 5x the load
-    # time per process; the effect on VGG-19 has its own tests (test_style)
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "style.py"), "--sizes", "64", "--rounds", "1",
-                           "--iterations", "1", "--backbones", "mobilenet_v2"], capture_output=True, text=True,
-                          timeout=900)
+def test_style_benchmark_runs_every_rung_on_the_same_loss(bench_runs):
+    done = bench_runs["style"]
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("64 ")]
     by_mode = {(row[1], row[2]): row for row in rows}
@@ -81,18 +108,16 @@ def test_style_benchmark_runs_every_rung_on_the_same_loss():
     assert by_mode[("mobilenet_v2", "reference")][4] == "1.00x"
 
 
-def test_batch_benchmark_runs_every_mode():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "batch.py"), "--count", "3", "--rounds", "1", "--workers", "1"],
-                          capture_output=True, text=True, timeout=600)
+def test_batch_benchmark_runs_every_mode(bench_runs):
+    done = bench_runs["batch"]
     assert done.returncode == 0, done.stderr
     for mode in ("reference ", "reference-batched", "local ", "ray-1 "):
         assert mode in done.stdout, done.stdout
 
 
 @pytest.mark.slow
-def test_retrieval_benchmark_runs_every_part():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--count", "4", "--rounds", "1",
-                           "--sizes", "2000"], capture_output=True, text=True, timeout=600)
+def test_retrieval_benchmark_runs_every_part(bench_runs):
+    done = bench_runs["retrieval"]
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert any("dreamkit index" in line and "overhead" in line for line in lines)
@@ -101,10 +126,8 @@ def test_retrieval_benchmark_runs_every_part():
 
 
 @pytest.mark.slow
-def test_retrieval_benchmark_measures_dupes_and_real_recall():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "retrieval.py"), "--skip-indexing", "--skip-search",
-                           "--dupes", "--real-size", "3000", "--real-per-picture", "2"],
-                          capture_output=True, text=True, timeout=900)
+def test_retrieval_benchmark_measures_dupes_and_real_recall(bench_runs):
+    done = bench_runs["dupes"]
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     rows = {line.split()[0]: line for line in lines if "pairwise precision" in line}
@@ -115,10 +138,8 @@ def test_retrieval_benchmark_measures_dupes_and_real_recall():
     assert len(recall) == 6 and sum("estimate from stored vectors" in line for line in recall) == 2
 
 
-def test_video_benchmark_measures_flicker_both_ways():
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "video.py"), "--side", "48", "--frames", "3",
-                           "--iterations", "1", "--threads", "1", "--io-seconds", "0.5", "--io-height", "48"],
-                          capture_output=True, text=True, timeout=600)
+def test_video_benchmark_measures_flicker_both_ways(bench_runs):
+    done = bench_runs["video"]
     assert done.returncode == 0, done.stderr
     for clip in ("pan", "zoom"):
         for mode in ("independent", "in-place", "flow", "dream alone", "dream carry"):
