@@ -183,8 +183,24 @@ def cheap_run(clip: pathlib.Path, out: pathlib.Path) -> float:
 
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dreamkit", "run", str(clip), "-e", "resize:scale=1", "-e",
-                    "adjust:contrast=1.1", "-o", str(out), "-q"], check=True)
+                    "adjust:contrast=1.1", "-o", str(out), "-q"], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def style_run(clip: pathlib.Path, out: pathlib.Path, seconds: float) -> tuple[float, list[float]]:
+    """The whole ``dreamkit run clip -e style:style=ihc.png`` process (the effect's defaults) on the
+    first ``seconds`` of ``clip``: its seconds, and each frame's own seconds from the report."""
+    import json
+    import subprocess
+
+    report = out.with_suffix(".jsonl")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dreamkit", "run", str(clip), "-e", f"style:style={sample('ihc.png')}",
+                    "-o", str(out), "-q", "--duration", str(seconds), "--report", str(report)], check=True,
+                   stdout=subprocess.DEVNULL)
+    whole = time.perf_counter() - start
+    records = [json.loads(line) for line in report.read_text().splitlines()]
+    return whole, [r["seconds"] for r in sorted(records, key=lambda r: r["video_frame"])]
 
 
 def main() -> None:
@@ -195,6 +211,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--io-seconds", type=float, default=5.0, help="length of the I/O measure's clip (0: skip it)")
     parser.add_argument("--io-height", type=int, default=480, help="its height in px (16:9)")
+    parser.add_argument("--style-seconds", type=float, default=0.0,
+                        help="also run `dreamkit run clip -e style` on this much of the --io-seconds clip and "
+                             "extrapolate the whole clip's time from its frames (0: skip; the whole 5 s 480p clip "
+                             "takes about half an hour on 2 CPU threads)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from dreamkit.io import load_image
@@ -232,6 +252,13 @@ def main() -> None:
             count = make_clip(clip, args.io_seconds, args.io_height)
             floor = io_floor(clip, pathlib.Path(folder) / "floor")
             whole = cheap_run(clip, pathlib.Path(folder) / "out")
+            if args.style_seconds > 0:
+                styled, frames = style_run(clip, pathlib.Path(folder) / "styled", args.style_seconds)
+                later = sorted(frames[1:])[len(frames[1:]) // 2] if len(frames) > 1 else frames[0]
+                estimate = styled - sum(frames) + frames[0] + later * (count - 1)
+                print(f"style on {args.io_height}p (effect defaults): {len(frames)} frames in {styled:.0f} s (the whole "
+                      f"process); first frame {frames[0]:.1f} s, later frames {later:.1f} s each (median): the "
+                      f"{count}-frame clip about {estimate / 60:.0f} min")
         print(f"I/O: {count} frames of {args.io_height}p: decode + PNG + encode alone {count / floor:.1f} frames/s; "
               f"dreamkit run -e resize -e adjust (the whole process) {count / whole:.1f} frames/s = "
               f"{floor / whole:.2f}x the floor's rate")
