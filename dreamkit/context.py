@@ -51,6 +51,9 @@ class RunContext:
     * ``previous_input`` / ``previous_output``: in a frame sequence, this step's input and output
       for the previous frame (``None`` for a single image and for the first frame). An effect that
       keeps a sequence coherent (``style``) starts from them; others ignore them.
+    * ``earlier``: in a frame sequence, this step's (input, output) for the frames before, most
+      recent first (``earlier[0]`` is the previous frame's), as many as the effect's
+      :meth:`~dreamkit.effect.Effect.remembered_frames` (at most that many exist yet).
     """
 
     device: torch.device
@@ -62,6 +65,7 @@ class RunContext:
     host: Any = None
     previous_input: torch.Tensor | None = None
     previous_output: torch.Tensor | None = None
+    earlier: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
     artifacts: Any = None
     results: list[dict[str, Any]] = field(default_factory=list)
     generator: torch.Generator = field(init=False)

@@ -315,6 +315,13 @@ class Effect:
     #: one process (:meth:`Pipeline.sequence`); otherwise they are independent jobs, run in parallel.
     sequential: ClassVar[bool] = False
 
+    def remembered_frames(self) -> int:
+        """How many earlier frames of a sequence (input and output) :meth:`apply` sees in
+        ``context.earlier``: 1, the previous frame (which ``previous_*`` give too). An effect that
+        looks further back (``style``'s ``long_term``) asks for more; a sequence's chunks warm up on
+        :data:`dreamkit.batch.video.WARM_UP` frames, so more than that would differ across chunks."""
+        return 1
+
     def apply_batch(self, images: list[Any], contexts: list[Any]) -> list[Any]:
         """Several independent images, each with its own context (seed, records); one output image
         per image, in order. A batchable effect must not use ``context.previous_output`` (it is

@@ -319,7 +319,7 @@ class FrameSequence:
     def __init__(self, run: "_Run", steps: Sequence[Effect], source: str | None, start: int = 0) -> None:
         self._run = run
         self._steps = list(steps)
-        self._carries = [_Carry(start) for _ in self._steps]
+        self._carries = [_Carry(start, remember=effect.remembered_frames()) for effect in self._steps]
         self.source = source
 
     def push(self, image: Any, artifacts: Any = None) -> RunResult:
@@ -335,11 +335,25 @@ class FrameSequence:
 @dataclass
 class _Carry:
     """What a step remembers of the sequence it runs over: the next frame's index, and the
-    previous frame's input and output (``context.previous_*``)."""
+    input and output of the last ``remember`` frames (``context.earlier``; the previous one is also
+    ``context.previous_*``)."""
 
     frame_index: int = 0
-    previous_input: torch.Tensor | None = None
-    previous_output: torch.Tensor | None = None
+    remember: int = 1
+    earlier: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+
+    @property
+    def previous_input(self) -> torch.Tensor | None:
+        return self.earlier[0][0] if self.earlier else None
+
+    @property
+    def previous_output(self) -> torch.Tensor | None:
+        return self.earlier[0][1] if self.earlier else None
+
+    def moved_on(self, image: torch.Tensor, output: torch.Tensor) -> None:
+        """Past one more frame: ``image`` went in, ``output`` came out."""
+        self.frame_index += 1
+        self.earlier = ((image, output), *self.earlier)[:max(1, self.remember)]
 
 
 @dataclass
@@ -355,6 +369,7 @@ class _Run:
     def context(self, step_index: int, carry: _Carry, source: str | None, artifacts: Any = None) -> RunContext:
         return RunContext(self.device, self.seed, self.bars, source, step_index, carry.frame_index, self.host,
                           previous_input=carry.previous_input, previous_output=carry.previous_output,
+                          earlier=carry.earlier,
                           artifacts=artifacts if artifacts is not None else self.artifacts)
 
     def step(self, effect: Effect, step_index: int, frames: list[Frame], source: str | None,
@@ -366,8 +381,7 @@ class _Run:
             context = self.context(step_index, carry, source, artifacts)
             output = self.host.hook.dreamkit_run_step(effect=effect, image=frame.image, context=context)
             made = _frames_out(effect, output, frame, context)
-            carry.frame_index += 1
-            carry.previous_input, carry.previous_output = frame.image, made[-1].image
+            carry.moved_on(frame.image, made[-1].image)
             produced += made
         return produced
 
@@ -377,10 +391,10 @@ class _Run:
         ``None`` if it raised or broke the contract (the caller then goes image by image)."""
         pairs = [(lane_index, frame_index, frame) for lane_index, lane in enumerate(lanes)
                  for frame_index, frame in enumerate(lane)]
-        contexts = [self.context(step_index, _Carry(starts[lane_index] + frame_index,
-                                                    lanes[lane_index][frame_index - 1].image if frame_index else None),
-                                 sources[lane_index])
+        contexts = [self.context(step_index, _Carry(starts[lane_index] + frame_index), sources[lane_index])
                     for lane_index, frame_index, _ in pairs]
+        for context, (lane_index, frame_index, _) in zip(contexts, pairs):  # the input before, never an output
+            context.previous_input = lanes[lane_index][frame_index - 1].image if frame_index else None
         try:
             outputs = self.host.hook.dreamkit_run_batch_step(effect=effect, images=[f.image for _, _, f in pairs],
                                                              contexts=contexts)

@@ -125,6 +125,11 @@ class Style(Effect):
     flow = Param(bool, True, advanced=True,
                  help="in a frame sequence: follow the motion (OpenCV's optical flow): each frame "
                       "starts from the previous result moved along it; false: the result stays in place")
+    long_term = Param(int, 0, min=0, max=3,
+                      advanced=True, help="in a frame sequence with flow: also hold each pixel to the result of 2, 4 "
+                           "and 8 frames back (the first N of them) where it was last visible, not only the previous "
+                           "frame's (Ruder et al.'s long-term consistency: what something passing in front hid comes "
+                           "back as it was); 0: the previous frame only")
     tile_size = Param(int, None, min=0, max=16384,
                       advanced=True, help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
     memory_mb = Param(int, None, min=64, max=1 << 20,
@@ -391,24 +396,45 @@ class Style(Effect):
         start = load_image(self.init).to(content.device)
         return as_luminance_image(start) if self.color == "luminance" else start
 
+    def remembered_frames(self) -> int:
+        """The previous frame, and with ``long_term`` N up to 2**N frames back."""
+        return 2 ** self.long_term if self.flow else 1
+
     def _previous(self, context: Any, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """For a frame after the first of a sequence: the previous frame's result (the start, and
         what the temporal term holds to) and the mask of the pixels it holds. With ``flow`` the
         result is moved along the optical flow first, and a pixel is held where the motion is
         trusted (not occluded, not on a motion boundary) and its input, followed along the
         motion, did not change; without, the result stays in place and a pixel is held where its
-        input did not change."""
+        input did not change. With ``long_term`` the results 2, 4, 8 frames back are moved and
+        held the same way, each pixel to the most recent of them where it was held (Ruder et al.'s
+        long-term weights: max(0, held_j - the sum of the more recent ones' held)): one target, the
+        held results' weighted mean, and one mask, their weights' sum."""
         before, after = context.previous_input, context.previous_output
         if before is None or after is None or before.shape != image.shape or after.shape != image.shape:
             return None
+        target, weight = self._held(before, after, image)
+        earlier = context.earlier[1:] if context.earlier and context.earlier[0][0] is before else ()
+        for frames_back in [2 ** k for k in range(1, self.long_term + 1)] if self.flow else []:
+            if frames_back > len(earlier) + 1 or earlier[frames_back - 2][0].shape != image.shape:
+                break
+            result, held = self._held(*earlier[frames_back - 2], image)
+            share = (held - weight).clamp_(min=0)  # pixels the more recent frames did not hold
+            target = torch.where(share > 0, (target * weight + result * share) / (weight + share), target)
+            weight = weight + share
+        return (as_luminance_image(target) if self.color == "luminance" else target), weight
+
+    def _held(self, before: torch.Tensor, after: torch.Tensor,
+              image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An earlier frame's result as it lines up with ``image`` (moved along the motion with
+        ``flow``), and where it may hold (trusted motion, the followed input unchanged)."""
         if self.flow:
             motion = Motion.between(before, image)
             after, before = motion.follow(after), motion.follow(before)
             trusted = motion.trusted.to(image)[None, None]
         else:
             trusted = torch.ones_like(image[:, :1])
-        unchanged = ((image - before).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype) * trusted
-        return (as_luminance_image(after) if self.color == "luminance" else after), unchanged
+        return after, ((image - before).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype) * trusted
 
     def _reporter(self, tick: Any, context: Any, scale: int, history: list[Record], chroma_source: torch.Tensor | None,
                   tiles: int):
