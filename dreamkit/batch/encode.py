@@ -84,9 +84,10 @@ def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = D
         stream = original.streams.video[0]
         rate = stream_rate(stream)
         audio = original.streams.audio[0] if original.streams.audio else None
-        sound = [0]  # audio packets copied
+        sound = 0  # audio packets copied
 
         def write(temporary: Path) -> None:
+            nonlocal sound
             with av.open(str(temporary), "w", format="mp4") as output:
                 if metadata is not None:
                     output.metadata[METADATA_TAG] = json.dumps({"dreamkit": metadata})
@@ -121,10 +122,10 @@ def encode_video(frames: list[Path], source: Path, target: Path, *, crf: int = D
                             packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
                         packet.stream = copied
                         output.mux(packet)
-                        sound[0] += 1
+                        sound += 1
 
         atomic_write(target, write)
-    return {"video": str(target), "frames": len(frames), "fps": float(rate), "audio": sound[0] > 0}
+    return {"video": str(target), "frames": len(frames), "fps": float(rate), "audio": sound > 0}
 
 
 @dataclass
@@ -172,14 +173,8 @@ class VideoAssembler:
             if not complete:
                 log.warning("%s: not every frame is done; the video is not made (run again to finish)", source)
                 continue
-            outputs = {Path(output) for _, output, _ in ordered}
-            videos = {path for path in outputs if path.suffix == VIDEO_SUFFIX}
-            if videos == outputs:
-                continue  # every frame is in the video an earlier run made
-            if videos:
-                log.warning("%s: some frames are only in %s (made without --frames) and others are new; the video "
-                            "is not remade (run with --overwrite to make it whole)", source, sorted(videos)[0])
-                continue
+            if any(Path(output).suffix == VIDEO_SUFFIX for _, output, _ in ordered):
+                continue  # found done in the video an earlier run made, which the planner saw holds every frame
             paths = [Path(output) for _, output, _ in ordered]
             target = video_of(paths[0].parent)
             if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in paths):

@@ -100,8 +100,8 @@ def plan_batch(
             elif existing.state is State.DAMAGED:
                 plan.known.append({**base_record(output.item.path, "failed", settings.seed, output.item.video_frame),
                                    "error": f"its output {existing.problem}; pass --overwrite to redo it"})
-            elif (existing.blocking or output.existing()[0]) not in foreign:
-                foreign.append(existing.blocking or output.existing()[0])
+            elif (blocking := existing.blocking or output.existing()[0]) not in foreign:
+                foreign.append(blocking)
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise OutputError(f"{foreign[0]} exists already and was not made by this recipe from this "
