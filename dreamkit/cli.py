@@ -514,19 +514,27 @@ def cmd_weights(args: argparse.Namespace) -> int:
     registry = get_host().weights
     action = args.weights_command
     if action == "list":
+        from .weights_file import list_models, models_dir
+
         rows = []
         for entry in registry.entries.values():
             cached = registry.cached_path(entry)
             rows.append({"name": entry.key, "file": entry.filename, "size": entry.size, "sha256": entry.sha256,
                          "fully_pinned": entry.fully_pinned, "cached": cached.exists(), "path": str(cached),
                          "description": entry.description})
+        models = list_models()
         if args.json:
-            _print_json(rows)
+            _print_json(rows + [{**model, "model": True} for model in models])
         else:
             for row in rows:
                 size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
                 digest = f"{row['sha256'][:16]}…" if row["fully_pinned"] else f"{row['sha256']} (prefix)"
                 print(f"{row['name']:<28} {size:>9}  {'cached' if row['cached'] else 'absent':<7} {digest:<18} {row['description']}")
+            if models:
+                print(f"\nmodels in {models_dir()}:")
+            for model in models:
+                about = f"ERROR {model['error']}" if "error" in model else f"{model['kind']:<10} {model['sha256'][:16]}…  {model['summary']}"
+                print(f"{model['name']:<28} {model['size'] / 1e6:>6.1f} MB  {about}")
         return EXIT_OK
     if action == "fetch":
         names = list(args.names)

@@ -6,7 +6,8 @@ value is a file, not a word. Before a pipeline runs, its front end turns every s
 sha256 of its bytes):
 
 * the command line, recipes and the Python API take paths, relative to the working folder or to
-  the recipe file (:class:`PathResolver`);
+  the recipe file (:class:`PathResolver`); a ``"file"`` given by a bare name that is not there is
+  looked up in the models folder (:func:`dreamkit.weights_file.models_dir`);
 * the web page takes uploads (and its sample images), and refuses paths: the server never opens
   a path a client names (``dreamkit_web``'s resolver).
 
@@ -80,12 +81,25 @@ class PathResolver:
         kind = param.resource
         if kind == "folder" and path.is_dir() or kind != "folder" and path.is_file():
             return make_resource(kind, str(value), path)
+        in_models = in_models_folder(str(value)) if kind == "file" else None
+        if in_models is not None:
+            return make_resource(kind, str(value), in_models)
         wanted = "folder" if kind == "folder" else "file"
         where = f" (looked in {self.base})" if not Path(str(value)).is_absolute() else ""
         if kind == "file" and self.host is not None and os.sep not in str(value) and not Path(str(value)).suffix:
             raise ParameterError(f"effect '{effect}': parameter '{param.name}' = {str(value)!r} "
                                  + self.host.weights.not_a_name(str(value), (values or {}).get("backbone")))
         raise ParameterError(f"effect '{effect}': parameter '{param.name}' = {str(value)!r}: no such {wanted}{where}")
+
+
+def in_models_folder(name: str) -> Path | None:
+    """A bare file name found in the models folder (``dreamkit weights list`` shows them)."""
+    from .weights_file import models_dir
+
+    if os.sep in name or (os.altsep and os.altsep in name) or name in ("", ".", ".."):
+        return None
+    path = models_dir() / name
+    return path if path.is_file() else None
 
 
 def is_image_data(value: Any) -> bool:
@@ -196,5 +210,5 @@ def resources_of(pipeline: Any) -> list[dict[str, Any]]:
     return found
 
 
-__all__ = ["KINDS", "PathResolver", "Resource", "is_word", "make_resource", "resolve_effect",
+__all__ = ["KINDS", "PathResolver", "in_models_folder", "Resource", "is_word", "make_resource", "resolve_effect",
            "resolve_pipeline", "resource_params", "resources_of"]

@@ -150,26 +150,32 @@ class RayEngine:
 
     def _connect(self, ray: Any) -> bool:
         """Connect (True) or use the caller's session (False)."""
-        if ray.is_initialized():
-            return False
-        # Ray's C++ core logs at ERROR that actor constructor arguments live in the object store
-        # (always so for Ray Data's actors): noise to a user. RAY_BACKEND_LOG_LEVEL set by the user wins.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-        quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
-        if self.address is None:
-            with _own_sigterm():
-                ray.init(num_cpus=os.cpu_count(), **quiet)
-            return True
-        _check_reachable(self.address)
-        _use_auth_token()
-        try:
-            with _own_sigterm():
-                ray.init(address=self.address, **({} if self.address.startswith("ray://") else quiet))
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise DreamkitError(f"--ray-address {self.address}: cannot join the Ray cluster: {exc} (a cluster started "
-                                "with `ray start` needs its token: copy the head node's ~/.ray/auth_token here, "
-                                "or set RAY_AUTH_TOKEN)") from None
+        return connect_ray(ray, self.address)
+
+
+def connect_ray(ray: Any, address: str | None) -> bool:
+    """Start a local Ray instance (``address`` None) or join the cluster at ``address``: True; or
+    use the session the caller already opened with ``ray.init``: False (then it is not ours to shut down)."""
+    if ray.is_initialized():
+        return False
+    # Ray's C++ core logs at ERROR that actor constructor arguments live in the object store
+    # (always so for Ray Data's actors): noise to a user. RAY_BACKEND_LOG_LEVEL set by the user wins.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    if address is None:
+        with _own_sigterm():
+            ray.init(num_cpus=os.cpu_count(), **quiet)
         return True
+    _check_reachable(address)
+    _use_auth_token()
+    try:
+        with _own_sigterm():
+            ray.init(address=address, **({} if address.startswith("ray://") else quiet))
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise DreamkitError(f"--ray-address {address}: cannot join the Ray cluster: {exc} (a cluster started "
+                            "with `ray start` needs its token: copy the head node's ~/.ray/auth_token here, "
+                            "or set RAY_AUTH_TOKEN)") from None
+    return True
 
 
 @contextmanager

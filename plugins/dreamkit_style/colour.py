@@ -61,13 +61,30 @@ def match_colour(style: torch.Tensor, content: torch.Tensor, *, clamp: bool = Tr
 
     Unclamped, the match is exact; clamped to 0..1 (as an image must be) it is close wherever
     the transform keeps colours in range."""
-    s = style.reshape(3, -1).double()
-    c = content.reshape(3, -1).double()
-    mu_s, mu_c = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
-    cov_s, cov_c = _covariance(s - mu_s), _covariance(c - mu_c)
-    transform = _sqrtm(cov_c) @ _inverse_sqrtm(cov_s)
-    matched = (transform @ (s - mu_s) + mu_c).reshape(style.shape).to(style.dtype)
+    return match_to_stats(style, *colour_stats(content), clamp=clamp)
+
+
+def match_to_stats(image: torch.Tensor, mean: torch.Tensor, covariance: torch.Tensor, *,
+                   clamp: bool = True) -> torch.Tensor:
+    """``image`` (one 3×H×W picture, any leading 1s) with its colours' mean and covariance made
+    ``mean`` (3,) and ``covariance`` (3, 3) (:func:`colour_stats` of another image)."""
+    s = image.reshape(3, -1).double()
+    mu_s = s.mean(1, keepdim=True)
+    transform = _sqrtm(covariance.double()) @ _inverse_sqrtm(_covariance(s - mu_s))
+    matched = (transform @ (s - mu_s) + mean.double()[:, None]).reshape(image.shape).to(image.dtype)
     return matched.clamp(0, 1) if clamp else matched
+
+
+def to_palette(images: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor,
+               weights: torch.Tensor) -> torch.Tensor:
+    """Each of ``images`` (N×3×H×W) recoloured into the styles' palettes, blended by ``weights``
+    (S), from their colour statistics (``means`` S×3, ``covariances`` S×3×3): what
+    :func:`in_style_palette` does with the style images themselves, for a network that keeps only
+    their statistics."""
+    total = float(weights.sum())
+    return torch.stack([
+        sum(float(w) * match_to_stats(image, m, c) for m, c, w in zip(means, covariances, weights)) / total
+        for image in images])
 
 
 #: A colour axis whose variance in the styles is below this share of the widest axis's is one the

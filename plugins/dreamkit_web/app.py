@@ -130,6 +130,14 @@ def create_app(settings: ServerSettings | None = None, host: Any = None) -> Fast
     async def folder_list() -> Any:
         return [{"name": name} for name in settings.folders]  # names only: paths stay on the server
 
+    @app.get("/api/models")
+    async def model_list() -> Any:
+        """The trained models in the models folder (``model:NAME`` values of file parameters):
+        names, kinds and summaries only, never paths."""
+        from dreamkit.weights_file import list_models
+
+        return [{"name": m["name"], "kind": m["kind"], "summary": m["summary"]} for m in list_models() if "error" not in m]
+
     @app.get("/api/samples/{name}")
     async def sample(name: str) -> Any:
         if name not in sample_paths:

@@ -21,7 +21,7 @@ from .settings import ApiError, ServerSettings
 
 
 #: What an uploaded file parameter may be (images, and weights files for "file" parameters).
-WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".dkstyle")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class WebFiles:
     a client names: a file parameter is ``"upload:KEY"`` (the file sent in the form field
     ``file:KEY``) or, for an image, ``"sample:NAME"`` (one of the offered samples); a folder
     parameter (an index) is ``"folder:NAME"``, one the operator shares (``--folder NAME=PATH``);
+    a file parameter may also be ``"model:NAME"``, a trained model in the server's models folder;
     its words (``"content"``, ``"default"``, a registered weights name) pass; anything else is
     refused with 400, before any file is opened."""
 
@@ -69,6 +70,14 @@ class WebFiles:
             return make_resource(param.resource, name, path)
         if text.startswith("sample:") and param.resource == "image" and text[7:] in self.samples:
             return make_resource("image", text[7:], self.samples[text[7:]])
+        if text.startswith("model:") and param.resource == "file":
+            from dreamkit.weights_file import list_models
+
+            models = {m["name"]: Path(m["path"]) for m in list_models() if "error" not in m}
+            if text[6:] in models:
+                return make_resource("file", text[6:], models[text[6:]])
+            raise ApiError(400, f"{where} = {text!r}: no such model in the server's models folder; it has "
+                                + (", ".join(f"model:{name}" for name in models) or "none"))
         if text.startswith(("upload:", "sample:")):
             raise ApiError(400, f"{where} = {text!r}: no such upload or sample in this request")
         raise ApiError(400, f"{where} = {text!r} names a file on the server; the web page never opens those: "

@@ -150,7 +150,8 @@ function folderField(step, param, label) {
 
 // A file parameter: the page uploads the chosen files with the job (the server never opens a
 // path it is sent); the parameter's value names them as upload:KEY. An image parameter also offers
-// the server's samples (sample:NAME). Files come by picker or by drop; the chosen ones show as
+// the server's samples (sample:NAME), a "file" parameter the models in its models folder (model:NAME).
+// Files come by picker or by drop; the chosen ones show as
 // thumbnails. Words ("content", "noise", "default") can still be chosen.
 function fileField(step, param, label) {
   if (param.resource === "folder") return folderField(step, param, label);
@@ -189,12 +190,13 @@ function fileField(step, param, label) {
   label.append(picker);
   const choices = [...(param.words || [])];
   if (param.resource === "image") choices.push(...state.samples.map((name) => `sample:${name}`));
+  if (param.resource === "file") choices.push(...(state.models || []).map((model) => `model:${model.name}`));
   if (choices.length) {
     const select = document.createElement("select");
     select.name = `${param.name}-choice`;
     select.setAttribute("aria-label", `${param.name}: a sample or a word`);
     select.add(new Option(param.words?.length ? "(a word or a sample)" : "(or a sample)", ""));
-    for (const choice of choices) select.add(new Option(choice.replace(/^sample:/, "sample: "), choice));
+    for (const choice of choices) select.add(new Option(choice.replace(/^(sample|model):/, "$1: "), choice));
     const current = step.values[param.name];
     const single = Array.isArray(current) ? (current.length === 1 ? current[0] : "") : current;
     select.value = choices.includes(single) ? single : "";
@@ -759,6 +761,7 @@ function wire() {
 startPage(wire, async () => {
   await loadEffects();
   state.folders = await api("/api/folders");
+  state.models = await api("/api/models");
   await loadSamples();
   restoreState();
   renderSteps();

@@ -1,0 +1,107 @@
+"""The ``fast_style`` effect: a trained style network (``dreamkit style train``) applied in one pass."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamkit import Effect, Param
+from dreamkit.resources import in_models_folder
+from dreamkit.tiling import memory_budget
+from dreamkit.weights_file import WeightsFileError
+
+from .model import FastStyleModel, load_model
+
+
+class FastStyle(Effect):
+    """Stylise with a network trained for one style (``dreamkit style train``): one forward pass
+    instead of an optimisation, so milliseconds to a second instead of tens of seconds.
+
+    ``model`` is a ``.dkstyle`` file (verified when read: a changed file is refused; its sha256
+    goes into the recipe). ``strength`` mixes the result with the photo. Many images of one size
+    go through the network together; an image too large for ``memory_mb`` is stylised in tiles
+    with exactly the untiled result (instance norm statistics are gathered over the whole image
+    first)."""
+
+    name = "fast_style"
+    batchable = True
+    summary = "Style transfer in one pass with a network trained by `dreamkit style train` (a .dkstyle file)."
+
+    model = Param(str, None, resource="file", help="the trained style network (.dkstyle file, or its name in the "
+                                                   "models folder)")
+    strength = Param(float, 1.0, min=0.0, max=1.0, help="1: the stylised image; less mixes in the photo")
+    tile_size = Param(int, None, min=0, max=16384, advanced=True,
+                      help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
+    memory_mb = Param(int, None, min=64, max=1 << 20, advanced=True,
+                      help="memory for one pass, MiB (default: half of what is available when the run starts)")
+
+    def check(self) -> None:
+        if not self.model:
+            raise self.invalid("model", "give a trained style network, e.g. model=painting.dkstyle "
+                                        "(made by `dreamkit style train`)")
+        self.loaded("cpu")  # a file of another kind, or changed, is refused before any image runs
+
+    def loaded(self, device: torch.device | str) -> FastStyleModel:
+        """The model, read and verified once per file version and device."""
+        path = Path(os.fspath(self.model))
+        if not path.exists():  # a bare name: the models folder's (the front ends resolve it so too)
+            path = in_models_folder(str(self.model)) or path
+        try:
+            stat = path.stat()
+        except OSError:
+            raise self.invalid("model", "no such file") from None
+        try:
+            return _load(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device))
+        except WeightsFileError as exc:
+            raise self.invalid("model", str(exc)) from None
+
+    def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
+        return self.apply_batch([image], [context])[0]
+
+    def apply_batch(self, images: list[torch.Tensor], contexts: list[Any]) -> list[torch.Tensor]:
+        """Images of one size run together, as many at once as the memory budget allows."""
+        device = images[0].device
+        model = self.loaded(device)
+        budget = memory_budget(device, self.memory_mb)
+        per_pixel = model.network.bytes_per_pixel()
+        results: list[torch.Tensor | None] = [None] * len(images)
+        tiles_of: dict[int, int] = {}
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape[-2:]), []).append(index)
+        for (height, width), indices in by_size.items():
+            tile = self._tile_size(model, height, width, per_pixel, budget)
+            together = 1 if tile else max(1, budget // (per_pixel * height * width))
+            for start in range(0, len(indices), together):
+                chunk = indices[start:start + together]
+                photos = torch.cat([images[i] for i in chunk])
+                out = model.stylise(photos, tile).to(photos.dtype)
+                if self.strength < 1:
+                    out = torch.lerp(photos, out, self.strength)
+                for i, result in zip(chunk, out):
+                    results[i] = result[None]
+                    tiles_of[i] = tile
+        for index, context in enumerate(contexts):
+            context.add_result({"model": model.meta.get("summary", ""), "tile_size": tiles_of[index] or None})
+        return results  # type: ignore[return-value]
+
+    def _tile_size(self, model: FastStyleModel, height: int, width: int, per_pixel: int, budget: int) -> int:
+        """``tile_size`` as given, else 0 when one pass fits ``budget``, else the largest core
+        whose crop (core and halos) fits."""
+        if self.tile_size is not None:
+            return self.tile_size
+        if per_pixel * height * width <= budget:
+            return 0
+        geometry = model.network.geometry()
+        core = math.isqrt(budget // per_pixel) - 2 * geometry.halo
+        return max(geometry.align, core // geometry.align * geometry.align)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int, size: int, device: str) -> FastStyleModel:
+    return load_model(path, device)

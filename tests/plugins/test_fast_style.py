@@ -1,0 +1,346 @@
+"""Real-time style: the feed-forward networks, training (one process, resume, Ray Train), the
+.dkstyle file and the ``fast_style`` effect."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamkit.errors import ParameterError
+from dreamkit.weights_file import WeightsFileError, load_weights_file, save_weights_file
+from dreamkit_style.fast_effect import FastStyle
+from dreamkit_style.model import FastStyleModel, load_model, save_model
+from dreamkit_style.training import (CropSampler, TrainSettings, Trainer, TrainingError, TrainingLoss, loss_effect,
+                                     train)
+from dreamkit_style.transformer import ARCHITECTURES, StyleNetwork, tiled_forward
+
+TINY = dict(size=64, batch=2, preview_every=0, checkpoint_every=2)
+
+
+def _randomised(architecture: str) -> StyleNetwork:
+    """A network whose norms are not the identity (a fresh one's affine is 1, 0)."""
+    torch.manual_seed(3)
+    network = StyleNetwork(architecture).eval()
+    with torch.no_grad():
+        for norm in network.norms():
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.3, 0.3)
+    return network
+
+
+@pytest.fixture(scope="module")
+def photos(samples) -> list[Path]:
+    return [samples / "chelsea.png", samples / "coffee.png"]
+
+
+@pytest.fixture(scope="module")
+def style_image(samples) -> Path:
+    return samples / "ihc.png"
+
+
+def _model(architecture: str = "small", luminance: bool = False) -> FastStyleModel:
+    palette = {"mean": torch.tensor([[0.5, 0.4, 0.3]]), "covariance": torch.eye(3)[None] * 0.02,
+               "weight": torch.ones(1)}
+    return FastStyleModel(_randomised(architecture), luminance, palette, torch.zeros(3, 4, 4, dtype=torch.uint8),
+                          {"summary": "test model"})
+
+
+# -- networks --------------------------------------------------------------------------------
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("size", [(67, 93), (128, 128)])
+def test_tiled_forward_equals_untiled(architecture, size):
+    network = _randomised(architecture)
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = network(x)
+        tiled = tiled_forward(network, x, 32)
+    # float32, the norm statistics summed in float64 in another order: rounding only
+    assert torch.allclose(tiled, whole, atol=2e-5, rtol=1e-4), (tiled - whole).abs().max()
+    assert all(norm.fixed is None and norm.collect is None for norm in network.norms())
+
+
+def test_tiled_forward_tiles_and_a_broken_norm_would_show():
+    network = _randomised("small")
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        whole = network(x)
+        tiles = [network(x[..., :48, :]), network(x[..., 48:, :])]  # naive tiles: own statistics each
+    naive = torch.cat(tiles, -2)
+    assert (naive - whole).abs().max() > 1e-2  # the control: per-tile statistics differ
+
+
+def test_network_keeps_any_size_and_batch():
+    network = _randomised("small")
+    for shape in [(1, 3, 33, 50), (3, 3, 64, 65)]:
+        assert network(torch.rand(shape)).shape == shape
+    out = network.stylise(torch.rand(1, 3, 40, 40))
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_small_is_a_fraction_of_classic():
+    small = sum(p.numel() for p in StyleNetwork("small").parameters())
+    classic = sum(p.numel() for p in StyleNetwork("classic").parameters())
+    assert small < classic / 20
+
+
+# -- the model file --------------------------------------------------------------------------
+def test_model_file_round_trip(tmp_path):
+    model = _model("small", luminance=True)
+    path = tmp_path / "m.dkstyle"
+    digest = save_model(path, model)
+    loaded = load_model(path)
+    assert loaded.sha256 == digest and loaded.luminance and loaded.meta["architecture"] == "small"
+    x = torch.rand(1, 3, 40, 52)
+    assert torch.equal(loaded.stylise(x), model.stylise(x))
+    assert b"pickle" not in path.read_bytes()[:8] and path.read_bytes()[8:9] == b"{"  # a JSON header: safetensors
+
+
+def test_tampered_model_file_is_refused(tmp_path, cli):
+    path = tmp_path / "m.dkstyle"
+    save_model(path, _model())
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0x01  # one bit of one weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsFileError, match="do not match the digest"):
+        load_model(path)
+    code, _, err = cli("run", tmp_path / "x.png", "-e", f"fast_style:model={path}", "-o", tmp_path / "out")
+    assert code == 2 and "parameter 'model'" in err and "digest" in err
+
+
+def test_files_of_another_kind_are_refused(tmp_path, samples):
+    png = samples / "chelsea.png"
+    with pytest.raises(WeightsFileError, match="not a dreamkit weights file"):
+        load_model(png)
+    pth = tmp_path / "net.pth"
+    torch.save({"w": torch.ones(2)}, pth)
+    with pytest.raises(WeightsFileError, match="not a dreamkit weights file"):
+        load_model(pth)
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.ones(2)}, plain)
+    with pytest.raises(WeightsFileError, match="without dreamkit's metadata"):
+        load_model(plain)
+    other = tmp_path / "other.dkstyle"
+    save_weights_file(other, "something_else", {"w": torch.ones(2)}, {})
+    with pytest.raises(WeightsFileError, match="'something_else' weights file, not a 'fast_style'"):
+        load_model(other)
+    with pytest.raises(ParameterError, match="effect 'fast_style': parameter 'model'.*not a dreamkit weights file"):
+        FastStyle(model=str(png)).check()
+
+
+def test_weights_file_checks_metadata_too(tmp_path):
+    path = tmp_path / "m.dkstyle"
+    save_weights_file(path, "fast_style", {"w": torch.ones(2)}, {"architecture": "small"})
+    data = path.read_bytes().replace(b'\\"small\\"', b'\\"tiny!\\"')
+    path.write_bytes(data)
+    with pytest.raises(WeightsFileError, match="digest"):
+        load_weights_file(path)
+
+
+# -- the effect ------------------------------------------------------------------------------
+def test_batch_apply_equals_one_by_one(tmp_path):
+    path = tmp_path / "m.dkstyle"
+    save_model(path, _model())
+    effect = FastStyle(model=str(path), strength=0.7)
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(1, 3, 48, 64, generator=g), torch.rand(1, 3, 40, 40, generator=g),
+              torch.rand(1, 3, 48, 64, generator=g)]
+
+    class Context:
+        def __init__(self):
+            self.results = []
+
+        def add_result(self, record):
+            self.results.append(record)
+
+    contexts = [Context() for _ in images]
+    together = effect.apply_batch(images, contexts)
+    for image, out in zip(images, together):
+        alone = effect.apply(image, Context())
+        # one forward for a batch of two, or two of one: the same per-image arithmetic up to the
+        # convolution's blocking (float32 rounding)
+        assert out.shape == image.shape
+        assert torch.allclose(out, alone, atol=1e-5), (out - alone).abs().max()
+    assert all(c.results[0]["tile_size"] is None for c in contexts)
+
+
+def test_tiled_apply_equals_untiled_through_the_effect(tmp_path):
+    path = tmp_path / "m.dkstyle"
+    save_model(path, _model("classic"))
+    image = torch.rand(1, 3, 150, 110, generator=torch.Generator().manual_seed(2))
+
+    class Context:
+        def add_result(self, record):
+            self.record = record
+
+    whole, tiled = Context(), Context()
+    a = FastStyle(model=str(path), tile_size=0).apply(image, whole)
+    b = FastStyle(model=str(path), tile_size=48).apply(image, tiled)
+    assert tiled.record["tile_size"] == 48 and whole.record["tile_size"] is None
+    assert torch.allclose(a, b, atol=2e-5), (a - b).abs().max()
+    # the memory budget alone makes it tile, with the same result
+    budget = Context()
+    c = FastStyle(model=str(path), memory_mb=64).apply(torch.nn.functional.interpolate(image, scale_factor=12), budget)
+    assert budget.record["tile_size"] is not None and c.shape[-2:] == (1800, 1320)
+
+
+def test_model_by_name_from_the_models_folder(tmp_path, monkeypatch, cli, samples):
+    monkeypatch.setenv("DREAMKIT_HOME", str(tmp_path / "home"))
+    models = tmp_path / "home" / "models"
+    models.mkdir(parents=True)
+    save_model(models / "ink.dkstyle", _model())
+    (models / "broken.dkstyle").write_bytes(b"not a model")
+    code, out, _ = cli("weights", "list")
+    assert code == 0 and "ink.dkstyle" in out and "fast_style" in out and "test model" in out
+    assert "broken.dkstyle" in out and "ERROR" in out
+    code, out, _ = cli("weights", "list", "--json")
+    rows = {row["name"]: row for row in json.loads(out) if row.get("model")}
+    assert rows["ink.dkstyle"]["kind"] == "fast_style" and "error" in rows["broken.dkstyle"]
+    photo = tmp_path / "photo.png"
+    from dreamkit.io import save_image
+
+    save_image(torch.rand(1, 3, 32, 32), photo)
+    code, out, err = cli("run", photo, "-e", "fast_style:model=ink.dkstyle", "-o", tmp_path / "out", "--json")
+    assert code == 0, err
+    from dreamkit.io import read_recipe
+
+    resources = read_recipe(tmp_path / "out" / "photo.png")["resources"]
+    assert resources[0]["param"] == "model" and resources[0]["sha256"] == load_model(models / "ink.dkstyle").sha256
+
+
+# -- training --------------------------------------------------------------------------------
+def test_crops_depend_only_on_seed_step_and_position(photos):
+    a, b = CropSampler(photos, 64, seed=1), CropSampler(photos, 64, seed=1)
+    assert torch.equal(a.batch(3, range(4))[2:], b.batch(3, range(2, 4)))  # a worker's share = the same crops
+    assert not torch.equal(a.batch(3, range(2)), a.batch(4, range(2)))
+    assert not torch.equal(a.batch(3, range(2)), CropSampler(photos, 64, seed=2).batch(3, range(2)))
+
+
+def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image):
+    torch.manual_seed(0)
+    effect = loss_effect({"style": [str(style_image)]})
+    settings = TrainSettings(architecture="small", steps=12, lr=5e-3, **TINY)
+    loss = TrainingLoss(effect, dreamkit_host, torch.device("cpu"), settings.size, settings.style_side)
+    trainer = Trainer.create(settings, loss, torch.device("cpu"))
+    sampler = CropSampler(photos, settings.size, seed=0)
+    fixed = sampler.batch(1000, range(4))  # crops training never sees
+
+    def held_out_loss() -> float:
+        with torch.no_grad():
+            return float(loss(trainer.network(loss.network_input(fixed)), loss.content_target(fixed))[0])
+
+    before = held_out_loss()
+    for step in range(settings.steps):
+        trainer.run_step(sampler.batch(step, range(settings.batch)))
+    assert held_out_loss() < 0.7 * before
+
+
+def test_training_writes_model_and_preview(dreamkit_host, photos, style_image, tmp_path):
+    effect = loss_effect({"style": [str(style_image)], "tv_weight": 10.0})
+    output = tmp_path / "ink.dkstyle"
+    result = train(effect, photos, output, TrainSettings(steps=2, size=64, batch=2, preview_every=1),
+                   host=dreamkit_host, device=torch.device("cpu"))
+    assert result.finished and result.step == 2 and len(result.history) == 2
+    model = load_model(output)
+    assert model.meta["training"]["steps_done"] == 2 and model.meta["loss"]["tv_weight"] == 10.0
+    assert model.meta["style"][0]["name"] == "ihc.png" and len(model.meta["style"][0]["sha256"]) == 64
+    assert model.thumbnail.dtype == torch.uint8 and max(model.thumbnail.shape[-2:]) == 128
+    assert (tmp_path / "ink.preview.jpg").is_file() and not (tmp_path / "ink.dkstyle.train").exists()
+
+
+def _train_cli(args, cwd, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "dreamkit", "style", "train", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_continues_from_the_checkpoint(photos, style_image, tmp_path):
+    """A run killed (SIGKILL) after a checkpoint, run again, ends with exactly the weights and loss of
+    a run never interrupted: the crops depend only on the step, the checkpoint holds the optimiser."""
+    args = ["--style", style_image, "--images", *photos, "--steps", 40, "--size", 64, "--batch", 2,
+            "--checkpoint-every", 2, "--preview-every", 0, "--json", "-q"]
+    whole = _train_cli([*args, "-o", "whole.dkstyle"], tmp_path)
+    killed = _train_cli([*args, "-o", "killed.dkstyle"], tmp_path)
+    checkpoint = tmp_path / "killed.dkstyle.train" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "killed.dkstyle").exists()
+    stopped_at = torch.load(checkpoint, weights_only=True)["step"]
+    resumed = _train_cli([*args, "-o", "killed.dkstyle"], tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    record = json.loads(out)
+    assert record["resumed_from"] == stopped_at and 0 < stopped_at < 40 and record["steps"] == 40
+    whole_out, whole_err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, whole_err
+    assert record["loss"] == json.loads(whole_out)["loss"]
+    a, b = load_model(tmp_path / "whole.dkstyle"), load_model(tmp_path / "killed.dkstyle")
+    assert all(torch.equal(x, y) for x, y in zip(a.network.state_dict().values(), b.network.state_dict().values()))
+
+
+def test_interrupt_writes_a_checkpoint_and_a_rerun_resumes(dreamkit_host, photos, style_image, tmp_path):
+    effect = loss_effect({"style": [str(style_image)]})
+    output = tmp_path / "ink.dkstyle"
+    settings = TrainSettings(steps=5, **TINY)
+
+    def interrupt(trainer):
+        if trainer.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the step finishes, a checkpoint is written
+
+    first = train(effect, photos, output, settings, host=dreamkit_host, device=torch.device("cpu"), on_step=interrupt)
+    assert not first.finished and first.step == 3 and not output.exists()
+    second = train(effect, photos, output, settings, host=dreamkit_host, device=torch.device("cpu"))
+    assert second.finished and second.resumed_from == 3 and second.step == 5
+    assert [h[0] for h in second.history] == [1, 2, 3, 4, 5]  # the history goes on from the checkpoint
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(dreamkit_host, photos, style_image, tmp_path, cli):
+    args = ["style", "train", "--style", style_image, "--images", *photos, "-o", tmp_path / "m.dkstyle", "--steps", 2,
+            "--size", 64, "--batch", 2, "--preview-every", 0, "-q"]
+    effect = loss_effect({"style": [str(style_image)]})
+    train(effect, photos, tmp_path / "m.dkstyle", TrainSettings(steps=5, **TINY), host=dreamkit_host,
+          device=torch.device("cpu"), on_step=lambda t: os.kill(os.getpid(), signal.SIGINT) if t.step == 2 else None)
+    code, _, err = cli(*args[:-1], "--lr", "0.01", "-q")
+    assert code == 2 and "other lr" in err and "--overwrite" in err
+    code, _, err = cli(*args, "--overwrite")
+    assert code == 0, err
+    code, _, err = cli(*args)
+    assert code == 2 and "exists" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--style", "missing.png"], "parameter 'style'"),
+    (["--images", "empty"], "folder holds no images"),
+    (["--images", "notes.txt"], "no readable training images"),
+    (["--loss", "masks=[a.png]"], "masks cannot be set for training"),
+    (["--loss", "color=match"], "color=match is not allowed"),
+    (["--loss", "style_weight=-1"], "style_weight"),
+    (["--architecture", "huge"], "invalid choice"),
+    (["--size", "16"], "--size 16 is not allowed"),
+    (["--engine", "ray", "--workers", "3"], "does not split evenly over 3 workers"),
+    (["-o", "model.pth"], "ends in .dkstyle"),
+])
+def test_bad_training_input_is_exit_2(args, message, cli, tmp_path, photos, style_image, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    base = {"--style": str(style_image), "--images": str(photos[0]), "-o": "m.dkstyle", "--batch": "2"}
+    given = dict(zip(args[::2], args[1::2]))
+    argv = [x for k, v in {**base, **given}.items() for x in (k, v)]
+    code, _, err = cli("style", "train", *argv, "--steps", 1, "--size", given.get("--size", 64), "-q")
+    assert code == 2, err
+    assert message in err
+    assert not (tmp_path / "m.dkstyle").exists() and not (tmp_path / "model.pth").exists()
