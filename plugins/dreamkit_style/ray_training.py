@@ -11,10 +11,12 @@ driver shows progress from ``OUTPUT.train/progress.json``, which rank 0 rewrites
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -26,8 +28,9 @@ import torch
 from dreamkit.errors import DreamkitError
 
 from .effect import Style
-from .training import (TrainResult, TrainSettings, Trainer, TrainingError, TrainingLoss, CropSampler, finished_model,
-                       loss_effect, loss_values, read_checkpoint, run_identity, style_thumbnail, training_folder)
+from .training import (CropSampler, TrainResult, TrainSettings, Trainer, TrainingLoss, finished_model, loss_effect,
+                       loss_values, preview_path, preview_photos, read_checkpoint, run_identity, style_thumbnail,
+                       training_folder, write_preview)
 from .model import save_model
 
 FIGURES = ("loss", "style", "content", "tv")
@@ -87,11 +90,12 @@ def train_on_ray(effect: Style, images: list[Path], output: Path, settings: Trai
         shutil.rmtree(folder, ignore_errors=True)
     return TrainResult(finished, int(state["step"]), int(earlier["step"]) if earlier else 0,
                        [list(h) for h in state["history"]],
-                       float(state["seconds"]), state.get("model_sha256"))
+                       float(state["seconds"]), state.get("model_sha256"), list(state.get("restarts", [])))
 
 
 def _fit_with_progress(trainer: Any, folder: Path, settings: TrainSettings, quiet: bool) -> Any:
-    """``trainer.fit()`` in a thread, with a progress bar from rank 0's ``progress.json``."""
+    """``trainer.fit()`` in a thread, with a progress bar from rank 0's ``progress.json``. Ray's
+    log monitor prints worker deaths on stdout: stdout is kept for results (``--json``)."""
     from dreamkit.progress import make_progress
 
     outcome: dict[str, Any] = {}
@@ -102,10 +106,11 @@ def _fit_with_progress(trainer: Any, folder: Path, settings: TrainSettings, quie
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=fit, name="dreamkit-ray-train", daemon=True)
-    thread.start()
-    shown = 0
-    with make_progress(None if not quiet else False).bar(settings.steps, "train (ray)") as bar:
+    with contextlib.redirect_stdout(sys.stderr), \
+            make_progress(None if not quiet else False).bar(settings.steps, "train (ray)") as bar:
+        thread = threading.Thread(target=fit, name="dreamkit-ray-train", daemon=True)
+        thread.start()
+        shown = 0
         while thread.is_alive():
             thread.join(0.5)
             try:
@@ -139,15 +144,19 @@ def _worker_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     loss = TrainingLoss(effect, get_host(), device, settings.size, settings.style_side, getattr(torch, settings.dtype))
     trainer = Trainer.create(settings, loss, device)
-    state = _ray_checkpoint_state() or read_checkpoint(folder / "checkpoint.pt", config["identity"])
+    restored = _ray_checkpoint_state()
+    state = restored or read_checkpoint(folder / "checkpoint.pt", config["identity"])
     if state is not None:
         trainer.restore(state)
+    if restored is not None:  # Ray brought the group back after a worker died
+        trainer.restarts.append(trainer.step)
     model = ray.train.torch.prepare_model(trainer.network, move_to_device=False)
     images = [Path(p) for p in config["images"]]
     sampler = CropSampler(images, settings.size, settings.seed)
     share = settings.batch // world
     positions = range(rank * share, (rank + 1) * share)
     marker = folder / f"failed-once-at-{config['fail_at_step']}"
+    photos = preview_photos(sampler, settings.size) if settings.preview_every and rank == 0 else []
     while trainer.step < settings.steps:
         if config["fail_at_step"] == trainer.step and rank == world - 1 and not marker.exists():
             marker.touch()
@@ -162,6 +171,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
         metrics = {"step": trainer.step, **figures}
         if rank == 0:
             _write_json(folder / "progress.json", metrics)
+        if photos and (trainer.step % settings.preview_every == 0 or trainer.step == settings.steps):
+            write_preview(trainer, photos, preview_path(output))
         if trainer.step % settings.checkpoint_every and trainer.step != settings.steps:
             continue
         with tempfile.TemporaryDirectory(prefix="dreamkit-train-") as directory:

@@ -281,6 +281,7 @@ class Trainer:
     step: int = 0
     history: list[list[float]] = field(default_factory=list)  # [step, total, style, content, tv]
     seconds: float = 0.0  # time spent training, over every run of it
+    restarts: list[int] = field(default_factory=list)  # steps a Ray run came back from after a worker died
 
     @classmethod
     def create(cls, settings: TrainSettings, loss: TrainingLoss, device: torch.device) -> "Trainer":
@@ -308,7 +309,7 @@ class Trainer:
     def state(self, identity: dict[str, Any]) -> dict[str, Any]:
         return {"format": "dreamkit.fast_style.checkpoint", "identity": json.dumps(identity, sort_keys=True),
                 "model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "history": self.history, "seconds": self.seconds}
+                "history": self.history, "seconds": self.seconds, "restarts": self.restarts}
 
     def save_checkpoint(self, path: Path, identity: dict[str, Any]) -> None:
         state = self.state(identity)
@@ -318,6 +319,7 @@ class Trainer:
         self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history, self.seconds = int(state["step"]), list(state["history"]), float(state["seconds"])
+        self.restarts = list(state.get("restarts", []))
 
 
 def read_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -477,6 +479,7 @@ class TrainResult:
     history: list[list[float]]
     seconds: float
     model_sha256: str | None = None
+    restarts: list[int] = field(default_factory=list)  # (Ray) steps the workers came back from
 
 
 def train(effect: Style, images: list[Path], output: Path, settings: TrainSettings, *, host: Any,

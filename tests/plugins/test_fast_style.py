@@ -344,3 +344,37 @@ def test_bad_training_input_is_exit_2(args, message, cli, tmp_path, photos, styl
     assert code == 2, err
     assert message in err
     assert not (tmp_path / "m.dkstyle").exists() and not (tmp_path / "model.pth").exists()
+
+
+@pytest.mark.slow
+def test_ray_train_matches_one_process_and_survives_a_killed_worker(dreamkit_host, photos, style_image, tmp_path):
+    """Two Ray Train workers (DDP, gloo) with half the global batch each follow the single process's
+    loss curve; the last worker is killed (SIGKILL) at step 3, Ray restarts the group from the
+    checkpoint of step 2, and the curve is still the same. In float64 the engines differ only in
+    the order of float sums (DDP's all-reduce, per-worker batches): a few ulps per sum, ~1e-15
+    relative here; 1e-10 leaves that room many times over while any real difference (another crop,
+    a lost step, a gradient not averaged) moves the loss by percents."""
+    pytest.importorskip("ray.train")
+    import ray
+
+    from dreamkit_style.ray_training import train_on_ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray session of another test is still connected")
+    effect = loss_effect({"style": [str(style_image)]})
+    settings = TrainSettings(steps=4, size=64, batch=2, preview_every=2, checkpoint_every=2, dtype="float64")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = train(effect, photos, tmp_path / "alone.dkstyle", settings, host=dreamkit_host, device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    on_ray = train_on_ray(effect, photos, tmp_path / "ray.dkstyle", settings, workers=2, quiet=True, threads=1,
+                          fail_at_step=3)
+    assert on_ray.finished and on_ray.restarts == [2]  # the kill happened, and the run came back from step 2
+    assert [h[0] for h in on_ray.history] == [1, 2, 3, 4]
+    expected, got = torch.tensor(alone.history), torch.tensor(on_ray.history)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=0), (got - expected).abs().max()
+    model = load_model(tmp_path / "ray.dkstyle")
+    assert model.meta["training"]["steps_done"] == 4 and model.sha256 == on_ray.model_sha256
+    assert (tmp_path / "ray.preview.jpg").is_file() and not (tmp_path / "ray.dkstyle.train").exists()
