@@ -325,6 +325,32 @@ class Style(Effect):
         context.add_result({"scales": scale_records})
         return (with_chroma(current, image) if self.color == "luminance" else current), history
 
+    def evaluate(self, image: torch.Tensor, photo: torch.Tensor, host: PluginHost) -> LossParts:
+        """This effect's loss (style and content parts; no image terms) of ``image`` as a
+        stylisation of ``photo``, at their size: the measure its optimiser minimises at the last
+        scale, for comparing results made any other way (``bench/fast_style.py``)."""
+        device = photo.device
+        size = tuple(photo.shape[-2:])
+        extractor, style_layers, content_layers = self.network(device, host, size)
+        styles = self.style_images(device)
+        content = photo
+        if self.color == "match":
+            styles = [match_colour(s, photo) for s in styles]
+        elif self.color == "luminance":
+            styles = [as_luminance_image(s, photo) for s in styles]
+            content, image = as_luminance_image(photo), as_luminance_image(image)
+        loss = StyleLoss(extractor, style_layers, content_layers, style_weight=self.style_weight,
+                         content_weight=self.content_weight, normalize=self.normalize,
+                         temperatures=self._temperatures(extractor, styles, style_layers))
+        geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
+        budget = memory_budget(device, self.memory_mb)
+        tiles = plan_tiles(*size, choose_tile_size(extractor, *size, self.tile_size, budget, geometry), geometry)
+        masks = self.mask_images(*size, device)
+        loss.set_targets(content, [StyleTarget(self._grams(loss, s, self._style_ratio(s, photo), size, geometry, budget), w,
+                                               None if m is None else _resize_mask(m, size))
+                                   for s, w, m in zip(styles, self._blend(), masks)], tiles, geometry)
+        return loss.value_and_grad(image.to(device), tiles, geometry)[0]
+
     def _scale_record(self, size: tuple[int, int], tiles: list, core: int, safeguards: Safeguards,
                       history: list[Record]) -> dict[str, Any]:
         """What the output's record says of one scale: its size, whether it was tiled, the loss

@@ -1,0 +1,320 @@
+"""Real-time style: apply time against the `style` effect, quality on photos the network never saw,
+and training speed on one process and on Ray Train.
+
+    .venv/bin/python bench/fast_style.py [--parts apply quality train] [--sizes 512 1024]
+        [--rounds 2] [--batch 8] [--style ihc.png] [--small-steps 1200] [--classic-steps 400]
+        [--eval-every 100] [--train-steps 10] [--grid docs/images/fast-style.jpg]
+
+apply    Each measurement in its own process, the kinds alternating (style, small, classic, style,
+         ...): the `style` effect with its defaults (as `dreamkit run -e style:style=S` runs it)
+         against `fast_style` with a `small` and a `classic` network, on astronaut.png resized to
+         SIZE x SIZE, after each process's warm-up (models loaded, one pass). The style effect's
+         time is one apply (100 L-BFGS iterations, the scales it picks); fast_style's the median
+         of five. Ratios: style time / fast time. Then images/s with BATCH images of SIZE in one
+         call (apply_batch). Process start and model loading are outside every figure.
+quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the defaults of
+         `dreamkit style train`) on chelsea, coffee, rocket and the two motorcycles, and holds
+         out astronaut and grace_hopper: at 512 px, the style effect's own loss (Style.evaluate:
+         style and content parts) of the fast results against those of the effect's optimised
+         results (its defaults). Every EVAL_EVERY steps the small network is measured the same
+         way: the training time at which it first comes within 1.5x on both (averaged over the
+         held-out photos) is the time to a usable model. Writes the grid (photo | optimised |
+         classic | small, one row per held-out photo) to --grid.
+train    Steps/s of the same training (small, 256 px, global batch 4) in one process and on a
+         local Ray cluster of 2 workers (DDP over gloo; the same machine, so the figure is the
+         overhead of distribution, not a speed-up). The first step of each is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+TRAIN = ("chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png")
+HELD_OUT = ("astronaut.png", "grace_hopper.jpg")
+BAR = 1.5
+
+
+def sample(name: str) -> pathlib.Path:
+    if name == "grace_hopper.jpg":
+        import matplotlib
+
+        return pathlib.Path(matplotlib.get_data_path()) / "sample_data" / name
+    import skimage.data
+
+    return pathlib.Path(skimage.data.__file__).parent / name
+
+
+def cpu_name() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def square(name: str, side: int):
+    import torch.nn.functional as F
+
+    from dreamkit import load_image
+
+    image = load_image(sample(name))
+    short = min(image.shape[-2:])
+    top, left = (image.shape[-2] - short) // 2, (image.shape[-1] - short) // 2
+    crop = image[..., top:top + short, left:left + short]
+    return F.interpolate(crop, size=(side, side), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def resized(name: str, side: int):
+    """The photo with its longer side ``side`` (its shape kept)."""
+    import torch.nn.functional as F
+
+    from dreamkit import load_image
+
+    image = load_image(sample(name))
+    scale = side / max(image.shape[-2:])
+    size = (round(image.shape[-2] * scale) // 4 * 4, round(image.shape[-1] * scale) // 4 * 4)
+    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+# -- workers (each in its own process) -------------------------------------------------------
+def worker(kind: str, side: int, model: str | None, style: str, batch: int, threads: int) -> dict:
+    import torch
+
+    from dreamkit.pipeline import Pipeline
+    from dreamkit.plugins import get_host
+    from dreamkit.runtime import configure
+
+    configure(threads=threads)
+    host = get_host()
+    photo = square("astronaut.png", side)
+    if kind == "style":
+        effect = host.effect("style")(style=[str(sample(style))])
+        Pipeline([effect]).run(square("astronaut.png", 64), device="cpu", host=host)  # loads the network
+        started = time.perf_counter()
+        result = Pipeline([effect]).run(photo, device="cpu", host=host)
+        return {"seconds": time.perf_counter() - started, "style_loss": result.frames[0].results[0]["scales"][-1]["loss_end"]}
+    effect = host.effect("fast_style")(model=model)
+
+    class Context:
+        def add_result(self, record):
+            pass
+
+    effect.apply(photo, Context())  # warm-up: the file read and verified, one pass
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        effect.apply(photo, Context())
+        times.append(time.perf_counter() - started)
+    images = [square("astronaut.png", side) for _ in range(batch)]
+    effect.apply_batch(images, [Context() for _ in images])
+    started = time.perf_counter()
+    effect.apply_batch(images, [Context() for _ in images])
+    per_batch = time.perf_counter() - started
+    return {"seconds": statistics.median(times), "images_per_second": batch / per_batch}
+
+
+def run_worker(kind: str, side: int, model: str | None, args) -> dict:
+    command = [sys.executable, __file__, "--worker", kind, str(side), model or "-", "--style", args.style,
+               "--batch", str(args.batch), "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"worker {kind} {side} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def untrained_model(architecture: str, folder: pathlib.Path, style: str) -> str:
+    """A model file of ``architecture`` (its time does not depend on its weights)."""
+    import torch
+
+    from dreamkit_style.model import FastStyleModel, save_model
+    from dreamkit_style.colour import colour_stats
+    from dreamkit_style.transformer import StyleNetwork
+    from dreamkit import load_image
+
+    mean, covariance = colour_stats(load_image(sample(style)))
+    path = folder / f"{architecture}.dkstyle"
+    save_model(path, FastStyleModel(StyleNetwork(architecture), False,
+                                    {"mean": mean[None].float(), "covariance": covariance[None].float(),
+                                     "weight": torch.ones(1)}, torch.zeros(3, 1, 1, dtype=torch.uint8)))
+    return str(path)
+
+
+def part_apply(args, folder: pathlib.Path) -> None:
+    models = {arch: args.model.get(arch) or untrained_model(arch, folder, args.style) for arch in ("small", "classic")}
+    print(f"apply: astronaut.png at SIZE x SIZE, {args.threads} threads; style = the `style` effect's defaults "
+          f"(style={args.style}); each kind in its own process, alternating, {args.rounds} round(s)")
+    for side in args.sizes:
+        times: dict[str, list[float]] = {"style": [], "small": [], "classic": []}
+        rates: dict[str, list[float]] = {"small": [], "classic": []}
+        for _ in range(args.rounds):
+            for kind in ("style", "small", "classic"):
+                figures = run_worker(kind, side, models.get(kind), args)
+                times[kind].append(figures["seconds"])
+                if kind in rates:
+                    rates[kind].append(figures["images_per_second"])
+        style = statistics.median(times["style"])
+        print(f"  {side:>5} px  style {style:8.2f} s")
+        for arch in ("small", "classic"):
+            fast = statistics.median(times[arch])
+            print(f"  {side:>5} px  {arch:<7} {fast * 1000:8.1f} ms  {style / fast:7.1f}x faster than style  "
+                  f"batch of {args.batch}: {statistics.median(rates[arch]):6.2f} images/s")
+
+
+# -- quality ---------------------------------------------------------------------------------
+def evaluate(effect, host, photos, optimised, model) -> tuple[float, float]:
+    """Mean over the held-out photos of the fast result's style and content loss over the
+    optimised result's (the style effect's own loss)."""
+    style_ratios, content_ratios = [], []
+    for photo, reference in zip(photos, optimised):
+        fast = model.stylise(photo)
+        parts = effect.evaluate(fast, photo, host)
+        style_ratios.append(parts.style / reference.style)
+        content_ratios.append(parts.content / reference.content)
+    return statistics.mean(style_ratios), statistics.mean(content_ratios)
+
+
+def part_quality(args, folder: pathlib.Path) -> None:
+    import torch
+
+    from dreamkit.io import save_image
+    from dreamkit.pipeline import Pipeline
+    from dreamkit.plugins import get_host
+    from dreamkit.runtime import configure
+    from dreamkit_style.model import load_model
+    from dreamkit_style.training import TrainSettings, loss_effect, train
+    from dreamkit_style.transformer import StyleNetwork  # noqa: F401
+
+    configure(threads=args.threads)
+    host = get_host()
+    effect = loss_effect({"style": [str(sample(args.style))]})
+    photos = [resized(name, args.quality_side) for name in HELD_OUT]
+    optimised = []
+    for photo in photos:
+        started = time.perf_counter()
+        optimised.append(Pipeline([effect]).run(photo, device="cpu", host=host).frames[0].image)
+        print(f"quality: optimised {tuple(photo.shape[-2:])} in {time.perf_counter() - started:.1f} s", flush=True)
+    references = [effect.evaluate(image, photo, host) for image, photo in zip(optimised, photos)]
+    photo_parts = [effect.evaluate(photo, photo, host) for photo in photos]
+    for name, ref, own in zip(HELD_OUT, references, photo_parts):
+        print(f"  {name}: optimised style {ref.style:.4g} content {ref.content:.4g} (the photo itself: style "
+              f"{own.style:.4g})")
+    train_images = [sample(name) for name in TRAIN]
+    results = {}
+    for arch, steps in (("small", args.small_steps), ("classic", args.classic_steps)):
+        output = folder / f"{arch}-trained.dkstyle"
+        usable: list = []
+
+        def check(trainer, arch=arch, usable=usable):
+            if arch != "small" or trainer.step % args.eval_every:
+                return
+            from dreamkit_style.model import FastStyleModel
+
+            network = trainer.network.eval()
+            model = FastStyleModel(network, False, {k: v.float() for k, v in trainer.loss.palette.items()},
+                                   torch.zeros(3, 1, 1, dtype=torch.uint8))
+            style_ratio, content_ratio = evaluate(effect, host, photos, references, model)
+            network.train()
+            print(f"  small step {trainer.step:5d} ({trainer.seconds:6.0f} s of training): style {style_ratio:.2f}x, "
+                  f"content {content_ratio:.2f}x of the optimised", flush=True)
+            if not usable and style_ratio <= BAR and content_ratio <= BAR:
+                usable.append((trainer.step, trainer.seconds))
+
+        settings = TrainSettings(architecture=arch, steps=steps, preview_every=0, checkpoint_every=100)
+        result = train(effect, train_images, output, settings, host=host, device=torch.device("cpu"), on_step=check)
+        model = load_model(output)
+        style_ratio, content_ratio = evaluate(effect, host, photos, references, model)
+        results[arch] = model
+        print(f"quality {arch:<7} {steps} steps, {result.seconds:.0f} s of training ({steps / result.seconds:.2f} "
+              f"steps/s): style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the optimised "
+              f"(bar {BAR}x)", flush=True)
+        if arch == "small":
+            print(f"  time to a usable small model: " + (f"{usable[0][1] / 60:.1f} min ({usable[0][0]} steps)" if usable
+                                                            else f"not within {BAR}x in {steps} steps"))
+    rows = []
+    for photo, image in zip(photos, optimised):
+        rows.append(torch.cat([photo, image, results["classic"].stylise(photo), results["small"].stylise(photo)], -1))
+    width = max(r.shape[-1] for r in rows)
+    grid = torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], -2)
+    if args.grid:
+        save_image(grid, args.grid, overwrite=True)
+        print(f"grid (photo | optimised | classic | small): {args.grid}")
+
+
+# -- training speed --------------------------------------------------------------------------
+def part_train(args, folder: pathlib.Path) -> None:
+    import torch
+
+    from dreamkit.plugins import get_host
+    from dreamkit.runtime import configure
+    from dreamkit_style.ray_training import train_on_ray
+    from dreamkit_style.training import TrainSettings, loss_effect, train
+
+    configure(threads=args.threads)
+    effect = loss_effect({"style": [str(sample(args.style))]})
+    images = [sample(name) for name in TRAIN]
+    settings = TrainSettings(steps=args.train_steps, preview_every=0, checkpoint_every=args.train_steps)
+    stamps = []
+    started = time.perf_counter()
+    alone = train(effect, images, folder / "speed-one.dkstyle", settings, host=get_host(), device=torch.device("cpu"),
+                  on_step=lambda trainer: stamps.append(time.perf_counter()))
+    wall_one = time.perf_counter() - started
+    one = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    started = time.perf_counter()
+    on_ray = train_on_ray(effect, images, folder / "speed-ray.dkstyle", settings, workers=2, quiet=True,
+                          threads=max(1, args.threads // 2))
+    wall_ray = time.perf_counter() - started
+    ray_rate = args.train_steps / on_ray.seconds
+    print(f"train: small, 256 px, global batch 4, {args.train_steps} steps")
+    print(f"  one process ({args.threads} threads): {one:.2f} steps/s ({wall_one:.0f} s with start-up)")
+    print(f"  Ray Train, 2 workers x {max(1, args.threads // 2)} thread(s): {ray_rate:.2f} steps/s "
+          f"({ray_rate / one:.2f}x of one process; {wall_ray:.0f} s with starting Ray and the workers)")
+    print(f"  same loss curve: last loss {alone.history[-1][1]:.6g} (one) vs {on_ray.history[-1][1]:.6g} (Ray)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["apply", "quality", "train"], choices=["apply", "quality", "train"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--style", default="ihc.png")
+    parser.add_argument("--model", nargs="*", default=[], metavar="ARCH=PATH",
+                        help="trained models to time (default: untrained ones; the time does not depend on the weights)")
+    parser.add_argument("--small-steps", type=int, default=1200)
+    parser.add_argument("--classic-steps", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--quality-side", type=int, default=512)
+    parser.add_argument("--train-steps", type=int, default=10)
+    parser.add_argument("--grid", default=None, help="where to write the quality grid (.jpg/.png)")
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "SIZE", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, side, model = args.worker
+        print(json.dumps(worker(kind, int(side), None if model == "-" else model, args.style, args.batch, args.threads)))
+        return
+    args.model = dict(item.split("=", 1) for item in args.model)
+    import torch
+
+    print(f"CPU: {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
+          f"{args.threads} threads")
+    with tempfile.TemporaryDirectory(prefix="dreamkit-bench-fast-") as tmp:
+        folder = pathlib.Path(tmp)
+        for part in args.parts:
+            {"apply": part_apply, "quality": part_quality, "train": part_train}[part](args, folder)
+
+
+if __name__ == "__main__":
+    main()
