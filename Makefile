@@ -57,6 +57,9 @@ demo: setup weights
 	$(DK) run $(CHELSEA) -e resize:max_side=256 -e deepdream:frames=16,zoom=1.05,octaves=2,steps=5 -o demo-out/zoom --overwrite
 	$(DK) run $(CHELSEA) -e resize:max_side=384 -e style:style=$(SKIMAGE)ihc.png -o demo-out/style --overwrite
 	$(DK) run $(COFFEE) -e resize:max_side=384 -e style:style=$(SKIMAGE)gravel.png -o demo-out/style --overwrite
+	$(DK) style train --style $(SKIMAGE)ihc.png --images $(CHELSEA) $(COFFEE) $(SKIMAGE)rocket.jpg $(SKIMAGE)motorcycle_left.png \
+		-o demo-out/ihc.dkstyle --steps 200 --overwrite
+	$(DK) run $(word 3,$(SAMPLES)) $(GRACE) -e resize:max_side=512 -e fast_style:model=demo-out/ihc.dkstyle -o demo-out/fast-style --overwrite
 	$(DK) run $(SAMPLES) $(GRACE) -e classify:draw=true -e detect:what=faces,draw=true -o demo-out/analysis --overwrite
 	rm -rf demo-out/index demo-out/style-index
 	$(DK) index build "$(SKIMAGE)*.png" -o demo-out/index

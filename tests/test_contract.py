@@ -31,12 +31,13 @@ CHEAP = {
     "resize": {"scale": 0.5},
 }
 #: The files of file parameters that have no usable default, by (effect, parameter).
-FILES = {("style", "style"): ["gravel.png"], ("retrieve", "index"): "INDEX"}
+FILES = {("style", "style"): ["gravel.png"], ("retrieve", "index"): "INDEX", ("fast_style", "model"): "gravel.dkstyle"}
 
 
 @pytest.fixture(scope="module")
 def workspace(samples, tmp_path_factory) -> pathlib.Path:
-    """The input photo, the style image and a small index, in one folder."""
+    """The input photo, the style image, a small index and a style network trained for two steps
+    (by `dreamkit style train`), in one folder."""
     from dreamkit.cli import main
 
     root = tmp_path_factory.mktemp("contract")
@@ -47,6 +48,8 @@ def workspace(samples, tmp_path_factory) -> pathlib.Path:
     for name in ("chelsea.png", "astronaut.png"):
         (photos / name).write_bytes((samples / name).read_bytes())
     assert main([str(p) for p in ("index", "build", photos, "-o", root / "INDEX", "-q")]) == 0
+    assert main([str(p) for p in ("style", "train", "--style", root / "gravel.png", "--images", photos, "-o",
+                                  root / "gravel.dkstyle", "--steps", 2, "--size", 64, "--batch", 2, "-q")]) == 0
     return root
 
 
@@ -219,4 +222,5 @@ def _events(client, job):
 
 
 def test_the_contract_covers_every_registered_effect():
-    assert {"adjust", "classify", "deepdream", "detect", "resize", "retrieve", "style"} <= set(registered_effects())
+    assert {"adjust", "classify", "deepdream", "detect", "fast_style", "resize", "retrieve", "style"} \
+        <= set(registered_effects())

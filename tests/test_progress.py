@@ -49,8 +49,21 @@ def small_index(samples, tmp_path_factory) -> pathlib.Path:
     return index
 
 
-def _params(name: str, samples: pathlib.Path, index: pathlib.Path) -> dict:
-    files = {"style": {"style": [str(samples / "gravel.png")]}, "retrieve": {"index": str(index)}}
+@pytest.fixture(scope="module")
+def style_model(tmp_path_factory) -> pathlib.Path:
+    """A (untrained) style network file for ``fast_style``."""
+    from dreamkit_style.model import FastStyleModel, save_model
+    from dreamkit_style.transformer import StyleNetwork
+
+    path = tmp_path_factory.mktemp("models") / "net.dkstyle"
+    palette = {"mean": torch.full((1, 3), 0.5), "covariance": torch.eye(3)[None] * 0.02, "weight": torch.ones(1)}
+    save_model(path, FastStyleModel(StyleNetwork("small"), False, palette, torch.zeros(3, 1, 1, dtype=torch.uint8)))
+    return path
+
+
+def _params(name: str, samples: pathlib.Path, index: pathlib.Path, model: pathlib.Path) -> dict:
+    files = {"style": {"style": [str(samples / "gravel.png")]}, "retrieve": {"index": str(index)},
+             "fast_style": {"model": str(model)}}
     return {**CHEAP.get(name, {}), **files.get(name, {})}
 
 
@@ -96,12 +109,12 @@ def test_the_web_bar_keeps_small_previews_at_most_once_a_second(tmp_path, monkey
     assert Image.open(job.previews[1]).size == (320, 240)  # small: its longest side PREVIEW_SIDE
 
 
-def test_every_effect_runs_with_every_bar(dreamkit_host, samples, small_index, tmp_path):
+def test_every_effect_runs_with_every_bar(dreamkit_host, samples, small_index, style_model, tmp_path):
     image = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
     names = sorted(dreamkit_host.effects)
     assert {"deepdream", "style", "classify", "detect", "retrieve"} <= set(names)
     for name in names:
-        effect = dreamkit_host.effect(name)(**_params(name, samples, small_index))
+        effect = dreamkit_host.effect(name)(**_params(name, samples, small_index, style_model))
         pipeline = Pipeline([effect])
         terminal = Terminal()
         job, web = _web_progress(tmp_path, pipeline)

@@ -11,10 +11,12 @@ from typing import Any
 import torch
 
 from dreamkit import Effect, Param
+from dreamkit.flow import Motion
 from dreamkit.resources import in_models_folder
 from dreamkit.tiling import memory_budget
 from dreamkit.weights_file import WeightsFileError
 
+from .effect import CHANGED
 from .model import FastStyleModel, load_model
 
 
@@ -26,7 +28,8 @@ class FastStyle(Effect):
     goes into the recipe). ``strength`` mixes the result with the photo. Many images of one size
     go through the network together; an image too large for ``memory_mb`` is stylised in tiles
     with exactly the untiled result (instance norm statistics are gathered over the whole image
-    first)."""
+    first). In a video each frame keeps ``temporal`` of the previous result where the optical
+    flow says it is the same surface (the ``style`` effect's test: trusted motion, unchanged input)."""
 
     name = "fast_style"
     batchable = True
@@ -39,6 +42,15 @@ class FastStyle(Effect):
                       help="tile core size in pixels (0: never tile; default: tile only what exceeds memory_mb)")
     memory_mb = Param(int, None, min=64, max=1 << 20, advanced=True,
                       help="memory for one pass, MiB (default: half of what is available when the run starts)")
+    temporal = Param(float, 0.5, min=0.0, max=0.95,
+                     help="in a frame sequence (a video): how much of the previous frame's result, moved along "
+                          "the motion (optical flow), each pixel keeps where the motion is trusted and the "
+                          "input did not change (0: every frame on its own)")
+
+    @property
+    def sequential(self) -> bool:  # type: ignore[override]
+        """With ``temporal`` the frames of a video run in order (each sees the previous result)."""
+        return self.temporal > 0
 
     def check(self) -> None:
         if not self.model:
@@ -61,7 +73,18 @@ class FastStyle(Effect):
             raise self.invalid("model", str(exc)) from None
 
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
-        return self.apply_batch([image], [context])[0]
+        out = self.apply_batch([image], [context])[0]
+        before, after = context.previous_input, context.previous_output
+        if not self.temporal or before is None or after is None or before.shape != image.shape \
+                or after.shape != image.shape:
+            return out
+        # Each frame's network output alone flickers (its texture shifts with small input
+        # changes); held to the previous result where that is reliable, the texture follows the
+        # motion. What moved or was uncovered takes the new frame's stylisation.
+        motion = Motion.between(before, image)
+        held = ((image - motion.follow(before)).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype)
+        held = held * motion.trusted.to(image)[None, None]
+        return torch.lerp(out, motion.follow(after), self.temporal * held)
 
     def apply_batch(self, images: list[torch.Tensor], contexts: list[Any]) -> list[torch.Tensor]:
         """Images of one size run together, as many at once as the memory budget allows."""
