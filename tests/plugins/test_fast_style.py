@@ -419,3 +419,33 @@ def test_video_frames_follow_the_motion(dreamkit_host, samples, tmp_path):
     assert all(torch.equal(a, s) for a, s in zip(alone, single))
     assert not FastStyle(model=str(path), temporal=0.0).sequential and FastStyle(model=str(path)).sequential
     assert _warping_error(frames, followed) < 0.75 * _warping_error(frames, alone)
+
+
+def test_the_web_page_offers_the_models_folder(dreamkit_host, tmp_path, monkeypatch, samples):
+    pytest.importorskip("fastapi")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from dreamkit_web.app import ServerSettings, create_app
+
+    monkeypatch.setenv("DREAMKIT_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "models").mkdir(parents=True)
+    save_model(tmp_path / "home" / "models" / "ink.dkstyle", _model())
+    settings = ServerSettings(allow_hosts=("testserver",), device="cpu")
+    client = TestClient(create_app(settings, host=dreamkit_host))
+    client.headers["X-Dreamkit-Token"] = settings.token
+    listed = client.get("/api/models").json()
+    assert listed == [{"name": "ink.dkstyle", "kind": "fast_style", "summary": "test model"}]
+    assert "path" not in listed[0]  # names only: paths stay on the server
+    photo = ("photo.png", (samples / "coffee.png").read_bytes(), "image/png")
+
+    def submit(model):
+        pipeline = {"steps": [{"effect": "fast_style", "params": {"model": model}}]}
+        return client.post("/api/jobs", data={"pipeline": json.dumps(pipeline)}, files={"image": photo})
+
+    assert submit("model:ink.dkstyle").status_code == 201
+    refused = submit("model:nope.dkstyle")
+    assert refused.status_code == 400 and "model:ink.dkstyle" in refused.text
+    assert submit(str(tmp_path / "home" / "models" / "ink.dkstyle")).status_code == 400  # a server path: never
