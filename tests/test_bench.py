@@ -23,11 +23,13 @@ RUNS = {
     "retrieval": ["retrieval.py", "--count", "4", "--rounds", "1", "--sizes", "2000"],
     "dupes": ["retrieval.py", "--skip-indexing", "--skip-search", "--dupes", "--real-size", "3000",
               "--real-per-picture", "1"],
+    "fast_style": ["fast_style.py", "--sizes", "64", "--rounds", "1", "--batch", "2", "--small-steps", "4",
+                   "--classic-steps", "2", "--eval-every", "2", "--quality-side", "64", "--train-steps", "3"],
     "video": ["video.py", "--side", "48", "--frames", "3", "--iterations", "1", "--threads", "1", "--io-seconds", "0.5",
               "--io-height", "48"],
 }
 #: Longest first, so the two lanes end together.
-ORDER = ["dupes", "deepdream", "models", "style", "batch", "video", "ops", "retrieval", "analysis"]
+ORDER = ["dupes", "deepdream", "fast_style", "models", "style", "batch", "video", "ops", "retrieval", "analysis"]
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +148,15 @@ def test_video_benchmark_measures_flicker_both_ways(bench_runs):
             assert f"{clip:6} {mode:12}" in done.stdout, done.stdout
         assert f"{clip:6} flow: end-point error" in done.stdout
     assert "CPU: " in done.stdout and "I/O: 12 frames of 48p" in done.stdout
+
+
+@pytest.mark.slow
+def test_fast_style_benchmark_runs_every_part(bench_runs):
+    done = bench_runs["fast_style"]
+    assert done.returncode == 0, done.stderr
+    for arch in ("small", "classic"):
+        assert f"64 px  {arch:<7}" in done.stdout and f"quality {arch:<7}" in done.stdout, done.stdout
+    assert "faster than style" in done.stdout and "images/s" in done.stdout
+    assert "time to a usable small model" in done.stdout and "small step     2" in done.stdout
+    assert "one process (2 threads)" in done.stdout and "Ray Train, 2 workers" in done.stdout
+    assert "CPU: " in done.stdout

@@ -77,6 +77,29 @@ def test_tiled_forward_tiles_and_a_broken_norm_would_show():
     assert (naive - whole).abs().max() > 1e-2  # the control: per-tile statistics differ
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_inference_runs_the_same_function_as_training(architecture):
+    """classic's resize-convolutions and last convolution take cheaper exact routes without
+    gradients (phase-split 2x2 convolutions; space-to-depth): the same output up to rounding."""
+    from dreamkit_style.transformer import _FewChannelsOut, _UpConv
+
+    network = _randomised(architecture)
+    x = torch.rand(2, 3, 68, 52, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        fast = network(x)
+    with torch.enable_grad():
+        direct = network(x).detach()
+    assert torch.allclose(fast, direct, atol=1e-5), (fast - direct).abs().max()
+    if architecture == "classic":  # the routes exist there (and a wrong one would show above)
+        assert any(isinstance(m, _UpConv) for m in network.modules())
+        assert any(isinstance(m, _FewChannelsOut) for m in network.modules())
+        for module in (_UpConv(5, 4), _FewChannelsOut(6, 3, 9)):
+            y = torch.rand(1, module[-1].in_channels, 11, 14) if isinstance(module, _UpConv) else torch.rand(1, 6, 12, 14)
+            with torch.no_grad():
+                cheap = module(y)
+            assert torch.allclose(cheap, super(type(module), module).forward(y), atol=1e-5)
+
+
 def test_network_keeps_any_size_and_batch():
     network = _randomised("small")
     for shape in [(1, 3, 33, 50), (3, 3, 64, 65)]:
@@ -147,6 +170,15 @@ def test_weights_file_checks_metadata_too(tmp_path):
 
 
 # -- the effect ------------------------------------------------------------------------------
+class _Context:
+    """What the effect uses of a run context, for calling it directly."""
+
+    previous_input = previous_output = None
+
+    def add_result(self, record):
+        self.record = record
+
+
 def test_batch_apply_equals_one_by_one(tmp_path):
     path = tmp_path / "m.dkstyle"
     save_model(path, _model())
@@ -155,22 +187,15 @@ def test_batch_apply_equals_one_by_one(tmp_path):
     images = [torch.rand(1, 3, 48, 64, generator=g), torch.rand(1, 3, 40, 40, generator=g),
               torch.rand(1, 3, 48, 64, generator=g)]
 
-    class Context:
-        def __init__(self):
-            self.results = []
-
-        def add_result(self, record):
-            self.results.append(record)
-
-    contexts = [Context() for _ in images]
+    contexts = [_Context() for _ in images]
     together = effect.apply_batch(images, contexts)
     for image, out in zip(images, together):
-        alone = effect.apply(image, Context())
+        alone = effect.apply(image, _Context())
         # one forward for a batch of two, or two of one: the same per-image arithmetic up to the
         # convolution's blocking (float32 rounding)
         assert out.shape == image.shape
         assert torch.allclose(out, alone, atol=1e-5), (out - alone).abs().max()
-    assert all(c.results[0]["tile_size"] is None for c in contexts)
+    assert all(c.record["tile_size"] is None for c in contexts)
 
 
 def test_tiled_apply_equals_untiled_through_the_effect(tmp_path):
@@ -178,19 +203,16 @@ def test_tiled_apply_equals_untiled_through_the_effect(tmp_path):
     save_model(path, _model("classic"))
     image = torch.rand(1, 3, 150, 110, generator=torch.Generator().manual_seed(2))
 
-    class Context:
-        def add_result(self, record):
-            self.record = record
-
-    whole, tiled = Context(), Context()
+    whole, tiled = _Context(), _Context()
     a = FastStyle(model=str(path), tile_size=0).apply(image, whole)
     b = FastStyle(model=str(path), tile_size=48).apply(image, tiled)
     assert tiled.record["tile_size"] == 48 and whole.record["tile_size"] is None
     assert torch.allclose(a, b, atol=2e-5), (a - b).abs().max()
     # the memory budget alone makes it tile, with the same result
-    budget = Context()
-    c = FastStyle(model=str(path), memory_mb=64).apply(torch.nn.functional.interpolate(image, scale_factor=12), budget)
-    assert budget.record["tile_size"] is not None and c.shape[-2:] == (1800, 1320)
+    budget = _Context()
+    big = torch.nn.functional.interpolate(image, scale_factor=4)  # 600x440 at ~384 B/px: over 64 MiB
+    c = FastStyle(model=str(path), memory_mb=64).apply(big, budget)
+    assert budget.record["tile_size"] is not None and c.shape[-2:] == (600, 440)
 
 
 def test_model_by_name_from_the_models_folder(tmp_path, monkeypatch, cli, samples):
@@ -414,8 +436,7 @@ def test_video_frames_follow_the_motion(dreamkit_host, samples, tmp_path):
         return [frame.image for frame in result.frames]
 
     alone, followed = run(0.0), run(0.5)
-    single = [FastStyle(model=str(path), temporal=0.0).apply_batch([f], [type("C", (), {"add_result": lambda s, r: None})()])[0]
-              for f in frames]
+    single = [FastStyle(model=str(path), temporal=0.0).apply_batch([f], [_Context()])[0] for f in frames]
     assert all(torch.equal(a, s) for a, s in zip(alone, single))
     assert not FastStyle(model=str(path), temporal=0.0).sequential and FastStyle(model=str(path)).sequential
     assert _warping_error(frames, followed) < 0.75 * _warping_error(frames, alone)
