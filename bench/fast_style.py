@@ -107,7 +107,9 @@ def worker(kind: str, side: int, model: str | None, style: str, batch: int, thre
         return {"seconds": time.perf_counter() - started, "style_loss": result.frames[0].results[0]["scales"][-1]["loss_end"]}
     effect = host.effect("fast_style")(model=model)
 
-    class Context:
+    class Context:  # what the effect uses of a run context (a single image: no previous frame)
+        previous_input = previous_output = None
+
         def add_result(self, record):
             pass
 

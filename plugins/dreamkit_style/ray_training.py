@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def train_on_ray(effect: Style, images: list[Path], output: Path, settings: Trai
     config = {"loss": loss_values(effect),
               "images": [str(p) for p in images], "settings": settings.to_dict(), "folder": str(folder),
               "output": str(output.resolve()), "identity": identity, "fail_at_step": fail_at_step,
+              "run": uuid.uuid4().hex,
               "threads": threads or max(1, cpus // workers)}
     trainer = TorchTrainer(
         _worker_loop, train_loop_config=config,
@@ -144,12 +146,17 @@ def _worker_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     loss = TrainingLoss(effect, get_host(), device, settings.size, settings.style_side, getattr(torch, settings.dtype))
     trainer = Trainer.create(settings, loss, device)
-    restored = _ray_checkpoint_state()
-    state = restored or read_checkpoint(folder / "checkpoint.pt", config["identity"])
+    # Ray's latest checkpoint, else the copy rank 0 wrote (a worker killed right after a report
+    # can beat the report's registration, and a rerun of the command starts from it too).
+    state = _ray_checkpoint_state() or read_checkpoint(folder / "checkpoint.pt", config["identity"])
     if state is not None:
         trainer.restore(state)
-    if restored is not None:  # Ray brought the group back after a worker died
+    started = folder / f".started-{config['run']}"
+    if started.exists():  # this run's workers started before: Ray brought the group back
         trainer.restarts.append(trainer.step)
+    dist.barrier()
+    if rank == 0:
+        started.touch()
     model = ray.train.torch.prepare_model(trainer.network, move_to_device=False)
     images = [Path(p) for p in config["images"]]
     sampler = CropSampler(images, settings.size, settings.seed)

@@ -210,9 +210,12 @@ def test_tiled_apply_equals_untiled_through_the_effect(tmp_path):
     assert torch.allclose(a, b, atol=2e-5), (a - b).abs().max()
     # the memory budget alone makes it tile, with the same result
     budget = _Context()
-    big = torch.nn.functional.interpolate(image, scale_factor=4)  # 600x440 at ~384 B/px: over 64 MiB
-    c = FastStyle(model=str(path), memory_mb=64).apply(big, budget)
-    assert budget.record["tile_size"] is not None and c.shape[-2:] == (600, 440)
+    save_model(tmp_path / "small.dkstyle", _model("small"))
+    big = torch.nn.functional.interpolate(image, scale_factor=8)  # 1200x880 at ~72 B/px: over 64 MiB
+    small = FastStyle(model=str(tmp_path / "small.dkstyle"))
+    c = FastStyle(model=str(tmp_path / "small.dkstyle"), memory_mb=64).apply(big, budget)
+    assert budget.record["tile_size"] is not None and c.shape[-2:] == (1200, 880)
+    assert torch.allclose(c, small.apply(big, _Context()), atol=2e-5)
 
 
 def test_model_by_name_from_the_models_folder(tmp_path, monkeypatch, cli, samples):
