@@ -11,7 +11,7 @@ the change to the photo, so it starts near the photo and the content is kept fro
 * ``small``: the same plan at a fraction of the work: a 3x3 stride-2 conv in, a depthwise-separable
   stride-2 conv (24, 48 channels), four depthwise-separable residual blocks at 1/4 resolution, an
   upsample + depthwise-separable stage, and a sub-pixel convolution out (pixel shuffle, started as
-  nearest upsampling): about 2% of ``classic``'s multiply-adds.
+  nearest upsampling): under 2% of ``classic``'s multiply-adds (0.45 G against 33 G at 512 px).
 
 Instance norm makes every output pixel depend on the whole image (its statistics are global), so
 tiles cannot simply be stylised one by one. :func:`tiled_forward` is exact: it first measures each
