@@ -217,7 +217,7 @@ def test_toml_recipe_written_by_hand(host, tmp_path):
 @pytest.mark.parametrize(
     "config, error, match",
     [
-        ({"steps": [{"effect": "nope"}]}, UnknownEffectError, "unknown effect 'nope'.*available effects: adjust, classify, deepdream, detect, measure, noise, resize, retrieve, style, zoom"),
+        ({"steps": [{"effect": "nope"}]}, UnknownEffectError, "unknown effect 'nope'.*available effects: adjust, classify, deepdream, detect, fast_style, measure, noise, resize, retrieve, style, zoom"),
         ({"steps": [{"effect": "noise", "params": {"amout": 1}}]}, ParameterError, "unknown parameter 'amout'; its parameters are: amount"),
         ({"steps": [{"effect": "noise", "params": {"amount": 3}}]}, ParameterError, "parameter 'amount' = 3"),
         ({"steps": []}, ConfigError, "non-empty list"),

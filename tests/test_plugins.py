@@ -171,7 +171,7 @@ def test_installed_builtins_load(dreamkit_host):
 
 
 def test_unknown_effect_lists_what_exists(dreamkit_host):
-    with pytest.raises(UnknownEffectError, match=r"unknown effect 'resiz' \(did you mean 'resize'\?\); available effects: adjust, classify, deepdream, detect, resize"):
+    with pytest.raises(UnknownEffectError, match=r"unknown effect 'resiz' \(did you mean 'resize'\?\); available effects: adjust, classify, deepdream, detect, fast_style, resize"):
         dreamkit_host.effect("resiz")
 
 
