@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import platform
 import statistics
@@ -196,7 +195,6 @@ def part_quality(args, folder: pathlib.Path) -> None:
     from dreamkit.runtime import configure
     from dreamkit_style.model import load_model
     from dreamkit_style.training import TrainSettings, loss_effect, train
-    from dreamkit_style.transformer import StyleNetwork  # noqa: F401
 
     configure(threads=args.threads)
     host = get_host()
@@ -221,13 +219,9 @@ def part_quality(args, folder: pathlib.Path) -> None:
         def check(trainer, arch=arch, usable=usable):
             if arch != "small" or trainer.step % args.eval_every:
                 return
-            from dreamkit_style.model import FastStyleModel
-
-            network = trainer.network.eval()
-            model = FastStyleModel(network, False, {k: v.float() for k, v in trainer.loss.palette.items()},
-                                   torch.zeros(3, 1, 1, dtype=torch.uint8))
-            style_ratio, content_ratio = evaluate(effect, host, photos, references, model)
-            network.train()
+            trainer.network.eval()
+            style_ratio, content_ratio = evaluate(effect, host, photos, references, trainer.as_model())
+            trainer.network.train()
             print(f"  small step {trainer.step:5d} ({trainer.seconds:6.0f} s of training): style {style_ratio:.2f}x, "
                   f"content {content_ratio:.2f}x of the optimised", flush=True)
             if not usable and style_ratio <= BAR and content_ratio <= BAR:

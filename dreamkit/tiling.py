@@ -145,7 +145,13 @@ def auto_tile_size(extractor: torch.nn.Module, height: int, width: int, memory_b
                    geometry: Geometry | LazyGeometry) -> int:
     """0 (no tiling) when one forward+backward pass over the whole image fits in ``memory_bytes``,
     else the largest core whose crop (core plus halos) fits."""
-    per_pixel = pass_bytes_per_pixel(extractor)
+    return tile_size_for(pass_bytes_per_pixel(extractor), height, width, memory_bytes, geometry)
+
+
+def tile_size_for(per_pixel: float, height: int, width: int, memory_bytes: int,
+                  geometry: Geometry | LazyGeometry) -> int:
+    """0 when a pass of ``per_pixel`` bytes per input pixel over the whole image fits in
+    ``memory_bytes``, else the largest aligned core whose crop (core plus halos) fits."""
     if per_pixel * height * width <= memory_bytes:
         return 0
     crop = math.isqrt(int(memory_bytes / per_pixel))

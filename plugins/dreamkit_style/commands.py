@@ -58,10 +58,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    return train_command(args)
-
-
 def _loss_values(args: argparse.Namespace) -> dict[str, Any]:
     from .effect import Style
 
@@ -83,7 +79,8 @@ def _loss_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def train_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``dreamkit style train``: its one action."""
     from dreamkit.batch.inputs import list_inputs
     from dreamkit.plugins import get_host
     from dreamkit.progress import make_progress

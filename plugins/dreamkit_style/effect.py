@@ -260,17 +260,8 @@ class Style(Effect):
         """The stylised image and the loss of every iteration (what :meth:`apply` runs)."""
         device = image.device
         extractor, style_layers, content_layers = self.network(device, context.host)
-        styles = self.style_images(device)
         masks = self.mask_images(*image.shape[-2:], device)
-        content = image
-        if self.color == "match":
-            styles = [match_colour(s, image) for s in styles]
-        elif self.color == "luminance":
-            styles = [as_luminance_image(s, image) for s in styles]
-            content = as_luminance_image(image)
-        loss = StyleLoss(extractor, style_layers, content_layers, style_weight=self.style_weight,
-                         content_weight=self.content_weight, normalize=self.normalize,
-                         temperatures=self._temperatures(extractor, styles, style_layers))
+        styles, content, loss = self._loss_for(image, extractor, style_layers, content_layers)
         geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
         previous = self._previous(context, image)
         count = 1 if previous else self.scales or _scales_for(max(image.shape[-2:]), geometry)  # a sequence's
@@ -325,6 +316,22 @@ class Style(Effect):
         context.add_result({"scales": scale_records})
         return (with_chroma(current, image) if self.color == "luminance" else current), history
 
+    def _loss_for(self, photo: torch.Tensor, extractor: torch.nn.Module, style_layers: dict[str, float],
+                  content_layers: dict[str, float]) -> tuple[list[torch.Tensor], torch.Tensor, StyleLoss]:
+        """For ``photo``: the style images as the colour mode uses them, the content target, and
+        the loss (its targets not set yet)."""
+        styles = self.style_images(photo.device)
+        content = photo
+        if self.color == "match":
+            styles = [match_colour(s, photo) for s in styles]
+        elif self.color == "luminance":
+            styles = [as_luminance_image(s, photo) for s in styles]
+            content = as_luminance_image(photo)
+        loss = StyleLoss(extractor, style_layers, content_layers, style_weight=self.style_weight,
+                         content_weight=self.content_weight, normalize=self.normalize,
+                         temperatures=self._temperatures(extractor, styles, style_layers))
+        return styles, content, loss
+
     def evaluate(self, image: torch.Tensor, photo: torch.Tensor, host: PluginHost) -> LossParts:
         """This effect's loss (style and content parts; no image terms) of ``image`` as a
         stylisation of ``photo``, at their size: the measure its optimiser minimises at the last
@@ -332,16 +339,9 @@ class Style(Effect):
         device = photo.device
         size = tuple(photo.shape[-2:])
         extractor, style_layers, content_layers = self.network(device, host, size)
-        styles = self.style_images(device)
-        content = photo
-        if self.color == "match":
-            styles = [match_colour(s, photo) for s in styles]
-        elif self.color == "luminance":
-            styles = [as_luminance_image(s, photo) for s in styles]
-            content, image = as_luminance_image(photo), as_luminance_image(image)
-        loss = StyleLoss(extractor, style_layers, content_layers, style_weight=self.style_weight,
-                         content_weight=self.content_weight, normalize=self.normalize,
-                         temperatures=self._temperatures(extractor, styles, style_layers))
+        styles, content, loss = self._loss_for(photo, extractor, style_layers, content_layers)
+        if self.color == "luminance":
+            image = as_luminance_image(image)
         geometry = lazy_geometry(extractor, list(dict.fromkeys([*style_layers, *content_layers])))
         budget = memory_budget(device, self.memory_mb)
         tiles = plan_tiles(*size, choose_tile_size(extractor, *size, self.tile_size, budget, geometry), geometry)

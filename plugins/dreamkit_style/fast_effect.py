@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import torch
 from dreamkit import Effect, Param
 from dreamkit.flow import Motion
 from dreamkit.resources import in_models_folder
-from dreamkit.tiling import memory_budget
+from dreamkit.tiling import memory_budget, tile_size_for
 from dreamkit.weights_file import WeightsFileError
 
 from .effect import CHANGED
@@ -114,15 +113,10 @@ class FastStyle(Effect):
         return results  # type: ignore[return-value]
 
     def _tile_size(self, model: FastStyleModel, height: int, width: int, per_pixel: int, budget: int) -> int:
-        """``tile_size`` as given, else 0 when one pass fits ``budget``, else the largest core
-        whose crop (core and halos) fits."""
+        """``tile_size`` as given, else what the memory budget allows (0: one piece)."""
         if self.tile_size is not None:
             return self.tile_size
-        if per_pixel * height * width <= budget:
-            return 0
-        geometry = model.network.geometry()
-        core = math.isqrt(budget // per_pixel) - 2 * geometry.halo
-        return max(geometry.align, core // geometry.align * geometry.align)
+        return tile_size_for(per_pixel, height, width, budget, model.network.geometry())
 
 
 @functools.lru_cache(maxsize=8)

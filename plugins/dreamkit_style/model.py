@@ -34,11 +34,8 @@ class FastStyleModel:
     sha256: str | None = None
 
     def prepare(self, photos: torch.Tensor) -> torch.Tensor:
-        """The network's input for ``photos`` (N×3×H×W, 0..1): recoloured into the styles'
-        palette, or their luminance."""
-        if self.luminance:
-            return as_luminance_image(photos)
-        return to_palette(photos, self.palette["mean"], self.palette["covariance"], self.palette["weight"])
+        """The network's input for ``photos`` (N×3×H×W, 0..1)."""
+        return network_input(photos, self.luminance, self.palette)
 
     @torch.no_grad()
     def stylise(self, photos: torch.Tensor, tile_size: int = 0) -> torch.Tensor:
@@ -49,9 +46,13 @@ class FastStyleModel:
         out = self.network.stylise(self.prepare(photos), tile_size)
         return with_chroma(out, photos) if self.luminance else out
 
-    def to(self, device: torch.device | str) -> "FastStyleModel":
-        self.network.to(device)
-        return self
+
+def network_input(photos: torch.Tensor, luminance: bool, palette: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What a style network sees of ``photos``: their luminance (``luminance``), else the photos
+    recoloured into the styles' palette (the ``style`` effect's start with ``color=style``)."""
+    if luminance:
+        return as_luminance_image(photos)
+    return to_palette(photos, palette["mean"], palette["covariance"], palette["weight"])
 
 
 def save_model(path: str | Path, model: FastStyleModel) -> str:
@@ -83,4 +84,4 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FastStyl
         "thumbnail", torch.zeros(3, 1, 1, dtype=torch.uint8)), loaded.meta, loaded.sha256)
 
 
-__all__ = ["FastStyleModel", "KIND", "load_model", "save_model"]
+__all__ = ["FastStyleModel", "KIND", "load_model", "network_input", "save_model"]

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from dreamkit.errors import DreamkitError
+from dreamkit.io import atomic_write, atomic_write_bytes
 
 from .effect import Style
 from .training import (CropSampler, TrainResult, TrainSettings, Trainer, TrainingLoss, finished_model, loss_effect,
@@ -177,7 +178,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
         trainer.record(figures)
         metrics = {"step": trainer.step, **figures}
         if rank == 0:
-            _write_json(folder / "progress.json", metrics)
+            atomic_write_bytes(folder / "progress.json", json.dumps(metrics).encode())
         if photos and (trainer.step % settings.preview_every == 0 or trainer.step == settings.steps):
             write_preview(trainer, photos, preview_path(output))
         if trainer.step % settings.checkpoint_every and trainer.step != settings.steps:
@@ -191,8 +192,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
                     torch.save(state, Path(directory) / "checkpoint.pt")
                 else:
                     trainer.save_checkpoint(Path(directory) / "checkpoint.pt", config["identity"])
-                shutil.copyfile(Path(directory) / "checkpoint.pt", folder / ".checkpoint.pt.part")
-                os.replace(folder / ".checkpoint.pt.part", folder / "checkpoint.pt")
+                atomic_write(folder / "checkpoint.pt", lambda tmp: shutil.copyfile(Path(directory) / "checkpoint.pt", tmp))
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -205,12 +205,6 @@ def _ray_checkpoint_state() -> dict[str, Any] | None:
         return None
     with checkpoint.as_directory() as directory:
         return torch.load(Path(directory) / "checkpoint.pt", map_location="cpu", weights_only=True)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 __all__ = ["train_on_ray"]

@@ -36,10 +36,10 @@ from dreamkit.errors import DreamkitError, ImageLoadError, ParameterError
 from dreamkit.io import atomic_write, load_image, save_image
 from dreamkit.tiling import plan_tiles
 
-from .colour import as_luminance_image, colour_stats, to_palette, with_chroma
+from .colour import as_luminance_image, colour_stats
 from .effect import Style
 from .loss import StyleLoss
-from .model import FastStyleModel, KIND, save_model
+from .model import KIND, FastStyleModel, network_input, save_model
 from .transformer import ARCHITECTURES, StyleNetwork
 
 log = logging.getLogger("dreamkit")
@@ -229,11 +229,8 @@ class TrainingLoss:
             return self.loss.gram_targets(style, plan_tiles(*size, 0, None), None)
 
     def network_input(self, photos: torch.Tensor) -> torch.Tensor:
-        """What the network sees: the photos recoloured into the styles' palette (the effect's
-        start with ``color=style``), or their luminance (``color=luminance``)."""
-        if self.luminance:
-            return as_luminance_image(photos)
-        return to_palette(photos, self.palette["mean"], self.palette["covariance"], self.palette["weight"])
+        """What the network sees (:func:`~.model.network_input`)."""
+        return network_input(photos, self.luminance, self.palette)
 
     def content_target(self, photos: torch.Tensor) -> torch.Tensor:
         return as_luminance_image(photos) if self.luminance else photos
@@ -302,6 +299,12 @@ class Trainer:
         self.step += 1
         return {"loss": float(total.detach()), **{k: float(v) for k, v in parts.items()}}
 
+    def as_model(self, network: StyleNetwork | None = None, thumbnail: torch.Tensor | None = None) -> FastStyleModel:
+        """``network`` (default: the one training, shared) with this run's input preparation."""
+        return FastStyleModel(network or self.network, self.loss.luminance,
+                              {k: v.float().cpu() for k, v in self.loss.palette.items()},
+                              torch.zeros(3, 1, 1, dtype=torch.uint8) if thumbnail is None else thumbnail)
+
     def record(self, figures: dict[str, float]) -> None:
         self.history.append([self.step, figures["loss"], figures["style"], figures["content"], figures["tv"]])
 
@@ -353,13 +356,18 @@ def loss_values(effect: Style) -> dict[str, Any]:
     return {k: plain(v) for k, v in effect.values.items() if k in LOSS_PARAMS and v is not None}
 
 
+def style_digests(effect: Style) -> list[str]:
+    """The sha256 of each style file (a resolved resource knows it already)."""
+    from dreamkit.weights import sha256_of
+
+    return [getattr(p, "sha256", None) or sha256_of(Path(p)) for p in effect.style]
+
+
 def run_identity(settings: TrainSettings, effect: Style, images: list[Path]) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it: the settings that shape training,
     the loss (with the style files' sha256) and the training images."""
-    from dreamkit.weights import sha256_of
-
     loss = loss_settings(effect)
-    styles = [sha256_of(Path(p)) for p in effect.style]
+    styles = style_digests(effect)
     listing = hashlib.sha256("\n".join(str(p) for p in images).encode()).hexdigest()
     return {**settings.identity(), "loss": json.dumps(loss, sort_keys=True), "styles": styles, "images": listing}
 
@@ -380,28 +388,15 @@ def write_preview(trainer: Trainer, photos: list[torch.Tensor], path: Path) -> t
     network = trainer.network
     was_training = network.training
     network.eval()
-    rows = []
     try:
-        with torch.no_grad():
-            for photo in photos:
-                dtype = next(network.parameters()).dtype
-                x = photo.to(device=next(network.parameters()).device, dtype=dtype)
-                out = apply_network(network, trainer.loss.network_input(x), x, trainer.loss.luminance)
-                rows.append(torch.cat([photo, out.float().cpu()], dim=-1))
+        model = trainer.as_model()
+        rows = [torch.cat([photo, model.stylise(photo).float().cpu()], dim=-1) for photo in photos]
     finally:
         network.train(was_training)
     width = max(r.shape[-1] for r in rows)
     sheet = torch.cat([F.pad(r, (0, width - r.shape[-1])) for r in rows], dim=-2)
     save_image(sheet, path, overwrite=True)  # (atomic)
     return sheet
-
-
-def apply_network(network: StyleNetwork, prepared: torch.Tensor, photos: torch.Tensor, luminance: bool,
-                  tile_size: int = 0) -> torch.Tensor:
-    """The stylised photos (0..1): the network on their prepared input, and with ``luminance``
-    the result's luminance with the photos' colours."""
-    out = network.stylise(prepared, tile_size)
-    return with_chroma(out, photos) if luminance else out
 
 
 def preview_photos(sampler: CropSampler, size: int, count: int = 2) -> list[torch.Tensor]:
@@ -417,22 +412,18 @@ def preview_photos(sampler: CropSampler, size: int, count: int = 2) -> list[torc
 
 def finished_model(trainer: Trainer, effect: Style, images: list[Path], style_thumbnail: torch.Tensor) -> FastStyleModel:
     """The trained network with what made it, ready to save."""
-    network = copy.deepcopy(trainer.network).float().cpu().eval()
     last = trainer.history[-1] if trainer.history else [trainer.step, math.nan, math.nan, math.nan, math.nan]
     names = [Path(p).name for p in effect.style]
     training = {**trainer.settings.to_dict(), "steps_done": trainer.step, "images": len(images),
                 "seconds": round(trainer.seconds, 1),
                 "final_loss": dict(zip(("total", "style", "content", "tv"), last[1:]))}
-    return FastStyleModel(network, luminance=trainer.loss.luminance,
-                          palette={k: v.float().cpu() for k, v in trainer.loss.palette.items()},
-                          thumbnail=style_thumbnail, meta={
-                              "summary": f"{trainer.settings.architecture} network trained on {len(images)} images "
-                                         f"for {trainer.step} steps in the style of {', '.join(names)}",
-                              "architecture": trainer.settings.architecture,
-                              "style": [{"name": n, "sha256": s} for n, s in
-                                        zip(names, run_identity(trainer.settings, effect, images)["styles"])],
-                              "loss": loss_settings(effect),
-                              "training": training})
+    model = trainer.as_model(copy.deepcopy(trainer.network).float().cpu().eval(), style_thumbnail)
+    model.meta = {"summary": f"{trainer.settings.architecture} network trained on {len(images)} images "
+                             f"for {trainer.step} steps in the style of {', '.join(names)}",
+                  "architecture": trainer.settings.architecture,
+                  "style": [{"name": n, "sha256": s} for n, s in zip(names, style_digests(effect))],
+                  "loss": loss_settings(effect), "training": training}
+    return model
 
 
 def style_thumbnail(effect: Style, side: int = 128) -> torch.Tensor:
@@ -536,5 +527,5 @@ def _remove_empty(folder: Path) -> None:
 
 
 __all__ = ["CropSampler", "KIND", "LOSS_PARAMS", "TrainResult", "TrainSettings", "Trainer", "TrainingError",
-           "TrainingLoss", "apply_network", "loss_effect", "preview_path", "read_checkpoint", "readable_images",
+           "TrainingLoss", "loss_effect", "preview_path", "read_checkpoint", "readable_images",
            "run_identity", "train", "training_folder"]
