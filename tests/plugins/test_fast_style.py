@@ -23,6 +23,13 @@ from dreamkit_style.training import (CropSampler, TrainSettings, Trainer, Traini
 from dreamkit_style.transformer import ARCHITECTURES, StyleNetwork, tiled_forward
 
 TINY = dict(size=64, batch=2, preview_every=0, checkpoint_every=2)
+#: How far two float32 computations of the same network output may differ when only the order of
+#: their sums differs (another convolution algorithm or blocking, statistics summed per tile, a
+#: batch of one or several): the longest sum is a 3x3 convolution over 128 channels, K = 1152
+#: products of O(1) values, whose reordering moves it by at most about K * eps32 = 1152 * 1.19e-7
+#: = 1.4e-4 (outputs are in 0..1; instance norm rescales each layer back to O(1)). A wrong tiling
+#: or rewrite is off by 1e-2 and more (the naive-tiles control below).
+REORDERED = 1.4e-4
 
 
 def _randomised(architecture: str) -> StyleNetwork:
@@ -62,8 +69,7 @@ def test_tiled_forward_equals_untiled(architecture, size):
     with torch.no_grad():
         whole = network(x)
         tiled = tiled_forward(network, x, 32)
-    # float32, the norm statistics summed in float64 in another order: rounding only
-    assert torch.allclose(tiled, whole, atol=2e-5, rtol=1e-4), (tiled - whole).abs().max()
+    assert torch.allclose(tiled, whole, atol=REORDERED, rtol=0), (tiled - whole).abs().max()
     assert all(norm.fixed is None and norm.collect is None for norm in network.norms())
 
 
@@ -89,7 +95,7 @@ def test_inference_runs_the_same_function_as_training(architecture):
         fast = network(x)
     with torch.enable_grad():
         direct = network(x).detach()
-    assert torch.allclose(fast, direct, atol=1e-5), (fast - direct).abs().max()
+    assert torch.allclose(fast, direct, atol=REORDERED, rtol=0), (fast - direct).abs().max()
     if architecture == "classic":  # the routes exist there (and a wrong one would show above)
         assert any(isinstance(m, _UpConv) for m in network.modules())
         assert any(isinstance(m, _FewChannelsOut) for m in network.modules())
@@ -97,7 +103,7 @@ def test_inference_runs_the_same_function_as_training(architecture):
             y = torch.rand(1, module[-1].in_channels, 11, 14) if isinstance(module, _UpConv) else torch.rand(1, 6, 12, 14)
             with torch.no_grad():
                 cheap = module(y)
-            assert torch.allclose(cheap, super(type(module), module).forward(y), atol=1e-5)
+            assert torch.allclose(cheap, super(type(module), module).forward(y), atol=REORDERED, rtol=0)
 
 
 def test_network_keeps_any_size_and_batch():
@@ -192,9 +198,9 @@ def test_batch_apply_equals_one_by_one(tmp_path):
     for image, out in zip(images, together):
         alone = effect.apply(image, _Context())
         # one forward for a batch of two, or two of one: the same per-image arithmetic up to the
-        # convolution's blocking (float32 rounding)
+        # convolution's blocking
         assert out.shape == image.shape
-        assert torch.allclose(out, alone, atol=1e-5), (out - alone).abs().max()
+        assert torch.allclose(out, alone, atol=REORDERED, rtol=0), (out - alone).abs().max()
     assert all(c.record["tile_size"] is None for c in contexts)
 
 
@@ -207,7 +213,7 @@ def test_tiled_apply_equals_untiled_through_the_effect(tmp_path):
     a = FastStyle(model=str(path), tile_size=0).apply(image, whole)
     b = FastStyle(model=str(path), tile_size=48).apply(image, tiled)
     assert tiled.record["tile_size"] == 48 and whole.record["tile_size"] is None
-    assert torch.allclose(a, b, atol=2e-5), (a - b).abs().max()
+    assert torch.allclose(a, b, atol=REORDERED, rtol=0), (a - b).abs().max()
     # the memory budget alone makes it tile, with the same result
     budget = _Context()
     save_model(tmp_path / "small.dkstyle", _model("small"))
@@ -215,7 +221,7 @@ def test_tiled_apply_equals_untiled_through_the_effect(tmp_path):
     small = FastStyle(model=str(tmp_path / "small.dkstyle"))
     c = FastStyle(model=str(tmp_path / "small.dkstyle"), memory_mb=64).apply(big, budget)
     assert budget.record["tile_size"] is not None and c.shape[-2:] == (1200, 880)
-    assert torch.allclose(c, small.apply(big, _Context()), atol=2e-5)
+    assert torch.allclose(c, small.apply(big, _Context()), atol=REORDERED, rtol=0)
 
 
 def test_model_by_name_from_the_models_folder(tmp_path, monkeypatch, cli, samples):
@@ -266,7 +272,7 @@ def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image
     before = held_out_loss()
     for step in range(settings.steps):
         trainer.run_step(sampler.batch(step, range(settings.batch)))
-    assert held_out_loss() < 0.7 * before
+    assert held_out_loss() < 0.7 * before  # 0.45 here
 
 
 def test_training_writes_model_and_preview(dreamkit_host, photos, style_image, tmp_path):
@@ -442,7 +448,7 @@ def test_video_frames_follow_the_motion(dreamkit_host, samples, tmp_path):
     single = [FastStyle(model=str(path), temporal=0.0).apply_batch([f], [_Context()])[0] for f in frames]
     assert all(torch.equal(a, s) for a, s in zip(alone, single))
     assert not FastStyle(model=str(path), temporal=0.0).sequential and FastStyle(model=str(path)).sequential
-    assert _warping_error(frames, followed) < 0.75 * _warping_error(frames, alone)
+    assert _warping_error(frames, followed) < 0.75 * _warping_error(frames, alone)  # 0.46 here
 
 
 def test_the_web_page_offers_the_models_folder(dreamkit_host, tmp_path, monkeypatch, samples):
