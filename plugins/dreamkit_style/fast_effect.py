@@ -65,7 +65,10 @@ class FastStyle(Effect):
         try:
             stat = path.stat()
         except OSError:
-            raise self.invalid("model", "no such file") from None
+            from dreamkit.weights_file import models_dir
+
+            raise self.invalid("model", f"no such file (looked in {Path.cwd()} and in the models folder "
+                                        f"{models_dir()})") from None
         try:
             return _load(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device))
         except WeightsFileError as exc:

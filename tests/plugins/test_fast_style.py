@@ -479,3 +479,13 @@ def test_the_web_page_offers_the_models_folder(dreamkit_host, tmp_path, monkeypa
     refused = submit("model:nope.dkstyle")
     assert refused.status_code == 400 and "model:ink.dkstyle" in refused.text
     assert submit(str(tmp_path / "home" / "models" / "ink.dkstyle")).status_code == 400  # a server path: never
+
+
+def test_a_missing_model_says_where_it_looked(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DREAMKIT_HOME", str(tmp_path / "home"))
+    code, _, err = cli("run", tmp_path / "photo.png", "-e", "fast_style:model=nope.dkstyle", "-o", tmp_path / "out")
+    assert code == 2 and "parameter 'model'" in err and "no such file" in err and str(tmp_path / "home" / "models") in err
+    code, _, err = cli("run", tmp_path / "photo.png", "-e", "fast_style", "-o", tmp_path / "out")
+    assert code == 2 and "give a trained style network" in err
+    assert not (tmp_path / "out").exists()
