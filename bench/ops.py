@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dreamkit.ops import _reference, dream_update, gram_matrix, gram_mse_loss, jitter, octave_resample
+from dreamkit.ops import _reference, conv3x3, dream_update, gram_matrix, gram_mse_loss, jitter, octave_resample
 from dreamkit.runtime import configure
 
 DEVICE = torch.device("cpu")  # set by --device
@@ -126,6 +126,17 @@ def dream_update_cases():
                lambda w=their_work, g=grad: inplace_torch_update(w, g, (37, -101), 0.01), moved, "bytes")
 
 
+def conv3x3_cases():
+    # classic style network's residual convolutions at 512 and 1024 px (128 channels at 1/4), a
+    # batch, and a thinner one. Reference: F.conv2d (oneDNN's direct convolution on the CPU).
+    for shape in [(1, 128, 130, 130), (1, 128, 258, 258), (4, 128, 66, 66), (1, 64, 130, 130)]:
+        x = torch.rand(shape, device=DEVICE)
+        weight, bias = torch.randn(shape[1], shape[1], 3, 3, device=DEVICE) * 0.03, torch.zeros(shape[1], device=DEVICE)
+        flops = 2 * shape[0] * shape[1] ** 2 * 9 * (shape[2] - 2) * (shape[3] - 2)  # a direct convolution's
+        yield ("conv3x3", str(shape), lambda x=x, w=weight, b=bias: conv3x3(x, w, b),
+               lambda x=x, w=weight, b=bias: F.conv2d(x, w, b), flops, "flops")
+
+
 def inplace_torch_update(image, grad, shift, step_size):
     """The in-place update as a user writes it with torch ops: roll back, scale, add, clamp."""
     g = torch.roll(grad, (-shift[0], -shift[1]), dims=(-2, -1))
@@ -134,7 +145,7 @@ def inplace_torch_update(image, grad, shift, step_size):
 
 
 CASES = {"jitter": jitter_cases, "gram": gram_cases, "gram_mse": gram_loss_cases,
-         "resample": resample_cases, "dream_update": dream_update_cases}
+         "resample": resample_cases, "dream_update": dream_update_cases, "conv3x3": conv3x3_cases}
 
 
 def main() -> None:

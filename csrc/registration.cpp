@@ -17,6 +17,10 @@ TORCH_LIBRARY(dreamkit, m) {
   // the result by (shift_y, shift_x): jitter(interpolate(x, size), shift_y, shift_x) in one pass.
   m.def("octave_resample(Tensor x, SymInt[2] size, int shift_y, int shift_x) -> Tensor");
 
+  // A 3x3 convolution, stride 1, no padding (F.conv2d(x, weight, bias) with weight (K, C, 3, 3)):
+  // Winograd F(4x4, 3x3) on the CPU. channels_last in, channels_last out.
+  m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+
   // The DeepDream step: image + step_size * g / (mean|g| + eps), clamped, where
   // g = jitter(grad, -shift_y, -shift_x); mean per sample of a 4-D image. Not differentiable.
   m.def(

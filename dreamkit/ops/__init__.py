@@ -4,6 +4,7 @@
 * :func:`gram_matrix`: Gram matrices F Fᵀ using their symmetry (differentiable, one-GEMM backward).
 * :func:`gram_mse_loss`: the style loss mean((G(x) - T)²) with a one-GEMM backward.
 * :func:`octave_resample`: bilinear resize with the jitter roll fused in (differentiable).
+* :func:`conv3x3`: a 3x3 convolution by Winograd's F(4x4, 3x3) (4x fewer multiplies; CPU).
 * :func:`dream_update`: DeepDream's normalised gradient step, un-roll and clamp in one pass.
 
 :func:`backend` says whether the compiled extension is in use, :func:`op_kernels` on which
@@ -12,6 +13,7 @@ extension cannot load (with one warning) and as the oracle in the tests.
 """
 
 from ._extension import backend, build_info, load_error, op_kernels
+from .conv3x3 import conv3x3
 from .dream_update import dream_update
 from .gram import gram_matrix, gram_mse_loss
 from .jitter import jitter
@@ -20,6 +22,7 @@ from .octave_resample import octave_resample
 __all__ = [
     "backend",
     "build_info",
+    "conv3x3",
     "dream_update",
     "gram_matrix",
     "gram_mse_loss",

@@ -31,6 +31,11 @@ def octave_resample(x: torch.Tensor, size: tuple[int, int], shift: tuple[int, in
     return jitter(resized, *shift)
 
 
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A 3x3 convolution, stride 1, no padding."""
+    return F.conv2d(x, weight, bias)
+
+
 def dream_update(image: torch.Tensor, grad: torch.Tensor, shift: tuple[int, int], step_size: float,
                  clamp: tuple[float | None, float | None] = (None, None), eps: float = 1e-8) -> torch.Tensor:
     """image + step_size * g / (mean|g| + eps), clamped; g = grad un-rolled by ``shift``; the mean

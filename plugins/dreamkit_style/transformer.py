@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamkit.ops import conv3x3
 from dreamkit.tiling import Geometry, plan_tiles
 
 ARCHITECTURES = ("classic", "small")
@@ -59,7 +60,26 @@ class InstanceNorm(nn.Module):
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    if kernel == 3 and stride == 1 and groups == 1 and min(cin, cout) >= _WinogradConv.MIN_CHANNELS:
+        return nn.Sequential(nn.ReflectionPad2d(1), _WinogradConv(cin, cout, 3))
     return nn.Sequential(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride, groups=groups))
+
+
+class _WinogradConv(nn.Conv2d):
+    """A 3x3 convolution that in inference on the CPU runs as :func:`dreamkit.ops.conv3x3`
+    (Winograd F(4x4, 3x3): 4x fewer multiplies). ``classic``'s ten 128-channel convolutions
+    were ~60% of its pass; each runs 2x faster (66 -> 34 ms at 512 px, 2 threads of an AMD EPYC
+    with AVX2), the whole pass 1.4x (1253 -> 890 ms). Below :attr:`MIN_CHANNELS` the GEMMs are
+    too thin to pay and the rounding error is less well behaved (tests/ops/test_conv3x3.py).
+    Training uses the direct convolution; the parameters are an nn.Conv2d's (model files are
+    unchanged)."""
+
+    MIN_CHANNELS = 64
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            return super().forward(x)
+        return conv3x3(x, self.weight, self.bias)
 
 
 def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, at: int) -> nn.Sequential:
