@@ -27,21 +27,36 @@ constexpr int64_t kTile = kOut + 2;      // input pixels per tile side
 constexpr int64_t kTaps = kTile * kTile;  // 36 Winograd-domain points
 constexpr int64_t kChunkBytes = 8 << 20;  // V of one chunk: GEMMs under ~256 tiles ran at half speed
 
-// Bᵀ applied along the columns of six input rows: out[r][x] = Σ_i Bᵀ[r][i] in[i][x] for a whole
-// row at once (contiguous: vectorised).
+// Bᵀ d and Aᵀ m for one column of six values: the transforms' only arithmetic (applied once down
+// columns and once along rows).
+template <typename T>
+struct Six {
+  T v[kTile];
+};
+template <typename T>
+inline Six<T> times_bt(T d0, T d1, T d2, T d3, T d4, T d5) {
+  return {{4 * d0 - 5 * d2 + d4, -4 * (d1 + d2) + d3 + d4, 4 * (d1 - d2) - d3 + d4, 2 * (d3 - d1) - d2 + d4,
+           2 * (d1 - d3) - d2 + d4, 4 * d1 - 5 * d3 + d5}};
+}
+template <typename T>
+struct Four {
+  T v[kOut];
+};
+template <typename T>
+inline Four<T> times_at(T m0, T m1, T m2, T m3, T m4, T m5) {
+  const T s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+  return {{m0 + s12 + s34, d12 + 2 * d34, s12 + 4 * s34, d12 + 8 * d34 + m5}};
+}
+
+// Bᵀ down the columns of six input rows, a whole row at once (contiguous: vectorised).
 template <typename T>
 inline void input_columns(const T* const in[kTile], T* const out[kTile], int64_t n) {
   // In and out never overlap (the input or zeros in, a scratch row out): without ivdep GCC cannot
   // prove it for twelve pointers and leaves the loop scalar.
 #pragma GCC ivdep
   for (int64_t x = 0; x < n; ++x) {
-    const T d0 = in[0][x], d1 = in[1][x], d2 = in[2][x], d3 = in[3][x], d4 = in[4][x], d5 = in[5][x];
-    out[0][x] = 4 * d0 - 5 * d2 + d4;
-    out[1][x] = -4 * (d1 + d2) + d3 + d4;
-    out[2][x] = 4 * (d1 - d2) - d3 + d4;
-    out[3][x] = 2 * (d3 - d1) - d2 + d4;
-    out[4][x] = 2 * (d1 - d3) - d2 + d4;
-    out[5][x] = 4 * d1 - 5 * d3 + d5;
+    const Six<T> o = times_bt(in[0][x], in[1][x], in[2][x], in[3][x], in[4][x], in[5][x]);
+    for (int64_t r = 0; r < kTile; ++r) out[r][x] = o.v[r];
   }
 }
 
@@ -51,13 +66,8 @@ inline void input_rows(const T* row, T* const v[kTile], int64_t tiles) {
 #pragma GCC ivdep
   for (int64_t t = 0; t < tiles; ++t) {
     const T* d = row + kOut * t;
-    const T d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3], d4 = d[4], d5 = d[5];
-    v[0][t] = 4 * d0 - 5 * d2 + d4;
-    v[1][t] = -4 * (d1 + d2) + d3 + d4;
-    v[2][t] = 4 * (d1 - d2) - d3 + d4;
-    v[3][t] = 2 * (d3 - d1) - d2 + d4;
-    v[4][t] = 2 * (d1 - d3) - d2 + d4;
-    v[5][t] = 4 * d1 - 5 * d3 + d5;
+    const Six<T> o = times_bt(d[0], d[1], d[2], d[3], d[4], d[5]);
+    for (int64_t s = 0; s < kTile; ++s) v[s][t] = o.v[s];
   }
 }
 
@@ -66,27 +76,18 @@ template <typename T>
 inline void output_rows(const T* const m[kTile], T* row, int64_t tiles) {
 #pragma GCC ivdep
   for (int64_t t = 0; t < tiles; ++t) {
-    const T m0 = m[0][t], m1 = m[1][t], m2 = m[2][t], m3 = m[3][t], m4 = m[4][t], m5 = m[5][t];
-    const T s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
-    T* y = row + kOut * t;
-    y[0] = m0 + s12 + s34;
-    y[1] = d12 + 2 * d34;
-    y[2] = s12 + 4 * s34;
-    y[3] = d12 + 8 * d34 + m5;
+    const Four<T> y = times_at(m[0][t], m[1][t], m[2][t], m[3][t], m[4][t], m[5][t]);
+    for (int64_t s = 0; s < kOut; ++s) row[kOut * t + s] = y.v[s];
   }
 }
 
-// Then along the columns, a whole output row at once: out[r][x] = Σ_i Aᵀ[r][i] in[i][x] + bias.
+// Then down the columns, a whole output row at once: out[r][x] = Σ_i Aᵀ[r][i] in[i][x] + bias.
 template <typename T>
 inline void output_columns(const T* const in[kTile], T* const out[kOut], int64_t n, T bias) {
 #pragma GCC ivdep
   for (int64_t x = 0; x < n; ++x) {
-    const T m0 = in[0][x], m1 = in[1][x], m2 = in[2][x], m3 = in[3][x], m4 = in[4][x], m5 = in[5][x];
-    const T s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
-    out[0][x] = m0 + s12 + s34 + bias;
-    out[1][x] = d12 + 2 * d34 + bias;
-    out[2][x] = s12 + 4 * s34 + bias;
-    out[3][x] = d12 + 8 * d34 + m5 + bias;
+    const Four<T> y = times_at(in[0][x], in[1][x], in[2][x], in[3][x], in[4][x], in[5][x]);
+    for (int64_t r = 0; r < kOut; ++r) out[r][x] = y.v[r] + bias;
   }
 }
 
