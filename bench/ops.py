@@ -22,7 +22,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dreamkit.ops import _reference, conv3x3, dream_update, gram_matrix, gram_mse_loss, jitter, octave_resample
+from dreamkit.ops import (_reference, conv3x3, dream_update, gram_matrix, gram_mse_loss, instance_norm, jitter,
+                          octave_resample)
 from dreamkit.runtime import configure
 
 DEVICE = torch.device("cpu")  # set by --device
@@ -137,6 +138,17 @@ def conv3x3_cases():
                lambda x=x, w=weight, b=bias: F.conv2d(x, w, b), flops, "flops")
 
 
+def instance_norm_cases():
+    # classic style network's normalisation layers at 512 px (32, 64, 128 channels at 1, 1/2, 1/4
+    # resolution) and a batch. Reference: what a user writes, F.instance_norm then an in-place ReLU.
+    for shape in [(1, 32, 512, 512), (1, 64, 256, 256), (1, 128, 128, 128), (4, 128, 64, 64)]:
+        x = torch.randn(shape, device=DEVICE)
+        weight, bias = torch.rand(shape[1], device=DEVICE) + 0.5, torch.randn(shape[1], device=DEVICE) * 0.1
+        moved = 3 * x.numel() * 4  # read for the statistics, read and written for the result
+        yield ("instance_norm", str(shape), lambda x=x, w=weight, b=bias: instance_norm(x, w, b),
+               lambda x=x, w=weight, b=bias: F.relu(F.instance_norm(x, weight=w, bias=b), inplace=True), moved, "bytes")
+
+
 def inplace_torch_update(image, grad, shift, step_size):
     """The in-place update as a user writes it with torch ops: roll back, scale, add, clamp."""
     g = torch.roll(grad, (-shift[0], -shift[1]), dims=(-2, -1))
@@ -145,7 +157,8 @@ def inplace_torch_update(image, grad, shift, step_size):
 
 
 CASES = {"jitter": jitter_cases, "gram": gram_cases, "gram_mse": gram_loss_cases,
-         "resample": resample_cases, "dream_update": dream_update_cases, "conv3x3": conv3x3_cases}
+         "resample": resample_cases, "dream_update": dream_update_cases, "conv3x3": conv3x3_cases,
+         "instance_norm": instance_norm_cases}
 
 
 def main() -> None:

@@ -17,9 +17,18 @@ TORCH_LIBRARY(dreamkit, m) {
   // the result by (shift_y, shift_x): jitter(interpolate(x, size), shift_y, shift_x) in one pass.
   m.def("octave_resample(Tensor x, SymInt[2] size, int shift_y, int shift_x) -> Tensor");
 
-  // A 3x3 convolution, stride 1, no padding (F.conv2d(x, weight, bias) with weight (K, C, 3, 3)):
-  // Winograd F(4x4, 3x3) on the CPU. channels_last in, channels_last out.
-  m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  // A 3x3 convolution, stride 1 (F.conv2d(x, weight, bias) with weight (K, C, 3, 3)) of x padded
+  // by reflection by reflect_pad pixels on every side (0: no padding): Winograd F(4x4, 3x3) on the
+  // CPU. channels_last in, channels_last out. transformed_weight, when given, must be
+  // winograd_weight(weight) (kept by the caller so that it is not remade on every call).
+  m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias, int reflect_pad=0, Tensor? transformed_weight=None) -> Tensor");
+  // conv3x3's weight transform: G g Gᵀ of each 3x3 filter, as (36, K, C).
+  m.def("winograd_weight(Tensor weight) -> Tensor");
+
+  // Instance normalisation of x (N, C, ...) over its spatial dims (biased variance, as
+  // F.instance_norm), times weight plus bias per channel, then max(·, 0) when relu: the
+  // normalisation and activation of a style network in one op. Layout kept as conv3x3's.
+  m.def("instance_norm(Tensor x, Tensor? weight, Tensor? bias, float eps, bool relu) -> Tensor");
 
   // The DeepDream step: image + step_size * g / (mean|g| + eps), clamped, where
   // g = jitter(grad, -shift_y, -shift_x); mean per sample of a 4-D image. Not differentiable.

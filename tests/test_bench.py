@@ -67,6 +67,7 @@ def test_ops_benchmark_runs(bench_runs):
     done = bench_runs["ops"]
     assert done.returncode == 0, done.stderr
     assert sum(line.startswith("jitter ") for line in done.stdout.splitlines()) == 4
+    assert sum(line.startswith("instance_norm ") for line in done.stdout.splitlines()) == 4
 
 
 @pytest.mark.slow

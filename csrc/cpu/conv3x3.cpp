@@ -17,6 +17,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "dreamkit_ops.h"
 
@@ -121,12 +122,20 @@ DREAMKIT_CONV3X3_CLONES(double, f64)
 
 struct Geometry {
   int64_t batch, channels, height, width;  // the input, NCHW
+  int64_t pad;                             // reflection padding on every side (0: none)
   int64_t out_h, out_w, tiles_y, tiles_x;
   int64_t padded_w() const { return tiles_x * kOut + 2; }  // the row length the tiles cover
+  // The input row that row y of the padded image is (reflected at the edges), or -1 below it.
+  int64_t source_row(int64_t y) const {
+    const int64_t r = y - pad;
+    if (y >= height + 2 * pad) return -1;
+    return r < 0 ? -r : (r >= height ? 2 * (height - 1) - r : r);
+  }
 };
 
 // V[tap][c][t] for the tile rows first..first+count of image n (t: tiles in order, row by row):
-// Bᵀ d B of each 6x6 input tile, zeros past the edge (those outputs are cropped).
+// Bᵀ d B of each 6x6 tile of the (reflection-padded) input, zeros past the edge (those outputs are
+// cropped). The padding is made here, row by row in the scratch buffer: no padded copy of x.
 template <typename T>
 void transform_input(const T* x, const Geometry& g, int64_t n, int64_t first, int64_t count, T* v) {
   const int64_t C = g.channels, row_tiles = g.tiles_x, chunk_tiles = count * row_tiles;
@@ -137,12 +146,21 @@ void transform_input(const T* x, const Geometry& g, int64_t n, int64_t first, in
       const T* plane = x + (n * C + c) * g.height * g.width;
       const T* in[kTile];
       T* out[kTile];
+      const int64_t p = g.pad, row_len = g.width + 2 * p;
       for (int64_t i = 0; i < kTile; ++i) {
-        const int64_t y = ty * kOut + i;
+        const int64_t y = g.source_row(ty * kOut + i);
         T* row = padded.data() + i * g.padded_w();
-        // Rows past the bottom are zeros; the right edge is padded once per row (the buffer's tail stays zero).
-        if (y < g.height) std::copy_n(plane + y * g.width, g.width, row);
-        else std::fill_n(row, g.width, T(0));
+        // Rows past the bottom are zeros; past the right edge the buffer's tail stays zero.
+        if (y < 0) {
+          std::fill_n(row, row_len, T(0));
+        } else {
+          const T* source = plane + y * g.width;
+          std::copy_n(source, g.width, row + p);
+          for (int64_t j = 1; j <= p; ++j) {
+            row[p - j] = source[j];
+            row[p + g.width - 1 + j] = source[g.width - 1 - j];
+          }
+        }
         in[i] = row;
         out[i] = columns.data() + i * g.padded_w();
       }
@@ -186,6 +204,10 @@ void transform_output(const T* m, const T* bias, const Geometry& g, int64_t K, i
 // U[tap][k][c] = (G g Gᵀ) of each filter, in double (G has sixths and twelfths) and as one GEMM:
 // vec(G g Gᵀ) = (G ⊗ G) vec(g) (a broadcast matmul of K·C tiny matrices took 4 ms at 128 channels).
 at::Tensor transform_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
+              "dreamkit::winograd_weight: weight must be (K, C, 3, 3); got ", weight.sizes());
+  TORCH_CHECK(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kDouble,
+              "dreamkit::winograd_weight: weight must be float32 or float64; got ", weight.scalar_type());
   const at::Tensor G = at::tensor({1. / 4, 0., 0., -1. / 6, -1. / 6, -1. / 6, -1. / 6, 1. / 6, -1. / 6, 1. / 24, 1. / 12,
                                    1. / 6, 1. / 24, -1. / 12, 1. / 6, 0., 0., 1.},
                                   weight.options().dtype(at::kDouble))
@@ -195,13 +217,17 @@ at::Tensor transform_weight(const at::Tensor& weight) {
   return u.view({K, C, kTaps}).permute({2, 0, 1}).to(weight.scalar_type()).contiguous();
 }
 
-at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       int64_t reflect_pad, const std::optional<at::Tensor>& transformed_weight) {
   TORCH_CHECK(x.dim() == 4, "dreamkit::conv3x3: x must be (N, C, H, W); got ", x.dim(), " dims ", x.sizes());
   TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 && weight.size(1) == x.size(1),
               "dreamkit::conv3x3: weight must be (K, C, 3, 3) with C = ", x.size(1), " (x's channels); got ",
               weight.sizes());
-  TORCH_CHECK(x.size(2) >= 3 && x.size(3) >= 3, "dreamkit::conv3x3: x must be at least 3x3 (no padding); got ",
-              x.sizes());
+  TORCH_CHECK(reflect_pad >= 0 && reflect_pad < x.size(2) && reflect_pad < x.size(3),
+              "dreamkit::conv3x3: reflect_pad must be at least 0 and smaller than x's height and width; got ",
+              reflect_pad, " for x ", x.sizes());
+  TORCH_CHECK(x.size(2) + 2 * reflect_pad >= 3 && x.size(3) + 2 * reflect_pad >= 3,
+              "dreamkit::conv3x3: x must be at least 3x3 once padded; got ", x.sizes(), " with reflect_pad ", reflect_pad);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "dreamkit::conv3x3: x must be float32 or float64; got ", x.scalar_type());
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "dreamkit::conv3x3: weight must have x's dtype ",
@@ -215,14 +241,22 @@ at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const std:
                 bias->scalar_type());
   }
   const bool channels_last = dreamkit::is_channels_last(x);
-  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), x.size(2) - 2, x.size(3) - 2, 0, 0};
+  const int64_t p = reflect_pad;
+  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), p, x.size(2) + 2 * p - 2, x.size(3) + 2 * p - 2, 0, 0};
   g.tiles_y = (g.out_h + kOut - 1) / kOut;
   g.tiles_x = (g.out_w + kOut - 1) / kOut;
   at::Tensor out = at::empty({g.batch, K, g.out_h, g.out_w}, x.options());
   if (out.numel() == 0) return channels_last ? out.contiguous(at::MemoryFormat::ChannelsLast) : out;
 
   const at::Tensor in = x.contiguous();
-  const at::Tensor u = transform_weight(weight);  // tap, K, C
+  if (transformed_weight.has_value()) {
+    TORCH_CHECK(transformed_weight->dim() == 3 && transformed_weight->size(0) == kTaps &&
+                    transformed_weight->size(1) == K && transformed_weight->size(2) == x.size(1) &&
+                    transformed_weight->scalar_type() == x.scalar_type() && transformed_weight->device().is_cpu(),
+                "dreamkit::conv3x3: transformed_weight must be winograd_weight(weight): a CPU (36, ", K, ", ", x.size(1),
+                ") tensor of x's dtype; got ", transformed_weight->sizes(), " ", transformed_weight->scalar_type());
+  }
+  const at::Tensor u = transformed_weight.has_value() ? transformed_weight->contiguous() : transform_weight(weight);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   const int64_t widest = std::max(g.channels, K);
   // Whole tile rows of one image per chunk, as many as fit kChunkBytes.
@@ -246,4 +280,7 @@ at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const std:
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(dreamkit, CPU, m) { m.impl("conv3x3", &conv3x3_cpu); }
+TORCH_LIBRARY_IMPL(dreamkit, CPU, m) {
+  m.impl("conv3x3", &conv3x3_cpu);
+  m.impl("winograd_weight", &transform_weight);
+}

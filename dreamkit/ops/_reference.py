@@ -31,9 +31,29 @@ def octave_resample(x: torch.Tensor, size: tuple[int, int], shift: tuple[int, in
     return jitter(resized, *shift)
 
 
-def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A 3x3 convolution, stride 1, no padding."""
-    return F.conv2d(x, weight, bias)
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+            reflect_pad: int = 0) -> torch.Tensor:
+    """A 3x3 convolution, stride 1, of x padded by reflection by ``reflect_pad`` (0: none)."""
+    return F.conv2d(F.pad(x, (reflect_pad,) * 4, mode="reflect") if reflect_pad else x, weight, bias)
+
+
+#: Winograd F(4x4, 3x3)'s filter transform matrix G (6 x 3).
+WINOGRAD_G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+              (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
+
+
+def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
+    """G g Gᵀ of each 3x3 filter of weight (K, C, 3, 3), in float64, as (36, K, C) of weight's dtype."""
+    g = torch.tensor(WINOGRAD_G, dtype=torch.float64, device=weight.device)
+    u = g @ weight.double() @ g.T  # K, C, 6, 6
+    return u.flatten(2).permute(2, 0, 1).to(weight.dtype).contiguous()
+
+
+def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                  eps: float = 1e-5, relu: bool = True) -> torch.Tensor:
+    """Instance normalisation with a per-channel scale and shift, then a ReLU when ``relu``."""
+    out = F.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    return F.relu(out) if relu else out
 
 
 def dream_update(image: torch.Tensor, grad: torch.Tensor, shift: tuple[int, int], step_size: float,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dreamkit.ops import conv3x3
+from dreamkit.ops import conv3x3, instance_norm, winograd_weight
 from dreamkit.tiling import Geometry, plan_tiles
 
 ARCHITECTURES = ("classic", "small")
@@ -37,14 +37,17 @@ EPS = 1e-5
 
 
 class InstanceNorm(nn.Module):
-    """Instance normalisation with a learned scale and shift, whose statistics can be fixed from
-    outside (:func:`tiled_forward`). ``stride``: input pixels per activation where it sits."""
+    """Instance normalisation with a learned scale and shift, and the ReLU after it when ``relu``,
+    whose statistics can be fixed from outside (:func:`tiled_forward`). ``stride``: input pixels
+    per activation where it sits. In inference it runs as :func:`dreamkit.ops.instance_norm` (one
+    op: three passes over memory instead of six; see bench/ops.py)."""
 
-    def __init__(self, channels: int, stride: int) -> None:
+    def __init__(self, channels: int, stride: int, relu: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.stride = stride
+        self.relu = relu
         self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None  # (mean, var), N x C x 1 x 1
         self.collect: _Collector | None = None
 
@@ -52,39 +55,63 @@ class InstanceNorm(nn.Module):
         if self.collect is not None:
             self.collect.add(x)
             raise _Collected
-        if self.fixed is None:
-            return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=EPS)
-        mean, var = self.fixed
-        scale = self.weight[None, :, None, None] * torch.rsqrt(var + EPS)
-        return (x - mean) * scale + self.bias[None, :, None, None]
+        if self.fixed is not None:
+            mean, var = self.fixed
+            scale = self.weight[None, :, None, None] * torch.rsqrt(var + EPS)
+            out = (x - mean) * scale + self.bias[None, :, None, None]
+        elif not torch.is_grad_enabled():
+            return instance_norm(x, self.weight, self.bias, EPS, self.relu)
+        else:
+            out = F.instance_norm(x, weight=self.weight, bias=self.bias, eps=EPS)
+        return F.relu(out, inplace=True) if self.relu else out
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
     if kernel == 3 and stride == 1 and groups == 1 and min(cin, cout) >= _WinogradConv.MIN_CHANNELS:
-        return nn.Sequential(nn.ReflectionPad2d(1), _WinogradConv(cin, cout, 3))
+        return _WinogradConv(cin, cout)
     return nn.Sequential(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride, groups=groups))
 
 
-class _WinogradConv(nn.Conv2d):
-    """A 3x3 convolution that in inference on the CPU runs as :func:`dreamkit.ops.conv3x3`
-    (Winograd F(4x4, 3x3): 4x fewer multiplies). ``classic``'s ten 128-channel convolutions
-    were ~60% of its pass; each runs 2x faster (66 -> 34 ms at 512 px, 2 threads of an AMD EPYC
-    with AVX2), the whole pass 1.4x (1253 -> 890 ms). Below :attr:`MIN_CHANNELS` the GEMMs are
-    too thin to pay and the rounding error is less well behaved (tests/ops/test_conv3x3.py).
-    Training uses the direct convolution; the parameters are an nn.Conv2d's (model files are
-    unchanged)."""
+class _KeptTransform:
+    """A Winograd weight transform (:func:`dreamkit.ops.winograd_weight` of a weight, or of weights
+    made from it) kept while that weight is unchanged: same storage, dtype and device, and no
+    in-place update since (its version counter). Remade after an optimiser step or a load."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+
+    def get(self, weight: torch.Tensor, make) -> torch.Tensor:
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, weight.shape)
+        if key != self._key:
+            self._value, self._key = make(weight), key
+        return self._value
+
+
+class _WinogradConv(nn.Sequential):
+    """Reflection padding by 1 and a 3x3 convolution that in inference on the CPU run as
+    :func:`dreamkit.ops.conv3x3` (Winograd F(4x4, 3x3): 4x fewer multiplies; the padding made on
+    the fly and the weight transform kept). ``classic``'s ten 128-channel convolutions were ~60%
+    of its pass; each runs 2x faster (66 -> 34 ms at 512 px, 2 threads of an AMD EPYC with AVX2).
+    Below :attr:`MIN_CHANNELS` the GEMMs are too thin to pay. Training uses the direct
+    convolution; the parameters are an nn.Conv2d's (model files are unchanged)."""
 
     MIN_CHANNELS = 64
 
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3))
+        self.kept = _KeptTransform()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self[1]
         if torch.is_grad_enabled() or x.device.type != "cpu":
-            return super().forward(x)
-        return conv3x3(x, self.weight, self.bias)
+            return conv(self[0](x))
+        return conv3x3(x, conv.weight, conv.bias, 1, self.kept.get(conv.weight, winograd_weight))
 
 
 def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, at: int) -> nn.Sequential:
-    """A conv, instance norm and ReLU; ``at``: the stride of its output."""
-    return nn.Sequential(_conv(cin, cout, kernel, stride), InstanceNorm(cout, at), nn.ReLU(inplace=True))
+    """A conv, then instance norm and ReLU; ``at``: the stride of its output."""
+    return nn.Sequential(_conv(cin, cout, kernel, stride), InstanceNorm(cout, at, relu=True))
 
 
 def _separable(cin: int, cout: int, stride: int, at: int, relu: bool = True) -> nn.Sequential:
@@ -121,16 +148,18 @@ def _classic() -> nn.Sequential:
 
 
 def _up_norm_relu(cin: int, cout: int, at: int) -> nn.Sequential:
-    return nn.Sequential(_UpConv(cin, cout), InstanceNorm(cout, at), nn.ReLU(inplace=True))
+    return nn.Sequential(_UpConv(cin, cout), InstanceNorm(cout, at, relu=True))
 
 
 class _UpConv(nn.Sequential):
     """Nearest upsampling x2, reflection padding and a 3x3 convolution (the resize-convolution of
     Odena et al.: no checkerboard). In inference it runs as the same function without making the
     upsampled image: each of the four output phases (even/odd row and column) reads only a 2x2
-    neighbourhood of the small input, so four 2x2 convolutions of it (weights: sums of the 3x3
-    kernel's rows and columns) and an interleave give the result with 4/9 of the multiply-adds,
-    equal up to float rounding (tested). Training uses the direct path."""
+    neighbourhood of the small input, so one 2x2 convolution of it to the four phases' channels
+    (weights: sums of the 3x3 kernel's rows and columns) and an interleave give the result with 4/9
+    of the multiply-adds, equal up to float rounding (tested). One convolution to 4x the channels
+    keeps oneDNN's output blocks full: 80 -> 73 and 93 -> 79 ms at 512 px, against four convolutions
+    of one phase each. Training uses the direct path."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(_Upsample(), nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3))
@@ -139,64 +168,72 @@ class _UpConv(nn.Sequential):
         if torch.is_grad_enabled():
             return super().forward(x)
         conv = self[2]
+        cout = conv.out_channels
         # Upsampled row 2a+s reads small rows a-1, a (s=0: kernel rows 0 | 1+2) or a, a+1 (s=1:
         # 0+1 | 2); at the border the reflected upsampled row is the edge row: replicate padding.
         weight = conv.weight
         rows = (torch.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], 2),
                 torch.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], 2))
-        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        height, width = x.shape[-2:]
-        phases = []
-        for s, kernel in enumerate(rows):
-            cols = (torch.stack([kernel[..., 0], kernel[..., 1] + kernel[..., 2]], -1),
-                    torch.stack([kernel[..., 0] + kernel[..., 1], kernel[..., 2]], -1))
-            phases.append(torch.stack([F.conv2d(padded[..., s:s + height + 1, t:t + width + 1], k, conv.bias)
-                                       for t, k in enumerate(cols)], -1))  # N, O, H, W, t
-        out = torch.stack(phases, -3)  # N, O, H, s, W, t
-        return out.reshape(*out.shape[:2], 2 * height, 2 * width)
+        phases = [torch.stack(pair, -1) for kernel in rows
+                  for pair in ((kernel[..., 0], kernel[..., 1] + kernel[..., 2]),
+                               (kernel[..., 0] + kernel[..., 1], kernel[..., 2]))]  # (s, t) = 00, 01, 10, 11
+        bias = None if conv.bias is None else conv.bias.repeat(4)
+        z = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), torch.cat(phases), bias).contiguous()
+        # Phase (s, t) of output pixel (a, b) is z[2s + t][:, a + s, b + t]: an affine function of
+        # (o, a, s, b, t), so one strided view of z and one copy interleave the phases.
+        n, _, rows_z, cols_z = z.shape
+        plane, (height, width) = rows_z * cols_z, x.shape[-2:]
+        view = z.as_strided((n, cout, height, 2, width, 2),
+                            (z.stride(0), plane, cols_z, 2 * cout * plane + cols_z, 1, cout * plane + 1))
+        return view.reshape(n, cout, 2 * height, 2 * width)
 
 
 class _FewChannelsOut(nn.Sequential):
     """The last convolution (to 3 channels, a large kernel, full resolution). oneDNN computes
-    output channels in blocks of 16, so with 3 it wastes most of its work: 105 ms of a 560 ms pass
-    at 512 px. In inference it runs instead as the same function on the 2x2 space-to-depth of its
-    input (pixel unshuffle: 4x the channels, half the size), a kernel of half the size with 4x the
-    output channels, then pixel shuffle: 1.23x the multiply-adds, 2.3x faster (46 ms); the result
-    equals the direct convolution up to float rounding (tested). Training uses the direct one."""
+    output channels in blocks of 16, so with 3 it wastes most of its work: 244 ms at 512 px. In
+    inference a K x K kernel (K a multiple of 3) runs as the sum of its (K/3)² 3x3 blocks, each
+    applied where it sits: one 3x3 convolution to all the blocks' outputs (27 channels for 9x9 to
+    3), then the (K/3)² shifted outputs added: the same products summed in another order (tested).
+    On the CPU that convolution is :func:`dreamkit.ops.conv3x3` (the padding made on the fly, the
+    weight transform kept): 244 -> ~55 ms (space-to-depth, 1.23x the multiply-adds: 111 ms; the
+    blocks through oneDNN, 27 filters padded to 32: 75 ms). Training uses the direct convolution."""
 
     def __init__(self, cin: int, cout: int, kernel: int) -> None:
         super().__init__(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel))
+        self.kept = _KeptTransform()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = self[0](x)
         conv = self[1]
-        if torch.is_grad_enabled() or padded.shape[-2] % 2 or padded.shape[-1] % 2:
-            return conv(padded)
-        weight, bias = _space_to_depth_weight(conv.weight, conv.bias)
-        return F.pixel_shuffle(F.conv2d(F.pixel_unshuffle(padded, 2), weight, bias), 2)
+        if torch.is_grad_enabled() or conv.kernel_size[0] % 3:
+            return conv(self[0](x))
+        blocks = _blocks(conv.weight)
+        kept = self.kept.get(conv.weight, lambda weight: winograd_weight(_blocks(weight))) \
+            if x.device.type == "cpu" else None
+        z = conv3x3(x, blocks, None, conv.kernel_size[0] // 2, kept)
+        return _shifted_sum(z, conv.out_channels, conv.kernel_size[0] // 3, x.shape[-2:], conv.bias)
 
 
-def _space_to_depth_weight(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A K x K convolution's weights (O, C, K, K) as those of the convolution on the 2x2
-    space-to-depth input that gives the same output in pixel-shuffled form: output channel
-    (o, s, t) of input channel (c, r, r') at tap (k, k') is weight[o, c, 2k+r-s, 2k'+r'-t] (zero
-    outside the kernel)."""
+def _blocks(weight: torch.Tensor) -> torch.Tensor:
+    """A K x K kernel's (K = 3m) m² 3x3 blocks as the filters of one 3x3 convolution: filter
+    (block (a, b), output o) = weight[o, :, 3a:3a+3, 3b:3b+3]."""
     out_channels, in_channels, size, _ = weight.shape
-    half = size // 2 + 1
-    taps = torch.arange(half)
-    phase = torch.arange(2)
-    # u[s, k, r] = 2k + r - s: the original tap each (output phase, new tap, input phase) reads
-    u = 2 * taps[None, :, None] + phase[None, None, :] - phase[:, None, None]
-    valid = (u >= 0) & (u < size)
-    u = u.clamp(0, size - 1)
-    # gather rows then columns: result[o, c, s, k, r, t, k', r']
-    rows = weight[:, :, u]  # O, C, s, k, r, K
-    both = rows[..., u]  # O, C, s, k, r, t, k', r'
-    mask = valid[:, :, :, None, None, None] & valid[None, None, None, :, :, :]
-    both = both * mask
-    # to (o, s, t) x (c, r, r') x k x k'
-    both = both.permute(0, 2, 5, 1, 4, 7, 3, 6)
-    return both.reshape(out_channels * 4, in_channels * 4, half, half), bias.repeat_interleave(4)
+    m = size // 3
+    blocks = weight.reshape(out_channels, in_channels, m, 3, m, 3).permute(2, 4, 0, 1, 3, 5)
+    return blocks.reshape(m * m * out_channels, in_channels, 3, 3)
+
+
+def _shifted_sum(z: torch.Tensor, out_channels: int, m: int, size: tuple[int, int],
+                 bias: torch.Tensor | None) -> torch.Tensor:
+    """The K x K convolution from its blocks' outputs ``z``: block (a, b)'s output shifted by (3a, 3b),
+    summed, plus the bias; ``size``: the output's height and width."""
+    height, width = size
+    out = z.new_zeros(z.shape[0], out_channels, height, width) if bias is None else \
+        bias[None, :, None, None].expand(z.shape[0], -1, height, width).clone()
+    for a in range(m):
+        for b in range(m):
+            first = (a * m + b) * out_channels
+            out += z[:, first:first + out_channels, 3 * a:3 * a + height, 3 * b:3 * b + width]
+    return out
 
 
 def _small() -> nn.Sequential:

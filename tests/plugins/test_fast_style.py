@@ -30,7 +30,9 @@ TINY = dict(size=64, batch=2, preview_every=0, checkpoint_every=2)
 #: = 1.4e-4 (outputs are in 0..1; instance norm rescales each layer back to O(1)). classic's
 #: 128-channel convolutions run as Winograd F(4x4, 3x3) in inference: at 64 channels and more its
 #: error stays within the direct sum's bound (tests/ops/test_conv3x3.py), so the same tolerance
-#: holds. A wrong tiling or rewrite is off by 1e-2 and more (the naive-tiles control below).
+#: holds. Its instance norms run as dreamkit.ops.instance_norm in inference (statistics in float64,
+#: tests/ops/test_instance_norm.py: well within this). A wrong tiling or rewrite is off by 1e-2
+#: and more (the naive-tiles control below).
 REORDERED = 1.4e-4
 
 
@@ -88,7 +90,8 @@ def test_tiled_forward_tiles_and_a_broken_norm_would_show():
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_inference_runs_the_same_function_as_training(architecture):
     """classic's resize-convolutions and last convolution take cheaper exact routes without
-    gradients (phase-split 2x2 convolutions; space-to-depth): the same output up to rounding."""
+    gradients (one 2x2 convolution to the four phases; 3x3 blocks of the 9x9 kernel): the same
+    output up to rounding."""
     from dreamkit_style.transformer import _FewChannelsOut, _UpConv
 
     network = _randomised(architecture)
