@@ -1,6 +1,7 @@
 """Retrieval, side by side with references measured in the same run.
 
     .venv/bin/python bench/retrieval.py [--count 64] [--rounds 3] [--sizes 10000,100000,1000000]
+                                        [--dupes] [--real-size N] [--collection PHOTOS GRIDS DISTRACTORS]
 
 1. Indexing throughput. ``--count`` photos (crops of the sample photos, 320×240 PNG files, as in
    bench/batch.py) are indexed by content:
@@ -59,6 +60,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
@@ -280,20 +282,21 @@ def _copies(picture):
     }
 
 
-def _distractors(rng: np.random.Generator):
-    """100 solid colours (pairwise distinct by > 24 in some channel), 100 gradients, 100 smooth noise fields."""
+def _distractors(rng: np.random.Generator, count: int = 100):
+    """``count`` solid colours (pairwise distinct by > 24 in some channel), ``count`` gradients and
+    ``count`` smooth noise fields."""
     import torch.nn.functional as F
     from PIL import Image
 
     colours: list[np.ndarray] = []
-    while len(colours) < 100:
+    while len(colours) < count:
         colour = rng.integers(0, 256, 3)
         if all(np.abs(colour - c).max() > 24 for c in colours):
             colours.append(colour)
     for i, colour in enumerate(colours):
         yield f"solid-{i:03d}.png", Image.new("RGB", (int(rng.integers(64, 400)), int(rng.integers(64, 400))),
                                                tuple(int(v) for v in colour))
-    for i in range(100):
+    for i in range(count):
         h, w = int(rng.integers(64, 400)), int(rng.integers(64, 400))
         angle = rng.uniform(0, 2 * np.pi)
         yy, xx = np.mgrid[0:h, 0:w]
@@ -301,7 +304,7 @@ def _distractors(rng: np.random.Generator):
         t = (t - t.min()) / max(1e-6, np.ptp(t))
         a, b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
         yield f"gradient-{i:03d}.png", Image.fromarray((255 * (a + (b - a) * t[..., None])).astype(np.uint8))
-    for i in range(100):
+    for i in range(count):
         h, w = int(rng.integers(64, 400)), int(rng.integers(64, 400))
         cells = int(rng.integers(2, 32))
         field = torch.from_numpy(rng.uniform(0, 1, (1, 3, cells, cells)).astype(np.float32))
@@ -309,7 +312,22 @@ def _distractors(rng: np.random.Generator):
         yield f"noise-{i:03d}.png", Image.fromarray((smooth[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
 
 
-def write_collection(folder: pathlib.Path, seed: int = 0) -> dict[str, str]:
+@dataclass(frozen=True)
+class Collection:
+    """How much of the labelled collection to write: the first ``photos`` of COLLECTION_PHOTOS (each
+    with its 8 copies), ``grids`` mosaics, ``distractors`` of each plain kind. The defaults are the
+    measured collection; the test suite's smoke run writes a small one."""
+
+    photos: int = len(COLLECTION_PHOTOS)
+    grids: int = 26
+    distractors: int = 100
+
+    def describe(self) -> str:
+        return (f"{self.photos} photos, {8 * self.photos} copies, {self.grids} grids, {3 * self.distractors} "
+                "distractors")
+
+
+def write_collection(folder: pathlib.Path, seed: int = 0, size: Collection = Collection()) -> dict[str, str]:
     """The labelled collection; returns file name → label (the photo it shows, or itself)."""
     from PIL import Image
 
@@ -317,7 +335,7 @@ def write_collection(folder: pathlib.Path, seed: int = 0) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     labels: dict[str, str] = {}
     fast = {"compress_level": 1}  # lossless either way; PNG's default level 6 was 90% of writing 560 files
-    pictures = {name: Image.open(_sample_path(name)).convert("RGB") for name in COLLECTION_PHOTOS}
+    pictures = {name: Image.open(_sample_path(name)).convert("RGB") for name in COLLECTION_PHOTOS[:size.photos]}
     for name, picture in pictures.items():
         stem = pathlib.Path(name).stem
         picture.save(folder / f"{stem}.png", **fast)
@@ -326,14 +344,14 @@ def write_collection(folder: pathlib.Path, seed: int = 0) -> dict[str, str]:
             copy.save(folder / f"{stem}--{kind}.png", **fast)
             labels[f"{stem}--{kind}.png"] = stem
     names = list(pictures)
-    for i in range(26):
+    for i in range(size.grids):
         chosen = rng.choice(len(names), 4, replace=False)
         grid = Image.new("RGB", (512, 512))
         for cell, index in enumerate(chosen):
             grid.paste(pictures[names[index]].resize((256, 256), Image.LANCZOS), ((cell % 2) * 256, (cell // 2) * 256))
         grid.save(folder / f"grid-{i:02d}.png", **fast)
         labels[f"grid-{i:02d}.png"] = f"grid-{i:02d}"
-    for name, picture in _distractors(rng):
+    for name, picture in _distractors(rng, size.distractors):
         picture.save(folder / name, **fast)
         labels[name] = name
     return labels
@@ -375,14 +393,14 @@ def transitive_groups(index, threshold: float, neighbours: int = 10) -> list[lis
     return [group for group in members.values() if len(group) > 1]
 
 
-def bench_dupes() -> None:
+def bench_dupes(size: Collection) -> None:
     from dreamkit.batch import BatchSettings, LocalEngine
     from dreamkit_retrieve import create_index, make_spec, run_index
     from dreamkit_retrieve.index import DUPES_THRESHOLD
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp) / "collection"
-        labels = write_collection(folder)
+        labels = write_collection(folder, size=size)
         index = create_index(pathlib.Path(tmp) / "index", make_spec("content"), [str(folder)])
         with index:
             run_index(index, BatchSettings(device="cpu"), LocalEngine(), progress=False)
@@ -393,8 +411,8 @@ def bench_dupes() -> None:
                 name = pathlib.Path(item.path).name
                 kind = "photos and copies" if "-" not in name or "--" in name else name.split("-")[0]
                 blankness.setdefault(kind, []).append(item.blankness)
-        print(f"\ndupes on a labelled collection: {len(labels)} images (26 photos, 208 copies, 26 grids, 300 "
-              f"distractors), threshold {DUPES_THRESHOLD}:")
+        print(f"\ndupes on a labelled collection: {len(labels)} images ({size.describe()}), threshold "
+              f"{DUPES_THRESHOLD}:")
         from dreamkit_retrieve.store import LOW_INFORMATION
 
         for kind, values in blankness.items():
@@ -407,7 +425,7 @@ def bench_dupes() -> None:
 
 
 # -- 4. graph recall on real descriptors ---------------------------------------------------------
-def real_descriptors(count_per_picture: int = 60, seed: int = 0) -> np.ndarray:
+def real_descriptors(count_per_picture: int = 60, seed: int = 0, size: Collection = Collection()) -> np.ndarray:
     """Content descriptors of random crops, scales, rotations and colour changes of the collection's
     photos, grids and distractors (about 2,000 rows)."""
     from PIL import Image, ImageEnhance
@@ -419,7 +437,7 @@ def real_descriptors(count_per_picture: int = 60, seed: int = 0) -> np.ndarray:
     describer = Describer(make_spec("content"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp) / "collection"
-        write_collection(folder)
+        write_collection(folder, size=size)
         sources = sorted(p for p in folder.glob("*.png") if "--" not in p.name)
         images = []
         for path in sources:
@@ -444,12 +462,12 @@ def perturbed(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def bench_real_recall(size: int, per_picture: int = 60, k: int = 10) -> None:
+def bench_real_recall(size: int, per_picture: int = 60, k: int = 10, collection: Collection = Collection()) -> None:
     from dreamkit_retrieve import ann
 
     rng = np.random.default_rng(1)
     start = time.perf_counter()
-    base = real_descriptors(per_picture)
+    base = real_descriptors(per_picture, size=collection)
     print(f"\ngraph recall@{k} at {size:,}: {len(base)} real descriptors ({time.perf_counter() - start:.0f} s), "
           f"replicated with perturbations; connectivity {ann.CONNECTIVITY}, expansion_add {ann.EXPANSION_ADD}",
           flush=True)
@@ -489,6 +507,9 @@ def main() -> None:
     parser.add_argument("--dupes", action="store_true", help="part 3: dupes on the labelled collection")
     parser.add_argument("--real-size", type=int, default=0, help="part 4: graph recall on N real-based descriptors")
     parser.add_argument("--real-per-picture", type=int, default=60, help="part 4: described views of each picture")
+    parser.add_argument("--collection", type=int, nargs=3, default=None, metavar=("PHOTOS", "GRIDS", "DISTRACTORS"),
+                        help="parts 3 and 4: a smaller labelled collection (default: all 26 photos, 26 grids, "
+                             "100 distractors of each kind)")
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"capability {torch.backends.cpu.get_cpu_capability()}")
@@ -496,10 +517,11 @@ def main() -> None:
         bench_indexing(args.count, args.rounds)
     if not args.skip_search:
         bench_search([int(s) for s in args.sizes.split(",") if s], args.dtypes.split(","))
+    collection = Collection(*args.collection) if args.collection else Collection()
     if args.dupes:
-        bench_dupes()
+        bench_dupes(collection)
     if args.real_size:
-        bench_real_recall(args.real_size, args.real_per_picture)
+        bench_real_recall(args.real_size, args.real_per_picture, collection=collection)
 
 
 if __name__ == "__main__":

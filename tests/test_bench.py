@@ -21,8 +21,10 @@ RUNS = {
     "style": ["style.py", "--sizes", "64", "--rounds", "1", "--iterations", "1", "--backbones", "mobilenet_v2"],
     "batch": ["batch.py", "--count", "3", "--rounds", "1", "--workers", "1"],
     "retrieval": ["retrieval.py", "--count", "4", "--rounds", "1", "--sizes", "2000"],
+    # 8 photos, 6 grids, 10 distractors of each kind: 108 images, enough for grids to chain photos
+    # in the transitive grouping (the precision the test compares)
     "dupes": ["retrieval.py", "--skip-indexing", "--skip-search", "--dupes", "--real-size", "3000",
-              "--real-per-picture", "1"],
+              "--real-per-picture", "1", "--collection", "8", "6", "10"],
     "fast_style": ["fast_style.py", "--sizes", "64", "--rounds", "1", "--batch", "2", "--small-steps", "4",
                    "--classic-steps", "2", "--eval-every", "2", "--quality-side", "64", "--train-steps", "3"],
     "video": ["video.py", "--side", "48", "--frames", "3", "--iterations", "1", "--threads", "1", "--io-seconds", "0.5",
