@@ -159,6 +159,7 @@ class _WebProgress(Progress):
 
 
 _current = threading.local()
+log = logging.getLogger("dreamkit")
 _every_queue: "weakref.WeakSet[JobQueues]" = weakref.WeakSet()
 #: How long process exit waits for running jobs to notice they are cancelled.
 EXIT_WAIT_SECONDS = 10.0
@@ -168,8 +169,6 @@ EXIT_WAIT_SECONDS = 10.0
 def _stop_running_jobs() -> None:
     for queues in list(_every_queue):
         queues.stop_running(EXIT_WAIT_SECONDS)
-
-log = logging.getLogger("dreamkit")
 
 
 class StepEvents:
@@ -211,7 +210,7 @@ class JobQueues:
         while the process tears its libraries down."""
         for job in list(self.jobs.values()):
             if job.status == "running":
-                job.cancel_requested = True
+                self.cancel(job)
         deadline = time.monotonic() + timeout
         for runner in list(self._runners):
             runner.join(max(0.0, deadline - time.monotonic()))
