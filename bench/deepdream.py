@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 
+import workers
 from ladder import REFERENCE, RUNGS, activation, describe_cpu, weights_path
 
 from dreamkit.progress import Progress
@@ -151,13 +152,6 @@ def worker(rung: str, size: int) -> None:
     print(json.dumps({"effect": effect, "step": statistics.median(times)}))
 
 
-def run_json(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def whole_process(kind: str, size: int, weights: str) -> float:
     """Wall seconds of a whole process: ``dreamkit run`` or the plain script, same photo and size."""
     photo = photo_path(size)
@@ -197,7 +191,7 @@ def main() -> None:
             for rung in LADDER:
                 key_rung = rung in (REFERENCE, "ours", "ours-fast")
                 if round_ < (args.rounds if key_rung else args.ladder_rounds):
-                    samples[rung].append(run_json([__file__, "--worker", rung, str(size)]))
+                    samples[rung].append(workers.run_json(__file__, "--worker", rung, str(size)))
         reference = {k: statistics.median(s[k] for s in samples[REFERENCE]) for k in ("effect", "step")}
         width, height = effect_input(size).shape[-1], effect_input(size).shape[-2]
         print(f"\n{width}x{height} (medians of {args.rounds} processes for frozen/ours, {args.ladder_rounds} per "
@@ -221,7 +215,7 @@ def main() -> None:
             plain, ours_s = (statistics.median(times[k]) for k in ("plain", "dreamkit"))
             print(f"whole process: plain script {plain:.2f} s, dreamkit run {ours_s:.2f} s: {plain / ours_s:.2f}x")
     if args.memory_side:
-        result = run_json([__file__, "--worker", "memory", str(args.memory_side)])
+        result = workers.run_json(__file__, "--worker", "memory", str(args.memory_side))
         print(f"\npeak RSS of a {args.memory_side}x{args.memory_side} dream (default settings, steps=1): "
               f"{result['peak_rss'] / 2**30:.2f} GiB ({result['seconds']:.0f} s)")
 

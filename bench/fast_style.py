@@ -32,10 +32,10 @@ import json
 import pathlib
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+
+import workers
 
 HERE = pathlib.Path(__file__).resolve().parent
 TRAIN = ("chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png")
@@ -127,12 +127,8 @@ def worker(kind: str, side: int, model: str | None, style: str, batch: int, thre
 
 
 def run_worker(kind: str, side: int, model: str | None, args) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, str(side), model or "-", "--style", args.style,
-               "--batch", str(args.batch), "--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"worker {kind} {side} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return workers.run_json(__file__, "--worker", kind, str(side), model or "-", "--style", args.style,
+                            "--batch", str(args.batch), "--threads", str(args.threads))
 
 
 def untrained_model(architecture: str, folder: pathlib.Path, style: str) -> str:

@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 
+import workers
 from ladder import REFERENCE, RUNGS, activation, describe_cpu
 
 MODES = (*RUNGS, "ours", "ours-bf16")
@@ -113,9 +112,9 @@ def main() -> None:
         samples = {mode: [] for mode in modes}
         for _ in range(args.rounds):
             for mode in modes:
-                done = subprocess.run([sys.executable, __file__, "--worker", mode, str(size), "--layer", args.layer,
-                                       "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
-                samples[mode].append(json.loads(done.stdout.strip().splitlines()[-1])["median"])
+                result = workers.run_json(__file__, "--worker", mode, str(size), "--layer", args.layer,
+                                          "--repeats", str(args.repeats))
+                samples[mode].append(result["median"])
         diffs = differences(size, args.layer, modes)
         reference = statistics.median(samples[REFERENCE])
         for mode in modes:

@@ -52,6 +52,8 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import workers  # noqa: E402
+
 MODES = ("reference", "allocator", "extractor", "ours", "ours-fast", "ours-smoothed", "effect-default", "effect-768")
 REFERENCE = "reference"
 WARMUP = 2
@@ -251,11 +253,8 @@ def main() -> None:
             details = {}
             for _ in range(args.rounds):
                 for mode in modes:
-                    done = subprocess.run([sys.executable, __file__, "--worker", mode, backbone, str(size),
-                                           "--iterations", str(args.iterations)], capture_output=True, text=True)
-                    if done.returncode != 0:
-                        raise SystemExit(f"{mode} {backbone} {size} failed:\n{done.stderr}")
-                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    result = workers.run_json(__file__, "--worker", mode, backbone, str(size), "--iterations",
+                                              str(args.iterations))
                     samples[mode].append(result["median"])
                     details[mode] = result
             reference = statistics.median(samples[REFERENCE])
