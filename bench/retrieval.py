@@ -327,7 +327,7 @@ class Collection:
                 "distractors")
 
 
-def write_collection(folder: pathlib.Path, seed: int = 0, size: Collection = Collection()) -> dict[str, str]:
+def write_collection(folder: pathlib.Path, seed: int = 0, collection: Collection = Collection()) -> dict[str, str]:
     """The labelled collection; returns file name → label (the photo it shows, or itself)."""
     from PIL import Image
 
@@ -335,7 +335,7 @@ def write_collection(folder: pathlib.Path, seed: int = 0, size: Collection = Col
     folder.mkdir(parents=True, exist_ok=True)
     labels: dict[str, str] = {}
     fast = {"compress_level": 1}  # lossless either way; PNG's default level 6 was 90% of writing 560 files
-    pictures = {name: Image.open(_sample_path(name)).convert("RGB") for name in COLLECTION_PHOTOS[:size.photos]}
+    pictures = {name: Image.open(_sample_path(name)).convert("RGB") for name in COLLECTION_PHOTOS[:collection.photos]}
     for name, picture in pictures.items():
         stem = pathlib.Path(name).stem
         picture.save(folder / f"{stem}.png", **fast)
@@ -344,14 +344,14 @@ def write_collection(folder: pathlib.Path, seed: int = 0, size: Collection = Col
             copy.save(folder / f"{stem}--{kind}.png", **fast)
             labels[f"{stem}--{kind}.png"] = stem
     names = list(pictures)
-    for i in range(size.grids):
+    for i in range(collection.grids):
         chosen = rng.choice(len(names), 4, replace=False)
         grid = Image.new("RGB", (512, 512))
         for cell, index in enumerate(chosen):
             grid.paste(pictures[names[index]].resize((256, 256), Image.LANCZOS), ((cell % 2) * 256, (cell // 2) * 256))
         grid.save(folder / f"grid-{i:02d}.png", **fast)
         labels[f"grid-{i:02d}.png"] = f"grid-{i:02d}"
-    for name, picture in _distractors(rng, size.distractors):
+    for name, picture in _distractors(rng, collection.distractors):
         picture.save(folder / name, **fast)
         labels[name] = name
     return labels
@@ -393,14 +393,14 @@ def transitive_groups(index, threshold: float, neighbours: int = 10) -> list[lis
     return [group for group in members.values() if len(group) > 1]
 
 
-def bench_dupes(size: Collection) -> None:
+def bench_dupes(collection: Collection) -> None:
     from dreamkit.batch import BatchSettings, LocalEngine
     from dreamkit_retrieve import create_index, make_spec, run_index
     from dreamkit_retrieve.index import DUPES_THRESHOLD
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp) / "collection"
-        labels = write_collection(folder, size=size)
+        labels = write_collection(folder, collection=collection)
         index = create_index(pathlib.Path(tmp) / "index", make_spec("content"), [str(folder)])
         with index:
             run_index(index, BatchSettings(device="cpu"), LocalEngine(), progress=False)
@@ -411,7 +411,7 @@ def bench_dupes(size: Collection) -> None:
                 name = pathlib.Path(item.path).name
                 kind = "photos and copies" if "-" not in name or "--" in name else name.split("-")[0]
                 blankness.setdefault(kind, []).append(item.blankness)
-        print(f"\ndupes on a labelled collection: {len(labels)} images ({size.describe()}), threshold "
+        print(f"\ndupes on a labelled collection: {len(labels)} images ({collection.describe()}), threshold "
               f"{DUPES_THRESHOLD}:")
         from dreamkit_retrieve.store import LOW_INFORMATION
 
@@ -425,7 +425,7 @@ def bench_dupes(size: Collection) -> None:
 
 
 # -- 4. graph recall on real descriptors ---------------------------------------------------------
-def real_descriptors(count_per_picture: int = 60, seed: int = 0, size: Collection = Collection()) -> np.ndarray:
+def real_descriptors(count_per_picture: int = 60, seed: int = 0, collection: Collection = Collection()) -> np.ndarray:
     """Content descriptors of random crops, scales, rotations and colour changes of the collection's
     photos, grids and distractors (about 2,000 rows)."""
     from PIL import Image, ImageEnhance
@@ -437,7 +437,7 @@ def real_descriptors(count_per_picture: int = 60, seed: int = 0, size: Collectio
     describer = Describer(make_spec("content"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp) / "collection"
-        write_collection(folder, size=size)
+        write_collection(folder, collection=collection)
         sources = sorted(p for p in folder.glob("*.png") if "--" not in p.name)
         images = []
         for path in sources:
@@ -467,7 +467,7 @@ def bench_real_recall(size: int, per_picture: int = 60, k: int = 10, collection:
 
     rng = np.random.default_rng(1)
     start = time.perf_counter()
-    base = real_descriptors(per_picture, size=collection)
+    base = real_descriptors(per_picture, collection=collection)
     print(f"\ngraph recall@{k} at {size:,}: {len(base)} real descriptors ({time.perf_counter() - start:.0f} s), "
           f"replicated with perturbations; connectivity {ann.CONNECTIVITY}, expansion_add {ann.EXPANSION_ADD}",
           flush=True)

@@ -10,9 +10,10 @@ import pytest
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
-#: Each script with the smallest settings that still run every mode. They run two at a time
-#: (most of a tiny run is starting Python and loading models, one core each); the figures they
-#: print are noise here and not tested, only that every mode ran and what must hold by construction.
+#: Each script with the smallest settings that still run every mode. They run two at a time (one
+#: script's waits, Ray start-up and its own subprocesses, overlap the other's compute; on 2 cores the
+#: pair took about as long as one after the other: CPU-bound); the figures they print are noise here
+#: and not tested, only that every mode ran and what must hold by construction.
 RUNS = {
     "models": ["models.py", "--sizes", "64", "--repeats", "1", "--rounds", "1"],
     "ops": ["ops.py", "--threads", "1", "--repeats", "1", "--budget", "0"],
