@@ -11,10 +11,15 @@
 // tap's GEMM is U[tap] (K x C) · V[tap] (C x tiles), and the output transform reads M (tap, K,
 // tiles) the same way round and writes whole output rows. Tile rows are processed in chunks of
 // about kChunkBytes so that V and M stay in the cache between the transforms and the GEMMs.
-#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/kron.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/tensor.h>
 #include <torch/library.h>
-#include <torch/types.h>
 
 #include <algorithm>
 #include <vector>

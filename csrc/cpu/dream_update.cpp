@@ -9,8 +9,8 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <torch/library.h>
-#include <torch/types.h>
 
 #include <algorithm>
 #include <cmath>

@@ -9,10 +9,11 @@
 // reduced in a fixed order, so the result does not depend on the number of threads. The affine
 // transform y = x·a + s folds the mean, the variance and the learned scale and shift into a and s
 // (computed in double, rounded once).
-#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
-#include <torch/types.h>
 
 #include <algorithm>
 #include <cmath>

@@ -2,8 +2,9 @@
 // Works for any dtype (it only moves bytes) and keeps channels_last inputs channels_last: in NHWC
 // a row of W pixels is W*C contiguous elements, so the same two copies per row apply.
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
-#include <torch/types.h>
 
 #include <cstring>
 

@@ -1,8 +1,7 @@
 // Backend-independent code of dream_update: argument checks shared by the CPU kernel
 // (cpu/dream_update.cpp) and the CUDA glue (cuda/dream_update_cuda.cpp), as torchvision keeps
 // them in csrc/ops/.
-#include <ATen/ATen.h>
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 #include <cmath>
 #include <optional>

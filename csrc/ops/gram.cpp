@@ -1,8 +1,8 @@
 // Backend-independent code of gram_matrix and gram_mse_loss: the feature view with its checks and
 // the loss from a Gram matrix, shared by the CPU kernel (cpu/gram.cpp) and the CUDA glue
 // (cuda/gram_cuda.cpp), as torchvision keeps such code in csrc/ops/.
-#include <ATen/ATen.h>
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
 
 #include <cmath>
 #include <optional>

@@ -1,8 +1,7 @@
 // Backend-independent code of octave_resample: argument checks shared by the CPU kernel
 // (cpu/octave_resample.cpp) and the CUDA glue (cuda/octave_resample_cuda.cpp), as torchvision
 // keeps them in csrc/ops/.
-#include <ATen/ATen.h>
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 #include <cmath>
 #include <optional>
