@@ -43,12 +43,8 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the browser test will be skipped"
 
-# Two pytest workers (pytest-xdist): the suite alone keeps ~1.1 of 2 cores busy (process starts,
-# Ray, small tensors); tests/conftest.py keeps each module on one worker and the Ray ones together.
-TEST_WORKERS ?= 2
-
 test: setup weights browser
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+	$(PY) -m pytest
 
 SAMPLES = $(shell $(PY) -c 'import pathlib, skimage.data as d; p = pathlib.Path(d.__file__).parent; print(" ".join(str(p / n) for n in ("chelsea.png", "coffee.png", "astronaut.png")))')
 
