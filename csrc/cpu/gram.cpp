@@ -9,12 +9,12 @@
 // integers, Fortran conventions) but not the public cblas names. It is looked up at run time and
 // checked once on a small product; without it diagonal blocks are plain GEMMs (still correct).
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <torch/library.h>
-#include <dlfcn.h>
 
 #include <mutex>
 #include <string>
