@@ -43,8 +43,16 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the browser test will be skipped"
 
+# Two pytest workers (pytest-xdist), every torch process of the run at one thread: the suite kept
+# ~1.1 of 2 cores busy (process starts, Ray, small tensors), but two workers at torch's default
+# threads oversubscribed the cores (OpenMP teams spinning against each other) and gained nothing.
+# OMP_NUM_THREADS reaches the CLI runs, bench scripts and Ray workers the tests start; tests that
+# are about threads set them themselves. tests/conftest.py keeps each module on one worker and the
+# Ray ones together. `pytest` alone runs serially at torch's default threads.
+TEST_WORKERS ?= 2
+
 test: setup weights browser
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 SAMPLES = $(shell $(PY) -c 'import pathlib, skimage.data as d; p = pathlib.Path(d.__file__).parent; print(" ".join(str(p / n) for n in ("chelsea.png", "coffee.png", "astronaut.png")))')
 

@@ -12,6 +12,38 @@ import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+#: Test modules that start Ray (a local cluster, ``ray start``/``ray stop --force``, Ray Train, or
+#: bench scripts that do). Under pytest-xdist they run on one worker, one after another: ``ray stop``
+#: stops every cluster on the machine, and ``ray.init()`` joins one that ``ray start`` left.
+RAY_MODULES = frozenset({"test_ray.py", "test_faults.py", "test_contract.py", "test_fast_style.py", "test_bench.py"})
+
+
+def _xdist_scope(nodeid: str) -> str:
+    """The unit of work a pytest-xdist worker takes whole: the test's module, or "ray"."""
+    module = nodeid.split("::", 1)[0]
+    return "ray" if module.rsplit("/", 1)[-1] in RAY_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n N`` (``make test``): each module's tests on one worker (a module-scoped
+    fixture is built once), the Ray modules all on one. (pytest-xdist's own ``xdist_group`` marks
+    no longer take effect with pytest 9's node ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModuleRayTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _xdist_scope(nodeid)
+
+    return ByModuleRayTogether(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a pytest-xdist worker: the Ray modules first (units are handed out in collection order
+    with --no-loadscope-reorder; theirs is the longest, about half the suite's time)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        items.sort(key=lambda item: _xdist_scope(item.nodeid) != "ray")  # a stable sort
+
 
 @pytest.fixture(scope="session", autouse=True)
 def fresh_memo(tmp_path_factory):
