@@ -120,7 +120,7 @@ class StyleLoss:
                 for layer in self.content_layers:
                     region = owned.get(layer)
                     self.content[layer][(..., *_whole_region(tile, region, geometry, layer))] = _crop(features[layer], region)
-        self._content_scale = {layer: _mean_square(p) if self.normalize else 1.0 for layer, p in self.content.items()}
+        self._content_scale = {layer: mean_square(p) if self.normalize else 1.0 for layer, p in self.content.items()}
         self.groups = []
         unmasked = [s for s in styles if s.mask is None]
         total = sum(s.weight for s in styles) or 1.0
@@ -133,7 +133,7 @@ class StyleLoss:
             if style.mask is not None:
                 self.groups.append(_Group(style.grams, style.weight / total, style.mask))
         for group in self.groups:
-            group.scale = {layer: _mean_square(group.target[layer]) if self.normalize else 1.0
+            group.scale = {layer: mean_square(group.target[layer]) if self.normalize else 1.0
                            for layer in self.style_layers}
             if group.mask is None:
                 continue
@@ -252,7 +252,11 @@ class StyleLoss:
         return shape[1] * max(positions, 1e-12)
 
 
-def _mean_square(tensor: torch.Tensor) -> float:
+def mean_square(tensor: torch.Tensor) -> float:
+    """mean(tensor²), at least 1e-12: what a layer's term is divided by under ``normalize``. Real
+    targets reach the floor: the Gram matrices of softmax-smoothed deep layers are tiny (MobileNetV2's
+    features.14 with ihc.png: 6e-14), which the floor then weights down. Training a feed-forward
+    network (:mod:`.training`) divides by the same, so that it learns this loss and no other."""
     return max(float(tensor.square().mean()), 1e-12)
 
 

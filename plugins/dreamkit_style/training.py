@@ -38,7 +38,7 @@ from dreamkit.tiling import plan_tiles
 
 from .colour import as_luminance_image, colour_stats
 from .effect import Style
-from .loss import StyleLoss
+from .loss import StyleLoss, mean_square
 from .model import KIND, FastStyleModel, network_input, save_model
 from .transformer import ARCHITECTURES, StyleNetwork
 
@@ -193,7 +193,8 @@ class TrainingLoss:
     + content_weight · Σ_l w_l · mean((F_l(out) − F_l(photo))²) / mean(F_l(photo)²)
     + tv_weight · (mean of squared neighbour differences, both directions)
 
-    per image, averaged over the batch (so a batch split across workers averages to the same).
+    per image, averaged over the batch (so a batch split across workers averages to the same); each
+    mean(T_l²) floored as the effect's (:func:`~.loss.mean_square`): the same loss, term for term.
     Gram targets: the styles with their longest side ``style_side`` (not enlarged)."""
 
     def __init__(self, effect: Style, host: Any, device: torch.device, size: int, style_side: int,
@@ -213,7 +214,7 @@ class TrainingLoss:
         grams = [self._grams(style.to(dtype), style_side) for style in styles]
         total = sum(blend)
         self.targets = {layer: sum(w * g[layer] for w, g in zip(blend, grams)) / total for layer in style_layers}
-        self.scales = {layer: float(t.square().mean()) if effect.normalize else 1.0 for layer, t in self.targets.items()}
+        self.scales = {layer: mean_square(t) if effect.normalize else 1.0 for layer, t in self.targets.items()}
         self.tv_weight = effect.tv_weight
         self.luminance = effect.color == "luminance"
         stats = [colour_stats(style) for style in effect.style_images(device)]

@@ -280,6 +280,25 @@ def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image
     assert held_out_loss() < 0.7 * before  # 0.45 here
 
 
+def test_the_training_loss_is_the_style_effects_loss(dreamkit_host, samples, style_image):
+    """Term for term: the network learns the measure the bench holds it to (effect.evaluate). A
+    layer normalised another way (the effect floors mean(T²) at 1e-12, which MobileNetV2's smoothed
+    features.14 reaches) made them differ 4.6x on an optimised image."""
+    from dreamkit import load_image
+
+    effect = loss_effect({"style": [str(style_image)]})
+    photo = torch.nn.functional.interpolate(load_image(samples / "astronaut.png"), size=(128, 128), mode="area")
+    # the style's Grams at the photo's size on both sides (the effect: a style shrunk to the output)
+    loss = TrainingLoss(effect, dreamkit_host, torch.device("cpu"), 128, style_side=128)
+    torch.manual_seed(0)
+    for image in (photo, (photo + 0.2 * torch.randn_like(photo)).clamp(0, 1)):
+        expected = effect.evaluate(image, photo, dreamkit_host)
+        _, parts = loss(image, loss.content_target(photo))
+        # float32 sums of at most 160 x 32² products, in another order: far inside rel 1e-3
+        assert float(parts["style"]) == pytest.approx(expected.style, rel=1e-3)
+        assert float(parts["content"]) == pytest.approx(expected.content, rel=1e-3, abs=1e-6)
+
+
 def test_training_writes_model_and_preview(dreamkit_host, photos, style_image, tmp_path):
     effect = loss_effect({"style": [str(style_image)], "tv_weight": 10.0})
     output = tmp_path / "ink.dkstyle"
