@@ -252,12 +252,16 @@ class StyleLoss:
         return shape[1] * max(positions, 1e-12)
 
 
+#: The least a layer's term is divided by under ``normalize`` (:func:`mean_square`).
+SCALE_FLOOR = 1e-12
+
+
 def mean_square(tensor: torch.Tensor) -> float:
-    """mean(tensor²), at least 1e-12: what a layer's term is divided by under ``normalize``. Real
+    """mean(tensor²), at least :data:`SCALE_FLOOR`: what a layer's term is divided by under ``normalize``. Real
     targets reach the floor: the Gram matrices of softmax-smoothed deep layers are tiny (MobileNetV2's
     features.14 with ihc.png: 6e-14), which the floor then weights down. Training a feed-forward
     network (:mod:`.training`) divides by the same, so that it learns this loss and no other."""
-    return max(float(tensor.square().mean()), 1e-12)
+    return max(float(tensor.square().mean()), SCALE_FLOOR)
 
 
 def _tile_features(extractor: torch.nn.Module, image: torch.Tensor, tiles: list[Tile]):

@@ -38,7 +38,7 @@ from dreamkit.tiling import plan_tiles
 
 from .colour import as_luminance_image, colour_stats
 from .effect import Style
-from .loss import StyleLoss, mean_square
+from .loss import SCALE_FLOOR, StyleLoss, mean_square
 from .model import KIND, FastStyleModel, network_input, save_model
 from .transformer import ARCHITECTURES, StyleNetwork
 
@@ -250,7 +250,7 @@ class TrainingLoss:
         content_term = output.new_zeros(())
         for layer, weight in loss.content_layers.items() if loss.content_weight else ():
             target = targets[layer]
-            scale = target.square().mean((1, 2, 3)).clamp_min(1e-12) if loss.normalize else 1.0
+            scale = target.square().mean((1, 2, 3)).clamp_min(SCALE_FLOOR) if loss.normalize else 1.0
             per_image = (features[layer] - target).square().mean((1, 2, 3)) / scale
             content_term = content_term + loss.content_weight * weight * per_image.mean()
         tv = output.new_zeros(())
