@@ -37,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimiser steps (default {defaults.steps})")
     train.add_argument("--size", type=int, default=defaults.size, help=f"training crop size, px (default {defaults.size})")
     train.add_argument("--batch", type=int, default=defaults.batch, help=f"crops per step (default {defaults.batch})")
-    train.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam's learning rate (default {defaults.lr})")
+    train.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam's learning rate at the start, annealed to 0 over --steps (default {defaults.lr})")
     train.add_argument("--seed", type=int, default=defaults.seed, help="random seed (crops and initial weights)")
     train.add_argument("--style-size", type=int, default=defaults.style_side, metavar="PX",
                        help=f"the style image's longest side in the loss: its patterns' size (default "

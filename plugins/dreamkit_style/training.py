@@ -93,6 +93,15 @@ class TrainSettings:
     #: Settings that define the run: a checkpoint made with other values cannot be resumed.
     IDENTITY = ("architecture", "size", "batch", "lr", "seed", "style_side", "dtype")
 
+    def learning_rate(self, step: int) -> float:
+        """Adam's step size for step ``step`` (from 0): ``lr`` annealed to 0 over ``steps`` along a
+        half cosine (Loshchilov and Hutter 2017). Against a constant ``lr``, the held-out style
+        loss after 1200 steps (small, bench/fast_style.py's measure) went from 9.8x the optimised
+        result's to 8.3x: the late steps settle instead of jittering around the optimum. It depends
+        on the step alone, so resumed and Ray runs follow the same schedule; a rerun with more
+        ``--steps`` continues on the longer one."""
+        return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
+
     def identity(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.IDENTITY}
 
@@ -296,6 +305,8 @@ class Trainer:
         output = (model or self.network)(self.loss.network_input(photos))
         total, parts = self.loss(output, self.loss.content_target(photos))
         total.backward()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings.learning_rate(self.step)
         self.optimizer.step()
         self.step += 1
         return {"loss": float(total.detach()), **{k: float(v) for k, v in parts.items()}}

@@ -37,14 +37,20 @@ REORDERED = 1.4e-4
 
 
 def _randomised(architecture: str) -> StyleNetwork:
-    """A network whose norms are not the identity (a fresh one's affine is 1, 0)."""
+    """A network whose norms are not the identity (a fresh one's affine is 1, 0) and whose last
+    convolution is not zero (a fresh network is the identity: every route would agree)."""
     torch.manual_seed(3)
     network = StyleNetwork(architecture).eval()
+    _last_conv(network).reset_parameters()
     with torch.no_grad():
         for norm in network.norms():
             norm.weight.uniform_(0.5, 1.5)
             norm.bias.uniform_(-0.3, 0.3)
     return network
+
+
+def _last_conv(module: torch.nn.Module) -> torch.nn.Conv2d:
+    return [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)][-1]
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +111,7 @@ def test_inference_runs_the_same_function_as_training(architecture):
         assert any(isinstance(m, _UpConv) for m in network.modules())
         assert any(isinstance(m, _FewChannelsOut) for m in network.modules())
         for module in (_UpConv(5, 4), _FewChannelsOut(6, 3, 9)):
+            _last_conv(module).reset_parameters()  # (_FewChannelsOut starts at zero)
             y = torch.rand(1, module[-1].in_channels, 11, 14) if isinstance(module, _UpConv) else torch.rand(1, 6, 12, 14)
             with torch.no_grad():
                 cheap = module(y)
@@ -117,6 +124,20 @@ def test_network_keeps_any_size_and_batch():
         assert network(torch.rand(shape)).shape == shape
     out = network.stylise(torch.rand(1, 3, 40, 40))
     assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_fresh_network_is_the_identity(architecture):
+    """Its last convolution starts at zero: training starts from the photo (in the style's colours,
+    the network's input), where the style effect's optimiser starts, and learns what to add."""
+    network = StyleNetwork(architecture)
+    x = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(network(x), x)  # training's route
+    with torch.no_grad():
+        assert torch.equal(network(x), x)  # inference's routes (Winograd, 3x3 blocks, phases)
+    out = network(x)
+    out.sum().backward()  # and it learns: the last convolution gets a gradient
+    assert _last_conv(network).weight.grad.abs().sum() > 0
 
 
 def test_small_is_a_fraction_of_classic():
@@ -264,7 +285,9 @@ def test_crops_depend_only_on_seed_step_and_position(photos):
 def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image):
     torch.manual_seed(0)
     effect = loss_effect({"style": [str(style_image)]})
-    settings = TrainSettings(architecture="small", steps=12, lr=5e-3, **TINY)
+    # From the identity (a fresh network returns its input), Adam's first steps on the zero last
+    # layer raise the loss for a few steps (35 -> 65 at step 5 here), then it falls (18.0 at 60).
+    settings = TrainSettings(architecture="small", steps=60, lr=1e-3, **TINY)
     loss = TrainingLoss(effect, dreamkit_host, torch.device("cpu"), settings.size, settings.style_side)
     trainer = Trainer.create(settings, loss, torch.device("cpu"))
     sampler = CropSampler(photos, settings.size, seed=0)
@@ -277,7 +300,7 @@ def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image
     before = held_out_loss()
     for step in range(settings.steps):
         trainer.run_step(sampler.batch(step, range(settings.batch)))
-    assert held_out_loss() < 0.7 * before  # 0.45 here
+    assert held_out_loss() < 0.7 * before  # 0.51 here
 
 
 def test_the_training_loss_is_the_style_effects_loss(dreamkit_host, samples, style_image):
@@ -344,6 +367,20 @@ def test_resume_after_a_kill_continues_from_the_checkpoint(photos, style_image, 
     assert record["loss"] == json.loads(whole_out)["loss"]
     a, b = load_model(tmp_path / "whole.dkstyle"), load_model(tmp_path / "killed.dkstyle")
     assert all(torch.equal(x, y) for x, y in zip(a.network.state_dict().values(), b.network.state_dict().values()))
+
+
+def test_the_learning_rate_anneals_to_zero_over_the_run(dreamkit_host, photos, style_image):
+    settings = TrainSettings(steps=8, lr=4e-3, **TINY)
+    rates = [settings.learning_rate(step) for step in range(settings.steps + 1)]
+    assert rates[0] == 4e-3 and rates[4] == pytest.approx(2e-3) and rates[8] == 0
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    loss = TrainingLoss(loss_effect({"style": [str(style_image)]}), dreamkit_host, torch.device("cpu"),
+                        settings.size, settings.style_side)
+    trainer = Trainer.create(settings, loss, torch.device("cpu"))
+    sampler = CropSampler(photos, settings.size, seed=0)
+    for step in range(3):  # each step takes the rate of its own index
+        trainer.run_step(sampler.batch(step, range(settings.batch)))
+        assert trainer.optimizer.param_groups[0]["lr"] == rates[step]
 
 
 def test_interrupt_writes_a_checkpoint_and_a_rerun_resumes(dreamkit_host, photos, style_image, tmp_path):
