@@ -2,10 +2,10 @@
 
 Two architectures, both fully convolutional, instance-normalised (Ulyanov et al. 2016), with
 nearest upsampling followed by a convolution instead of transposed convolutions (no checkerboard
-artefacts, Odena et al. 2016), reflection padding, and a skip from the input: the network learns the change to the photo, and
-its last convolution starts at zero, so a fresh network is the identity: it starts where the
-``style`` effect's optimiser starts (the photo in the style's colours) and learns the texture to
-add (:func:`_zero_start`).
+artefacts, Odena et al. 2016), reflection padding, and a skip from the input: the network learns
+the change to the photo, and its last convolution starts at zero, so a fresh network is the
+identity: it starts where the ``style`` effect's optimiser starts (the photo in the style's
+colours) and learns the texture to add (:func:`_zero_start`).
 
 * ``classic``: Johnson, Alahi and Fei-Fei (2016) as in pytorch/examples' ``fast_neural_style``:
   9x9 conv, two stride-2 convs (32, 64, 128 channels), five residual blocks, two upsample + conv
@@ -193,9 +193,9 @@ class _UpConv(nn.Sequential):
 def _zero_start(conv: nn.Conv2d) -> None:
     """Start the network's last convolution at zero: the network then starts as the identity, at
     the optimiser's own start, and learns only the texture to add. With PyTorch's default (random)
-    start it adds random texture that training first has to unlearn: at 400
-    training steps (small, ihc.png, bench/fast_style.py's held-out photos at 512 px) the style
-    loss was 14.9x the optimised result's, and 8.8x from zero."""
+    start it adds random texture that training first has to unlearn: at 400 training steps
+    (small, ihc.png, bench/fast_style.py's measure: held-out photos at 512 px) the style loss was
+    14.9x the optimised result's, and 8.8x from zero."""
     with torch.no_grad():
         conv.weight.zero_()
         if conv.bias is not None:
