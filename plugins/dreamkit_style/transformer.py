@@ -5,7 +5,7 @@ nearest upsampling followed by a convolution instead of transposed convolutions 
 artefacts, Odena et al. 2016), reflection padding, and a skip from the input: the network learns
 the change to the photo, and its last convolution starts at zero, so a fresh network is the
 identity: it starts where the ``style`` effect's optimiser starts (the photo in the style's
-colours) and learns the texture to add (:func:`_zero_start`).
+colours) and learns the texture to add (:meth:`StyleNetwork.output_conv`).
 
 * ``classic``: Johnson, Alahi and Fei-Fei (2016) as in pytorch/examples' ``fast_neural_style``:
   9x9 conv, two stride-2 convs (32, 64, 128 channels), five residual blocks, two upsample + conv
@@ -190,18 +190,6 @@ class _UpConv(nn.Sequential):
         return view.reshape(n, cout, 2 * height, 2 * width)
 
 
-def _zero_start(conv: nn.Conv2d) -> None:
-    """Start the network's last convolution at zero: the network then starts as the identity, at
-    the optimiser's own start, and learns only the texture to add. With PyTorch's default (random)
-    start it adds random texture that training first has to unlearn: at 400 training steps
-    (small, ihc.png, bench/fast_style.py's measure: held-out photos at 512 px) the style loss was
-    14.9x the optimised result's, and 8.8x from zero."""
-    with torch.no_grad():
-        conv.weight.zero_()
-        if conv.bias is not None:
-            conv.bias.zero_()
-
-
 class _FewChannelsOut(nn.Sequential):
     """The last convolution (to 3 channels, a large kernel, full resolution). oneDNN computes
     output channels in blocks of 16, so with 3 it wastes most of its work: 244 ms at 512 px. In
@@ -214,7 +202,6 @@ class _FewChannelsOut(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, kernel: int) -> None:
         super().__init__(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel))
-        _zero_start(self[1])
         self.kept = _KeptTransform()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -266,14 +253,12 @@ def _small() -> nn.Sequential:
 
 
 class _SubPixel(nn.Sequential):
-    """A 3x3 convolution to 4x the channels, then pixel shuffle to twice the resolution. It starts
-    at zero (:func:`_zero_start`), so the four sub-pixels of a pixel begin equal: no checkerboard
-    to unlearn (what ICNR's start, Aitken et al. 2017, is for)."""
+    """A 3x3 convolution to 4x the channels, then pixel shuffle to twice the resolution. As the
+    network's last layer it starts at zero (:class:`StyleNetwork`), so the four sub-pixels of a
+    pixel begin equal: no checkerboard to unlearn (what ICNR's start, Aitken et al. 2017, is for)."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        conv = _conv(cin, 4 * cout, 3)
-        _zero_start(conv[1])
-        super().__init__(conv, nn.PixelShuffle(2))
+        super().__init__(_conv(cin, 4 * cout, 3), nn.PixelShuffle(2))
 
 
 class StyleNetwork(nn.Module):
@@ -290,7 +275,18 @@ class StyleNetwork(nn.Module):
             raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
         self.architecture = architecture
         self.body = _classic() if architecture == "classic" else _small()
+        with torch.no_grad():
+            self.output_conv().weight.zero_()
+            self.output_conv().bias.zero_()
         self._radius: int | None = None
+
+    def output_conv(self) -> nn.Conv2d:
+        """The last convolution. It starts at zero, so a fresh network is the identity: training
+        starts at the optimiser's own start and learns only the texture to add. With PyTorch's
+        default (random) start the network added random texture that training first had to
+        unlearn: at 400 training steps (small, ihc.png, bench/fast_style.py's measure: held-out
+        photos at 512 px) the style loss was 14.9x the optimised result's, and 8.8x from zero."""
+        return [module for module in self.body.modules() if isinstance(module, nn.Conv2d)][-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]

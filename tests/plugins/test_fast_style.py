@@ -41,16 +41,12 @@ def _randomised(architecture: str) -> StyleNetwork:
     convolution is not zero (a fresh network is the identity: every route would agree)."""
     torch.manual_seed(3)
     network = StyleNetwork(architecture).eval()
-    _last_conv(network).reset_parameters()
+    network.output_conv().reset_parameters()
     with torch.no_grad():
         for norm in network.norms():
             norm.weight.uniform_(0.5, 1.5)
             norm.bias.uniform_(-0.3, 0.3)
     return network
-
-
-def _last_conv(module: torch.nn.Module) -> torch.nn.Conv2d:
-    return [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)][-1]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +107,6 @@ def test_inference_runs_the_same_function_as_training(architecture):
         assert any(isinstance(m, _UpConv) for m in network.modules())
         assert any(isinstance(m, _FewChannelsOut) for m in network.modules())
         for module in (_UpConv(5, 4), _FewChannelsOut(6, 3, 9)):
-            _last_conv(module).reset_parameters()  # (_FewChannelsOut starts at zero)
             y = torch.rand(1, module[-1].in_channels, 11, 14) if isinstance(module, _UpConv) else torch.rand(1, 6, 12, 14)
             with torch.no_grad():
                 cheap = module(y)
@@ -137,7 +132,7 @@ def test_a_fresh_network_is_the_identity(architecture):
         assert torch.equal(network(x), x)  # inference's routes (Winograd, 3x3 blocks, phases)
     out = network(x)
     out.sum().backward()  # and it learns: the last convolution gets a gradient
-    assert _last_conv(network).weight.grad.abs().sum() > 0
+    assert network.output_conv().weight.grad.abs().sum() > 0
 
 
 def test_small_is_a_fraction_of_classic():
