@@ -3,7 +3,7 @@ and training speed on one process and on Ray Train.
 
     .venv/bin/python bench/fast_style.py [--parts apply quality train] [--sizes 512 1024]
         [--rounds 2] [--batch 8] [--style ihc.png] [--small-steps 1200] [--classic-steps 400]
-        [--eval-every 100] [--train-steps 10] [--grid docs/images/fast-style.jpg]
+        [--eval-every 100] [--ladder 5 10 20 40] [--train-steps 10] [--grid docs/images/fast-style.jpg]
 
 apply    Each measurement in its own process, the kinds alternating (style, small, classic, style,
          ...): the `style` effect with its defaults (as `dreamkit run -e style:style=S` runs it)
@@ -18,8 +18,12 @@ quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the de
          style and content parts) of the fast results against those of the effect's optimised
          results (its defaults). Every EVAL_EVERY steps the small network is measured the same
          way: the training time at which it first comes within 1.5x on both (averaged over the
-         held-out photos) is the time to a usable model. Writes the grid (photo | optimised |
-         classic | small, one row per held-out photo) to --grid.
+         held-out photos) is the time to a usable model. The optimiser's ladder: the style effect
+         stopped after each of LADDER iterations per scale (its default is 100), measured the
+         same way and timed: each network's result is placed on it (as good as the optimiser
+         stopped after how many iterations, and how much faster than that optimiser it is: the
+         speed-up at equal quality). Writes the grid (photo | optimised | classic | small, one
+         row per held-out photo) to --grid.
 train    Steps/s of the same training (small, 256 px, global batch 4) in one process and on a
          local Ray cluster of 2 workers (DDP over gloo; the same machine, so the figure is the
          overhead of distribution, not a speed-up). The first step of each is left out.
@@ -170,16 +174,69 @@ def part_apply(args, folder: pathlib.Path) -> None:
 
 
 # -- quality ---------------------------------------------------------------------------------
-def evaluate(effect, host, photos, optimised, model) -> tuple[float, float]:
-    """Mean over the held-out photos of the fast result's style and content loss over the
-    optimised result's (the style effect's own loss)."""
+def ratios(effect, host, photos, references, results) -> tuple[float, float]:
+    """Mean over the held-out photos of the results' style and content loss over the optimised
+    results' (the style effect's own loss)."""
     style_ratios, content_ratios = [], []
-    for photo, reference in zip(photos, optimised):
-        fast = model.stylise(photo)
-        parts = effect.evaluate(fast, photo, host)
+    for photo, reference, result in zip(photos, references, results):
+        parts = effect.evaluate(result, photo, host)
         style_ratios.append(parts.style / reference.style)
         content_ratios.append(parts.content / reference.content)
     return statistics.mean(style_ratios), statistics.mean(content_ratios)
+
+
+def evaluate(effect, host, photos, references, model) -> tuple[float, float]:
+    """:func:`ratios` of ``model``'s results."""
+    return ratios(effect, host, photos, references, [model.stylise(photo) for photo in photos])
+
+
+def optimiser_ladder(effect, host, photos, references, counts) -> list[tuple[int, float, float, float]]:
+    """The style effect stopped after each of ``counts`` iterations per scale: (iterations, style
+    ratio, content ratio to the converged optimised results, mean seconds per photo)."""
+    from dreamkit.pipeline import Pipeline
+    from dreamkit_style.effect import Style
+
+    ladder = []
+    for count in counts:
+        early = Style(**{**{k: v for k, v in effect.values.items() if v is not None}, "iterations": count})
+        results, seconds = [], 0.0
+        for photo in photos:
+            started = time.perf_counter()
+            results.append(Pipeline([early]).run(photo, device="cpu", host=host).frames[0].image)
+            seconds += time.perf_counter() - started
+        style_ratio, content_ratio = ratios(effect, host, photos, references, results)
+        ladder.append((count, style_ratio, content_ratio, seconds / len(photos)))
+        print(f"  optimiser stopped at {count:3d} iterations/scale ({seconds / len(photos):5.1f} s a photo): style "
+              f"{style_ratio:.2f}x, content {content_ratio:.2f}x of the converged", flush=True)
+    return ladder
+
+
+def apply_seconds(model, photos, repeats: int = 3) -> float:
+    """Seconds a photo for ``model`` (the median of ``repeats`` passes over the photos, after one)."""
+    times = []
+    for repeat in range(repeats + 1):
+        started = time.perf_counter()
+        for photo in photos:
+            model.stylise(photo)
+        times.append((time.perf_counter() - started) / len(photos))
+    return statistics.median(times[1:])
+
+
+def place_on_ladder(ladder, style_ratio: float, content_ratio: float, seconds: float) -> str:
+    """Where a fast result's style loss falls on the optimiser's ladder: between the most
+    iterations it beats (style loss no higher than the optimiser's there) and the fewest at which
+    the optimiser is better, with the content losses, and the speed-up over the optimiser stopped
+    at the rung it beats (at equal or better style, the conservative figure)."""
+    beaten = [rung for rung in ladder if style_ratio <= rung[1]]
+    ahead = [rung for rung in ladder if rung[1] < style_ratio and (not beaten or rung[0] > max(r[0] for r in beaten))]
+    if not beaten:
+        return (f"style worse than the optimiser stopped at {min(ladder)[0]} iterations/scale "
+                f"({min(ladder)[1]:.2f}x), the ladder's lowest rung")
+    count, _, rung_content, optimiser_seconds = max(beaten)
+    above = f" and worse than it at {min(ahead)[0]}" if ahead else ""
+    return (f"style at least as good as the optimiser stopped at {count} iterations/scale{above} (content "
+            f"{content_ratio:.2f}x against its {rung_content:.2f}x at {count}); {optimiser_seconds / seconds:.0f}x "
+            f"faster than it stopped at {count}")
 
 
 def part_quality(args, folder: pathlib.Path) -> None:
@@ -196,16 +253,19 @@ def part_quality(args, folder: pathlib.Path) -> None:
     host = get_host()
     effect = loss_effect({"style": [str(sample(args.style))]})
     photos = [resized(name, args.quality_side) for name in HELD_OUT]
-    optimised = []
+    optimised, optimised_seconds = [], 0.0
     for photo in photos:
         started = time.perf_counter()
         optimised.append(Pipeline([effect]).run(photo, device="cpu", host=host).frames[0].image)
+        optimised_seconds += time.perf_counter() - started
         print(f"quality: optimised {tuple(photo.shape[-2:])} in {time.perf_counter() - started:.1f} s", flush=True)
     references = [effect.evaluate(image, photo, host) for image, photo in zip(optimised, photos)]
     photo_parts = [effect.evaluate(photo, photo, host) for photo in photos]
     for name, ref, own in zip(HELD_OUT, references, photo_parts):
         print(f"  {name}: optimised style {ref.style:.4g} content {ref.content:.4g} (the photo itself: style "
               f"{own.style:.4g})")
+    converged = (effect.values["iterations"], 1.0, 1.0, optimised_seconds / len(photos))  # its default: the reference
+    ladder = optimiser_ladder(effect, host, photos, references, args.ladder) + [converged]
     train_images = [sample(name) for name in TRAIN]
     results = {}
     for arch, steps in (("small", args.small_steps), ("classic", args.classic_steps)):
@@ -231,6 +291,7 @@ def part_quality(args, folder: pathlib.Path) -> None:
         print(f"quality {arch:<7} {steps} steps, {result.seconds:.0f} s of training ({steps / result.seconds:.2f} "
               f"steps/s): style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the optimised "
               f"(bar {BAR}x)", flush=True)
+        print(f"  {arch}: {place_on_ladder(ladder, style_ratio, content_ratio, apply_seconds(model, photos))}", flush=True)
         if arch == "small":
             print(f"  time to a usable small model: " + (f"{usable[0][1] / 60:.1f} min ({usable[0][0]} steps)" if usable
                                                             else f"not within {BAR}x in {steps} steps"))
@@ -289,6 +350,8 @@ def main() -> None:
     parser.add_argument("--classic-steps", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--quality-side", type=int, default=512)
+    parser.add_argument("--ladder", nargs="+", type=int, default=[5, 10, 20, 40],
+                        help="iterations per scale the optimiser is stopped at, for the quality ladder")
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--grid", default=None, help="where to write the quality grid (.jpg/.png)")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "SIZE", "MODEL"), help=argparse.SUPPRESS)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,8 @@ RUNS = {
     "dupes": ["retrieval.py", "--skip-indexing", "--skip-search", "--dupes", "--real-size", "3000",
               "--real-per-picture", "1", "--collection", "8", "6", "10"],
     "fast_style": ["fast_style.py", "--sizes", "64", "--rounds", "1", "--batch", "2", "--small-steps", "4",
-                   "--classic-steps", "2", "--eval-every", "2", "--quality-side", "64", "--train-steps", "3"],
+                   "--classic-steps", "2", "--eval-every", "2", "--quality-side", "64", "--ladder", "1", "3",
+                   "--train-steps", "3"],
     "video": ["video.py", "--side", "48", "--frames", "3", "--iterations", "1", "--threads", "1", "--io-seconds", "0.5",
               "--io-height", "48"],
 }
@@ -168,6 +170,10 @@ def test_fast_style_benchmark_runs_every_part(bench_runs):
         assert f"64 px  {arch:<7}" in done.stdout and f"quality {arch:<7}" in done.stdout, done.stdout
     assert "faster than style" in done.stdout and "images/s" in done.stdout
     assert "time to a usable small model" in done.stdout and "small step     2" in done.stdout
+    assert "optimiser stopped at   1 iterations/scale" in done.stdout and "optimiser stopped at   3" in done.stdout
+    for arch in ("small", "classic"):  # each network placed on the ladder: as good as some rung, or worse than all
+        placed = rf"  {arch}: style (at least as good as|worse than) the optimiser stopped at \d+ iterations/scale"
+        assert re.search(placed, done.stdout), done.stdout
     assert "one process (2 threads)" in done.stdout and "Ray Train, 2 workers" in done.stdout
     assert "CPU: " in done.stdout
 
