@@ -3,7 +3,8 @@ and training speed on one process and on Ray Train.
 
     .venv/bin/python bench/fast_style.py [--parts apply quality train] [--sizes 512 1024]
         [--rounds 2] [--batch 8] [--style ihc.png] [--small-steps 1200] [--classic-steps 400]
-        [--eval-every 100] [--ladder 5 10 20 40] [--train-steps 10] [--grid docs/images/fast-style.jpg]
+        [--eval-every 100] [--ladder 5 10 20 40] [--quality-archs small classic] [--model ARCH=PATH ...]
+        [--train-steps 10] [--grid docs/images/fast-style.jpg]
 
 apply    Each measurement in its own process, the kinds alternating (style, small, classic, style,
          ...): the `style` effect with its defaults (as `dreamkit run -e style:style=S` runs it)
@@ -22,8 +23,9 @@ quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the de
          stopped after each of LADDER iterations per scale (its default is 100), measured the
          same way and timed: each network's result is placed on it (as good as the optimiser
          stopped after how many iterations, and how much faster than that optimiser it is: the
-         speed-up at equal quality). Writes the grid (photo | optimised | classic | small, one
-         row per held-out photo) to --grid.
+         speed-up at equal quality). A network given with --model is measured instead of
+         trained. Writes the grid (photo | optimised | classic | small, one row per held-out
+         photo) to --grid.
 train    Steps/s of the same training (small, 256 px, global batch 4) in one process and on a
          local Ray cluster of 2 workers (DDP over gloo; the same machine, so the figure is the
          overhead of distribution, not a speed-up). The first step of each is left out.
@@ -269,6 +271,15 @@ def part_quality(args, folder: pathlib.Path) -> None:
     train_images = [sample(name) for name in TRAIN]
     results = {}
     for arch, steps in (("small", args.small_steps), ("classic", args.classic_steps)):
+        if arch not in args.quality_archs:
+            continue
+        if arch in args.model:  # trained elsewhere: placed on the same measures, not trained again
+            model = results[arch] = load_model(args.model[arch])
+            style_ratio, content_ratio = evaluate(effect, host, photos, references, model)
+            print(f"quality {arch:<7} {args.model[arch]}: style loss {style_ratio:.2f}x, content loss "
+                  f"{content_ratio:.2f}x of the optimised (bar {BAR}x)", flush=True)
+            print(f"  {arch}: {place_on_ladder(ladder, style_ratio, content_ratio, apply_seconds(model, photos))}")
+            continue
         output = folder / f"{arch}-trained.dkstyle"
         usable: list = []
 
@@ -297,12 +308,13 @@ def part_quality(args, folder: pathlib.Path) -> None:
                                                             else f"not within {BAR}x in {steps} steps"))
     rows = []
     for photo, image in zip(photos, optimised):
-        rows.append(torch.cat([photo, image, results["classic"].stylise(photo), results["small"].stylise(photo)], -1))
+        fast = [results[arch].stylise(photo) for arch in ("classic", "small") if arch in results]
+        rows.append(torch.cat([photo, image, *fast], -1))
     width = max(r.shape[-1] for r in rows)
     grid = torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], -2)
     if args.grid:
         save_image(grid, args.grid, overwrite=True)
-        print(f"grid (photo | optimised | classic | small): {args.grid}")
+        print(f"grid (photo | optimised | {' | '.join(a for a in ('classic', 'small') if a in results)}): {args.grid}")
 
 
 # -- training speed --------------------------------------------------------------------------
@@ -345,11 +357,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--style", default="ihc.png")
     parser.add_argument("--model", nargs="*", default=[], metavar="ARCH=PATH",
-                        help="trained models to time (default: untrained ones; the time does not depend on the weights)")
+                        help="trained models: the apply part times them (default: untrained ones; the time does "
+                             "not depend on the weights); the quality part measures them instead of training")
     parser.add_argument("--small-steps", type=int, default=1200)
     parser.add_argument("--classic-steps", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--quality-side", type=int, default=512)
+    parser.add_argument("--quality-archs", nargs="+", default=["small", "classic"], choices=["small", "classic"],
+                        help="the architectures the quality part measures")
     parser.add_argument("--ladder", nargs="+", type=int, default=[5, 10, 20, 40],
                         help="iterations per scale the optimiser is stopped at, for the quality ladder")
     parser.add_argument("--train-steps", type=int, default=10)

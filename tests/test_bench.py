@@ -178,6 +178,29 @@ def test_fast_style_benchmark_runs_every_part(bench_runs):
     assert "CPU: " in done.stdout
 
 
+@pytest.mark.slow
+def test_fast_style_quality_measures_a_given_model_instead_of_training(tmp_path, monkeypatch):
+    """--model ARCH=PATH with --quality-archs: the network is scored and placed on the optimiser's
+    ladder without a training run, and the grid has its column only."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import fast_style
+
+    model = fast_style.untrained_model("small", tmp_path, "ihc.png")
+    grid = tmp_path / "grid.png"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "fast_style.py"), "--parts", "quality", "--threads", "1",
+                           "--quality-archs", "small", "--model", f"small={model}", "--quality-side", "32",
+                           "--ladder", "1", "--grid", str(grid)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"quality small   {model}: style loss" in done.stdout and "quality classic" not in done.stdout
+    assert "small step" not in done.stdout  # nothing trained
+    assert re.search(r"  small: style (at least as good as|worse than) the optimiser stopped at", done.stdout)
+    assert "grid (photo | optimised | small)" in done.stdout
+    from PIL import Image
+
+    width, height = Image.open(grid).size
+    assert width == 3 * 32  # astronaut.png, 32 x 32: photo, optimised, small
+
+
 @pytest.mark.parametrize("warm", [False, True])
 def test_a_worker_runs_the_script_as_main_with_its_arguments_and_exit_code(warm, tmp_path, monkeypatch):
     """bench/workers.py: cold (a real ``python SCRIPT``, the figures' path) and warm (forked, the
