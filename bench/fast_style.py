@@ -3,7 +3,7 @@ and training speed on one process and on Ray Train.
 
     .venv/bin/python bench/fast_style.py [--parts apply quality train] [--sizes 512 1024]
         [--rounds 2] [--batch 8] [--style ihc.png] [--small-steps 1200] [--classic-steps 400]
-        [--eval-every 100] [--ladder 5 10 20 40] [--quality-archs small classic] [--model ARCH=PATH ...]
+        [--eval-every 100] [--ladder 4 6 8 10 15 20 40] [--quality-archs small classic] [--model ARCH=PATH ...]
         [--train-steps 10] [--grid docs/images/fast-style.jpg]
 
 apply    Each measurement in its own process, the kinds alternating (style, small, classic, style,
@@ -365,7 +365,7 @@ def main() -> None:
     parser.add_argument("--quality-side", type=int, default=512)
     parser.add_argument("--quality-archs", nargs="+", default=["small", "classic"], choices=["small", "classic"],
                         help="the architectures the quality part measures")
-    parser.add_argument("--ladder", nargs="+", type=int, default=[5, 10, 20, 40],
+    parser.add_argument("--ladder", nargs="+", type=int, default=[4, 6, 8, 10, 15, 20, 40],
                         help="iterations per scale the optimiser is stopped at, for the quality ladder")
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--grid", default=None, help="where to write the quality grid (.jpg/.png)")
