@@ -7,10 +7,12 @@
 //
 // Layout: NCHW (channels_last inputs are converted and the output converted back). The input
 // transform works a tile row of one channel at a time: Bᵀ down the columns of six image rows (one
-// vectorised pass over whole rows), then Bᵀ along each tile; V is (tap, C, tiles) so that each
-// tap's GEMM is U[tap] (K x C) · V[tap] (C x tiles), and the output transform reads M (tap, K,
-// tiles) the same way round and writes whole output rows. Tile rows are processed in chunks of
-// about kChunkBytes so that V and M stay in the cache between the transforms and the GEMMs.
+// vectorised pass over whole rows), then Bᵀ along each tile, read from the row split into its four
+// phases (pixels 4t + j for j = 0..3: contiguous in t, so that pass vectorises too); V is (tap, C,
+// tiles) so that each tap's GEMM is U[tap] (K x C) · V[tap] (C x tiles), and the output transform
+// reads M (tap, K, tiles) the same way round, makes output rows as phases and interleaves them
+// once. Tile rows are processed in chunks of about kChunkBytes so that V and M stay in the cache
+// between the transforms and the GEMMs.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -66,24 +68,44 @@ inline void input_columns(const T* const in[kTile], T* const out[kTile], int64_t
   }
 }
 
-// Then along the rows, tile by tile: v[s][t] = Σ_j row[4t + j] Bᵀ[s][j] for the tiles of a row.
+// The row transforms combine pixels 4t..4t+5 of a row for tile t: read in place, a stride-4 gather
+// the compiler leaves scalar (they were 60% of the convolution's time, more than its GEMMs). So a
+// row is first split into its four phases, phase[j][t] = row[4t + j] (one shuffle pass), and the
+// transforms then read whole phases: pixel 4t + j is phase[j % 4][t + j / 4], contiguous in t.
 template <typename T>
-inline void input_rows(const T* row, T* const v[kTile], int64_t tiles) {
+inline void deinterleave(const T* __restrict row, T* __restrict phase, int64_t length) {
+  for (int64_t t = 0; t < length; ++t)
+    for (int64_t j = 0; j < kOut; ++j) phase[j * length + t] = row[kOut * t + j];
+}
+
+// The inverse, for output rows: row[4t + s] = phase[s][t].
+template <typename T>
+inline void interleave(const T* __restrict phase, T* __restrict row, int64_t length) {
+  for (int64_t t = 0; t < length; ++t)
+    for (int64_t s = 0; s < kOut; ++s) row[kOut * t + s] = phase[s * length + t];
+}
+
+// Then along the rows, tile by tile: v[s][t] = Σ_j row[4t + j] Bᵀ[s][j] for the tiles of a row,
+// from the row's phases (each ``length`` >= tiles + 1 long).
+template <typename T>
+inline void input_rows(const T* phase, int64_t length, T* const v[kTile], int64_t tiles) {
+  const T *p0 = phase, *p1 = phase + length, *p2 = phase + 2 * length, *p3 = phase + 3 * length;
 #pragma GCC ivdep
   for (int64_t t = 0; t < tiles; ++t) {
-    const T* d = row + kOut * t;
-    const Six<T> o = times_bt(d[0], d[1], d[2], d[3], d[4], d[5]);
+    const Six<T> o = times_bt(p0[t], p1[t], p2[t], p3[t], p0[t + 1], p1[t + 1]);
     for (int64_t s = 0; s < kTile; ++s) v[s][t] = o.v[s];
   }
 }
 
-// Aᵀ along the rows of the tiles of one tile row: row[4t + s] = Σ_j m[j][t] Aᵀ[s][j].
+// Aᵀ along the rows of the tiles of one tile row, into the output row's phases:
+// phase[s][t] = Σ_j m[j][t] Aᵀ[s][j] (pixel 4t + s of the row).
 template <typename T>
-inline void output_rows(const T* const m[kTile], T* row, int64_t tiles) {
+inline void output_rows(const T* const m[kTile], T* phase, int64_t tiles) {
+  T* out[kOut] = {phase, phase + tiles, phase + 2 * tiles, phase + 3 * tiles};
 #pragma GCC ivdep
   for (int64_t t = 0; t < tiles; ++t) {
     const Four<T> y = times_at(m[0][t], m[1][t], m[2][t], m[3][t], m[4][t], m[5][t]);
-    for (int64_t s = 0; s < kOut; ++s) row[kOut * t + s] = y.v[s];
+    for (int64_t s = 0; s < kOut; ++s) out[s][t] = y.v[s];
   }
 }
 
@@ -103,8 +125,14 @@ inline void output_columns(const T* const in[kTile], T* const out[kOut], int64_t
   DREAMKIT_CPU_CLONES void input_columns_##suffix(const T* const in[kTile], T* const out[kTile], int64_t n) {  \
     input_columns<T>(in, out, n);                                                                               \
   }                                                                                                             \
-  DREAMKIT_CPU_CLONES void input_rows_##suffix(const T* row, T* const v[kTile], int64_t tiles) {               \
-    input_rows<T>(row, v, tiles);                                                                               \
+  DREAMKIT_CPU_CLONES void deinterleave_##suffix(const T* row, T* phase, int64_t length) {                     \
+    deinterleave<T>(row, phase, length);                                                                        \
+  }                                                                                                             \
+  DREAMKIT_CPU_CLONES void interleave_##suffix(const T* phase, T* row, int64_t length) {                       \
+    interleave<T>(phase, row, length);                                                                          \
+  }                                                                                                             \
+  DREAMKIT_CPU_CLONES void input_rows_##suffix(const T* phase, int64_t length, T* const v[kTile], int64_t tiles) { \
+    input_rows<T>(phase, length, v, tiles);                                                                     \
   }                                                                                                             \
   DREAMKIT_CPU_CLONES void output_rows_##suffix(const T* const m[kTile], T* row, int64_t tiles) {              \
     output_rows<T>(m, row, tiles);                                                                              \
@@ -116,7 +144,11 @@ inline void output_columns(const T* const in[kTile], T* const out[kOut], int64_t
   inline void input_columns_any(const T* const in[kTile], T* const out[kTile], int64_t n) {                    \
     input_columns_##suffix(in, out, n);                                                                         \
   }                                                                                                             \
-  inline void input_rows_any(const T* row, T* const v[kTile], int64_t tiles) { input_rows_##suffix(row, v, tiles); } \
+  inline void deinterleave_any(const T* row, T* phase, int64_t length) { deinterleave_##suffix(row, phase, length); } \
+  inline void interleave_any(const T* phase, T* row, int64_t length) { interleave_##suffix(phase, row, length); } \
+  inline void input_rows_any(const T* phase, int64_t length, T* const v[kTile], int64_t tiles) {                \
+    input_rows_##suffix(phase, length, v, tiles);                                                               \
+  }                                                                                                             \
   inline void output_rows_any(const T* const m[kTile], T* row, int64_t tiles) { output_rows_##suffix(m, row, tiles); } \
   inline void output_columns_any(const T* const in[kTile], T* const out[kOut], int64_t n, T bias) {            \
     output_columns_##suffix(in, out, n, bias);                                                                  \
@@ -129,7 +161,6 @@ struct Geometry {
   int64_t batch, channels, height, width;  // the input, NCHW
   int64_t pad;                             // reflection padding on every side (0: none)
   int64_t out_h, out_w, tiles_y, tiles_x;
-  int64_t padded_w() const { return tiles_x * kOut + 2; }  // the row length the tiles cover
   // The input row that row y of the padded image is (reflected at the edges), or -1 below it.
   int64_t source_row(int64_t y) const {
     const int64_t r = y - pad;
@@ -145,7 +176,9 @@ template <typename T>
 void transform_input(const T* x, const Geometry& g, int64_t n, int64_t first, int64_t count, T* v) {
   const int64_t C = g.channels, row_tiles = g.tiles_x, chunk_tiles = count * row_tiles;
   at::parallel_for(0, count * C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> padded(kTile * g.padded_w(), T(0)), columns(kTile * g.padded_w());
+    // Rows padded to a whole number of phases (tiles_x + 1 of them: tile t reads 4t..4t+5).
+    const int64_t length = g.tiles_x + 1, span = kOut * length;
+    std::vector<T> padded(kTile * span, T(0)), columns(kTile * span), phases(span);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t ty = first + job / C, c = job % C;
       const T* plane = x + (n * C + c) * g.height * g.width;
@@ -154,7 +187,7 @@ void transform_input(const T* x, const Geometry& g, int64_t n, int64_t first, in
       const int64_t p = g.pad, row_len = g.width + 2 * p;
       for (int64_t i = 0; i < kTile; ++i) {
         const int64_t y = g.source_row(ty * kOut + i);
-        T* row = padded.data() + i * g.padded_w();
+        T* row = padded.data() + i * span;
         // Rows past the bottom are zeros; past the right edge the buffer's tail stays zero.
         if (y < 0) {
           std::fill_n(row, row_len, T(0));
@@ -167,14 +200,15 @@ void transform_input(const T* x, const Geometry& g, int64_t n, int64_t first, in
           }
         }
         in[i] = row;
-        out[i] = columns.data() + i * g.padded_w();
+        out[i] = columns.data() + i * span;
       }
-      input_columns_any(in, out, g.padded_w());
+      input_columns_any(in, out, span);
       for (int64_t r = 0; r < kTile; ++r) {
         T* taps[kTile];
         for (int64_t s = 0; s < kTile; ++s)
           taps[s] = v + ((r * kTile + s) * C + c) * chunk_tiles + (ty - first) * row_tiles;
-        input_rows_any(columns.data() + r * g.padded_w(), taps, row_tiles);
+        deinterleave_any(columns.data() + r * span, phases.data(), length);
+        input_rows_any(phases.data(), length, taps, row_tiles);
       }
     }
   });
@@ -186,7 +220,8 @@ void transform_output(const T* m, const T* bias, const Geometry& g, int64_t K, i
                       T* y) {
   const int64_t row_tiles = g.tiles_x, chunk_tiles = count * row_tiles, row_len = row_tiles * kOut;
   at::parallel_for(0, count * K, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> rows(kTile * row_len), pixels(kOut * row_len);
+    // Rows and pixels in the phase layout (see deinterleave); interleaved once at the end.
+    std::vector<T> rows(kTile * row_len), pixels(kOut * row_len), line(row_len);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t ty = first + job / K, k = job % K;
       const T* in[kTile];
@@ -200,8 +235,15 @@ void transform_output(const T* m, const T* bias, const Geometry& g, int64_t K, i
       for (int64_t r = 0; r < kOut; ++r) out[r] = pixels.data() + r * row_len;
       output_columns_any(in, out, row_len, bias ? bias[k] : T(0));
       T* plane = y + (n * K + k) * g.out_h * g.out_w;
-      for (int64_t r = 0; r < kOut && ty * kOut + r < g.out_h; ++r)
-        std::copy_n(out[r], g.out_w, plane + (ty * kOut + r) * g.out_w);
+      for (int64_t r = 0; r < kOut && ty * kOut + r < g.out_h; ++r) {
+        T* target = plane + (ty * kOut + r) * g.out_w;
+        if (g.out_w == row_len) {
+          interleave_any(out[r], target, row_tiles);
+        } else {  // the last tile sticks out: interleave whole, keep what is inside
+          interleave_any(out[r], line.data(), row_tiles);
+          std::copy_n(line.data(), g.out_w, target);
+        }
+      }
     }
   });
 }
