@@ -25,7 +25,8 @@ quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the de
          stopped after how many iterations, and how much faster than that optimiser it is: the
          speed-up at equal quality). A network given with --model is measured instead of
          trained. Writes the grid (photo | optimised | classic | small, one row per held-out
-         photo) to --grid.
+         photo) to --grid. Each network's ratios are also given layer by layer (the loss's own
+         terms), with each layer's share of the optimised results' style loss.
 train    Steps/s of the same training (small, 256 px, global batch 4) in one process and on a
          local Ray cluster of 2 workers (DDP over gloo; the same machine, so the figure is the
          overhead of distribution, not a speed-up). The first step of each is left out.
@@ -192,6 +193,31 @@ def evaluate(effect, host, photos, references, model) -> tuple[float, float]:
     return ratios(effect, host, photos, references, [model.stylise(photo) for photo in photos])
 
 
+def layer_terms(loss, photos, images) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """Each image's style and content terms by layer (TrainingLoss.terms: the style effect's own
+    loss, term for term)."""
+    import torch
+
+    terms = []
+    with torch.no_grad():
+        for photo, image in zip(photos, images):
+            style, content, _ = loss.terms(image, loss.content_target(photo))
+            terms.append(({k: float(v) for k, v in style.items()}, {k: float(v) for k, v in content.items()}))
+    return terms
+
+
+def layer_ratios(loss, photos, reference_terms, results) -> str:
+    """Per layer, the mean over the held-out photos of the results' term over the optimised
+    results': which layers a network falls short on."""
+    terms = layer_terms(loss, photos, results)
+    parts = []
+    for which, name in ((0, "style"), (1, "content")):
+        ratios = {layer: statistics.mean(t[which][layer] / r[which][layer] for t, r in zip(terms, reference_terms))
+                  for layer in terms[0][which]}
+        parts.append(f"{name} " + ", ".join(f"{layer} {ratio:.1f}x" for layer, ratio in ratios.items()))
+    return "; ".join(parts)
+
+
 def optimiser_ladder(effect, host, photos, references, counts) -> list[tuple[int, float, float, float]]:
     """The style effect stopped after each of ``counts`` iterations per scale: (iterations, style
     ratio, content ratio to the converged optimised results, mean seconds per photo)."""
@@ -249,11 +275,13 @@ def part_quality(args, folder: pathlib.Path) -> None:
     from dreamkit.plugins import get_host
     from dreamkit.runtime import configure
     from dreamkit_style.model import load_model
-    from dreamkit_style.training import TrainSettings, loss_effect, train
+    from dreamkit_style.training import TrainingLoss, TrainSettings, loss_effect, train
 
     configure(threads=args.threads)
     host = get_host()
     effect = loss_effect({"style": [str(sample(args.style))]})
+    # the photos' longest side on both sides: the effect's style shrunk to the output
+    by_layer = TrainingLoss(effect, host, torch.device("cpu"), args.quality_side, args.quality_side)
     photos = [resized(name, args.quality_side) for name in HELD_OUT]
     optimised, optimised_seconds = [], 0.0
     for photo in photos:
@@ -266,6 +294,10 @@ def part_quality(args, folder: pathlib.Path) -> None:
     for name, ref, own in zip(HELD_OUT, references, photo_parts):
         print(f"  {name}: optimised style {ref.style:.4g} content {ref.content:.4g} (the photo itself: style "
               f"{own.style:.4g})")
+    reference_terms = layer_terms(by_layer, photos, optimised)
+    shares = {layer: statistics.mean(t[0][layer] / sum(t[0].values()) for t in reference_terms)
+              for layer in reference_terms[0][0]}
+    print("  the optimised results' style loss by layer: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     converged = (effect.values["iterations"], 1.0, 1.0, optimised_seconds / len(photos))  # its default: the reference
     ladder = optimiser_ladder(effect, host, photos, references, args.ladder) + [converged]
     train_images = [sample(name) for name in TRAIN]
@@ -279,6 +311,8 @@ def part_quality(args, folder: pathlib.Path) -> None:
             print(f"quality {arch:<7} {args.model[arch]}: style loss {style_ratio:.2f}x, content loss "
                   f"{content_ratio:.2f}x of the optimised (bar {BAR}x)", flush=True)
             print(f"  {arch}: {place_on_ladder(ladder, style_ratio, content_ratio, apply_seconds(model, photos))}")
+            print(f"  {arch} by layer, against the optimised: "
+                  f"{layer_ratios(by_layer, photos, reference_terms, [model.stylise(p) for p in photos])}")
             continue
         output = folder / f"{arch}-trained.dkstyle"
         usable: list = []
@@ -303,6 +337,8 @@ def part_quality(args, folder: pathlib.Path) -> None:
               f"steps/s): style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the optimised "
               f"(bar {BAR}x)", flush=True)
         print(f"  {arch}: {place_on_ladder(ladder, style_ratio, content_ratio, apply_seconds(model, photos))}", flush=True)
+        print(f"  {arch} by layer, against the optimised: "
+              f"{layer_ratios(by_layer, photos, reference_terms, [model.stylise(p) for p in photos])}", flush=True)
         if arch == "small":
             print(f"  time to a usable small model: " + (f"{usable[0][1] / 60:.1f} min ({usable[0][0]} steps)" if usable
                                                             else f"not within {BAR}x in {steps} steps"))

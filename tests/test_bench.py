@@ -174,6 +174,10 @@ def test_fast_style_benchmark_runs_every_part(bench_runs):
     for arch in ("small", "classic"):  # each network placed on the ladder: as good as some rung, or worse than all
         placed = rf"  {arch}: style (at least as good as|worse than) the optimiser stopped at \d+ iterations/scale"
         assert re.search(placed, done.stdout), done.stdout
+        # the ratios layer by layer: every style layer of the effect's MobileNetV2 default, then content
+        assert re.search(rf"  {arch} by layer, against the optimised: style (features\.\d+ [\d.]+x, ){{4}}"
+                         rf"features\.\d+ [\d.]+x; content features\.", done.stdout), done.stdout
+    assert re.search(r"the optimised results' style loss by layer: (features\.\d+ \d+%, ){4}", done.stdout)
     assert "one process (2 threads)" in done.stdout and "Ray Train, 2 workers" in done.stdout
     assert "CPU: " in done.stdout
 
@@ -194,6 +198,7 @@ def test_fast_style_quality_measures_a_given_model_instead_of_training(tmp_path,
     assert f"quality small   {model}: style loss" in done.stdout and "quality classic" not in done.stdout
     assert "small step" not in done.stdout  # nothing trained
     assert re.search(r"  small: style (at least as good as|worse than) the optimiser stopped at", done.stdout)
+    assert "  small by layer, against the optimised: style features." in done.stdout
     assert "grid (photo | optimised | small)" in done.stdout
     from PIL import Image
 

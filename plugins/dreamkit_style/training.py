@@ -247,27 +247,37 @@ class TrainingLoss:
 
     def __call__(self, output: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The total loss (a 0-d tensor to back-propagate) and its parts (detached)."""
+        style_terms, content_terms, tv = self.terms(output, content)
+        style = sum(style_terms.values(), output.new_zeros(()))
+        content_term = sum(content_terms.values(), output.new_zeros(()))
+        total = style + content_term + tv
+        return total, {"style": style.detach(), "content": content_term.detach(), "tv": tv.detach()}
+
+    def terms(self, output: torch.Tensor, content: torch.Tensor
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """The loss term by term, each already weighted (0-d tensors, differentiable): the style
+        layers', the content layers' and total variation. Their sum is the loss; apart, they say
+        which layer a network falls short on (bench/fast_style.py's quality part)."""
         features = self.extractor(output)
         with torch.no_grad():
             targets = self.extractor(content)
         loss = self.loss
-        style = output.new_zeros(())
+        style_terms = {}
         for layer, weight in loss.style_layers.items():
             phi = loss.style_features(layer, features[layer])
-            style = style + (loss.style_weight * weight / self.scales[layer]) * \
+            style_terms[layer] = (loss.style_weight * weight / self.scales[layer]) * \
                 (_gram(phi) - self.targets[layer].to(phi.dtype)).square().mean()
-        content_term = output.new_zeros(())
+        content_terms = {}
         for layer, weight in loss.content_layers.items() if loss.content_weight else ():
             target = targets[layer]
             scale = target.square().mean((1, 2, 3)).clamp_min(SCALE_FLOOR) if loss.normalize else 1.0
             per_image = (features[layer] - target).square().mean((1, 2, 3)) / scale
-            content_term = content_term + loss.content_weight * weight * per_image.mean()
+            content_terms[layer] = loss.content_weight * weight * per_image.mean()
         tv = output.new_zeros(())
         if self.tv_weight:
             tv = self.tv_weight * ((output[..., 1:, :] - output[..., :-1, :]).square().mean()
                                    + (output[..., 1:] - output[..., :-1]).square().mean())
-        total = style + content_term + tv
-        return total, {"style": style.detach(), "content": content_term.detach(), "tv": tv.detach()}
+        return style_terms, content_terms, tv
 
 
 def _gram(phi: torch.Tensor) -> torch.Tensor:

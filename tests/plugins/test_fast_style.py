@@ -317,6 +317,31 @@ def test_the_training_loss_is_the_style_effects_loss(dreamkit_host, samples, sty
         assert float(parts["content"]) == pytest.approx(expected.content, rel=1e-3, abs=1e-6)
 
 
+def test_the_loss_terms_are_each_layers_share_of_it(dreamkit_host, samples, style_image):
+    """TrainingLoss.terms: one weighted term per style and per content layer, adding up to the
+    loss's parts; each style term is the effect's style loss with that layer alone (its weight
+    kept): what bench/fast_style.py prints per layer is the measure's own breakdown."""
+    from dreamkit import load_image
+
+    effect = loss_effect({"style": [str(style_image)]})
+    photo = torch.nn.functional.interpolate(load_image(samples / "astronaut.png"), size=(96, 96), mode="area")
+    loss = TrainingLoss(effect, dreamkit_host, torch.device("cpu"), 96, style_side=96)
+    torch.manual_seed(0)
+    image = (photo + 0.2 * torch.randn_like(photo)).clamp(0, 1)
+    style_terms, content_terms, tv = loss.terms(image, loss.content_target(photo))
+    _, parts = loss(image, loss.content_target(photo))
+    assert list(style_terms) == list(loss.loss.style_layers) and len(style_terms) > 1
+    assert list(content_terms) == list(loss.loss.content_layers) and content_terms
+    # the same float32 additions in the same order as the loss's own sum
+    assert float(sum(style_terms.values())) == pytest.approx(float(parts["style"]), rel=1e-6)
+    assert float(sum(content_terms.values())) == pytest.approx(float(parts["content"]), rel=1e-6)
+    assert float(tv) == float(parts["tv"])
+    for layer, weight in loss.loss.style_layers.items():
+        alone = loss_effect({"style": [str(style_image)], "style_layers": [layer], "style_layer_weights": [weight]})
+        # float32 sums in another order (see the test above): far inside rel 1e-3
+        assert float(style_terms[layer]) == pytest.approx(alone.evaluate(image, photo, dreamkit_host).style, rel=1e-3)
+
+
 def test_training_writes_model_and_preview(dreamkit_host, photos, style_image, tmp_path):
     effect = loss_effect({"style": [str(style_image)], "tv_weight": 10.0})
     output = tmp_path / "ink.dkstyle"
