@@ -212,9 +212,9 @@ def layer_ratios(loss, photos, reference_terms, results) -> str:
     terms = layer_terms(loss, photos, results)
     parts = []
     for which, name in ((0, "style"), (1, "content")):
-        ratios = {layer: statistics.mean(t[which][layer] / r[which][layer] for t, r in zip(terms, reference_terms))
-                  for layer in terms[0][which]}
-        parts.append(f"{name} " + ", ".join(f"{layer} {ratio:.1f}x" for layer, ratio in ratios.items()))
+        means = {layer: statistics.mean(t[which][layer] / r[which][layer] for t, r in zip(terms, reference_terms))
+                 for layer in terms[0][which]}
+        parts.append(f"{name} " + ", ".join(f"{layer} {ratio:.1f}x" for layer, ratio in means.items()))
     return "; ".join(parts)
 
 
@@ -301,50 +301,44 @@ def part_quality(args, folder: pathlib.Path) -> None:
     converged = (effect.values["iterations"], 1.0, 1.0, optimised_seconds / len(photos))  # its default: the reference
     ladder = optimiser_ladder(effect, host, photos, references, args.ladder) + [converged]
     train_images = [sample(name) for name in TRAIN]
-    results = {}
+    results = {}  # each network's results on the held-out photos
     for arch, steps in (("small", args.small_steps), ("classic", args.classic_steps)):
         if arch not in args.quality_archs:
             continue
-        if arch in args.model:  # trained elsewhere: placed on the same measures, not trained again
-            model = results[arch] = load_model(args.model[arch])
-            style_ratio, content_ratio = evaluate(effect, host, photos, references, model)
-            print(f"quality {arch:<7} {args.model[arch]}: style loss {style_ratio:.2f}x, content loss "
-                  f"{content_ratio:.2f}x of the optimised (bar {BAR}x)", flush=True)
-            print(f"  {arch}: {place_on_ladder(ladder, style_ratio, content_ratio, apply_seconds(model, photos))}")
-            print(f"  {arch} by layer, against the optimised: "
-                  f"{layer_ratios(by_layer, photos, reference_terms, [model.stylise(p) for p in photos])}")
-            continue
-        output = folder / f"{arch}-trained.dkstyle"
         usable: list = []
+        if arch in args.model:  # trained elsewhere: placed on the same measures, not trained again
+            model, trained = load_model(args.model[arch]), args.model[arch]
+        else:
+            output = folder / f"{arch}-trained.dkstyle"
 
-        def check(trainer, arch=arch, usable=usable):
-            if arch != "small" or trainer.step % args.eval_every:
-                return
-            trainer.network.eval()
-            style_ratio, content_ratio = evaluate(effect, host, photos, references, trainer.as_model())
-            trainer.network.train()
-            print(f"  small step {trainer.step:5d} ({trainer.seconds:6.0f} s of training): style {style_ratio:.2f}x, "
-                  f"content {content_ratio:.2f}x of the optimised", flush=True)
-            if not usable and style_ratio <= BAR and content_ratio <= BAR:
-                usable.append((trainer.step, trainer.seconds))
+            def check(trainer, arch=arch, usable=usable):
+                if arch != "small" or trainer.step % args.eval_every:
+                    return
+                trainer.network.eval()
+                style_ratio, content_ratio = evaluate(effect, host, photos, references, trainer.as_model())
+                trainer.network.train()
+                print(f"  small step {trainer.step:5d} ({trainer.seconds:6.0f} s of training): style "
+                      f"{style_ratio:.2f}x, content {content_ratio:.2f}x of the optimised", flush=True)
+                if not usable and style_ratio <= BAR and content_ratio <= BAR:
+                    usable.append((trainer.step, trainer.seconds))
 
-        settings = TrainSettings(architecture=arch, steps=steps, preview_every=0, checkpoint_every=100)
-        result = train(effect, train_images, output, settings, host=host, device=torch.device("cpu"), on_step=check)
-        model = load_model(output)
-        style_ratio, content_ratio = evaluate(effect, host, photos, references, model)
-        results[arch] = model
-        print(f"quality {arch:<7} {steps} steps, {result.seconds:.0f} s of training ({steps / result.seconds:.2f} "
-              f"steps/s): style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the optimised "
-              f"(bar {BAR}x)", flush=True)
+            settings = TrainSettings(architecture=arch, steps=steps, preview_every=0, checkpoint_every=100)
+            result = train(effect, train_images, output, settings, host=host, device=torch.device("cpu"), on_step=check)
+            model = load_model(output)
+            trained = f"{steps} steps, {result.seconds:.0f} s of training ({steps / result.seconds:.2f} steps/s)"
+        images = results[arch] = [model.stylise(photo) for photo in photos]
+        style_ratio, content_ratio = ratios(effect, host, photos, references, images)
+        print(f"quality {arch:<7} {trained}: style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the "
+              f"optimised (bar {BAR}x)", flush=True)
         print(f"  {arch}: {place_on_ladder(ladder, style_ratio, content_ratio, apply_seconds(model, photos))}", flush=True)
-        print(f"  {arch} by layer, against the optimised: "
-              f"{layer_ratios(by_layer, photos, reference_terms, [model.stylise(p) for p in photos])}", flush=True)
-        if arch == "small":
+        print(f"  {arch} by layer, against the optimised: {layer_ratios(by_layer, photos, reference_terms, images)}",
+              flush=True)
+        if arch == "small" and arch not in args.model:
             print(f"  time to a usable small model: " + (f"{usable[0][1] / 60:.1f} min ({usable[0][0]} steps)" if usable
                                                             else f"not within {BAR}x in {steps} steps"))
     rows = []
-    for photo, image in zip(photos, optimised):
-        fast = [results[arch].stylise(photo) for arch in ("classic", "small") if arch in results]
+    for index, (photo, image) in enumerate(zip(photos, optimised)):
+        fast = [results[arch][index] for arch in ("classic", "small") if arch in results]
         rows.append(torch.cat([photo, image, *fast], -1))
     width = max(r.shape[-1] for r in rows)
     grid = torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], -2)
