@@ -4,7 +4,7 @@ and training speed on one process and on Ray Train.
     .venv/bin/python bench/fast_style.py [--parts apply quality train] [--sizes 512 1024]
         [--rounds 2] [--batch 8] [--style ihc.png] [--small-steps 1200] [--classic-steps 400]
         [--eval-every 100] [--ladder 4 6 8 10 15 20 40] [--quality-archs small classic] [--model ARCH=PATH ...]
-        [--train-steps 10] [--grid docs/images/fast-style.jpg]
+        [--fit-one 0] [--train-steps 10] [--grid docs/images/fast-style.jpg]
 
 apply    Each measurement in its own process, the kinds alternating (style, small, classic, style,
          ...): the `style` effect with its defaults (as `dreamkit run -e style:style=S` runs it)
@@ -17,16 +17,19 @@ quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the de
          `dreamkit style train`) on chelsea, coffee, rocket and the two motorcycles, and holds
          out astronaut and grace_hopper: at 512 px, the style effect's own loss (Style.evaluate:
          style and content parts) of the fast results against those of the effect's optimised
-         results (its defaults). Every EVAL_EVERY steps the small network is measured the same
-         way: the training time at which it first comes within 1.5x on both (averaged over the
-         held-out photos) is the time to a usable model. The optimiser's ladder: the style effect
+         results (its defaults). Every EVAL_EVERY steps each network is measured the same
+         way (its learning curve); the training time at which the small one first comes within
+         1.5x on both (averaged over the held-out photos) is the time to a usable model. The optimiser's ladder: the style effect
          stopped after each of LADDER iterations per scale (its default is 100), measured the
          same way and timed: each network's result is placed on it (as good as the optimiser
          stopped after how many iterations, and how much faster than that optimiser it is: the
          speed-up at equal quality). A network given with --model is measured instead of
          trained. Writes the grid (photo | optimised | classic | small, one row per held-out
          photo) to --grid. Each network's ratios are also given layer by layer (the loss's own
-         terms), with each layer's share of the optimised results' style loss.
+         terms), with each layer's share of the optimised results' style loss. With --fit-one
+         STEPS, each architecture is also trained on the first held-out photo alone (the whole
+         photo: the measure's own loss) and scored on it and on the other: what the architecture
+         can express for one photo against what one network for all photos reaches.
 train    Steps/s of the same training (small, 256 px, global batch 4) in one process and on a
          local Ray cluster of 2 workers (DDP over gloo; the same machine, so the figure is the
          overhead of distribution, not a speed-up). The first step of each is left out.
@@ -312,14 +315,14 @@ def part_quality(args, folder: pathlib.Path) -> None:
             output = folder / f"{arch}-trained.dkstyle"
 
             def check(trainer, arch=arch, usable=usable):
-                if arch != "small" or trainer.step % args.eval_every:
+                if trainer.step % args.eval_every:
                     return
                 trainer.network.eval()
                 style_ratio, content_ratio = evaluate(effect, host, photos, references, trainer.as_model())
                 trainer.network.train()
-                print(f"  small step {trainer.step:5d} ({trainer.seconds:6.0f} s of training): style "
+                print(f"  {arch} step {trainer.step:5d} ({trainer.seconds:6.0f} s of training): style "
                       f"{style_ratio:.2f}x, content {content_ratio:.2f}x of the optimised", flush=True)
-                if not usable and style_ratio <= BAR and content_ratio <= BAR:
+                if arch == "small" and not usable and style_ratio <= BAR and content_ratio <= BAR:
                     usable.append((trainer.step, trainer.seconds))
 
             settings = TrainSettings(architecture=arch, steps=steps, preview_every=0, checkpoint_every=100)
@@ -336,6 +339,8 @@ def part_quality(args, folder: pathlib.Path) -> None:
         if arch == "small" and arch not in args.model:
             print(f"  time to a usable small model: " + (f"{usable[0][1] / 60:.1f} min ({usable[0][0]} steps)" if usable
                                                             else f"not within {BAR}x in {steps} steps"))
+    if args.fit_one:
+        fit_one(args, effect, host, by_layer, photos, references)
     rows = []
     for index, (photo, image) in enumerate(zip(photos, optimised)):
         fast = [results[arch][index] for arch in ("classic", "small") if arch in results]
@@ -345,6 +350,32 @@ def part_quality(args, folder: pathlib.Path) -> None:
     if args.grid:
         save_image(grid, args.grid, overwrite=True)
         print(f"grid (photo | optimised | {' | '.join(a for a in ('classic', 'small') if a in results)}): {args.grid}")
+
+
+def fit_one(args, effect, host, loss, photos, references) -> None:
+    """The amortisation gap: each architecture trained on the first held-out photo alone (the
+    whole photo, batch 1: exactly the measure's loss, as the optimiser gets it) for FIT_ONE steps,
+    then scored on that photo and on the other one, which it never saw. Low on the first says the
+    architecture can express a result that good; the second, against the trained networks'
+    figures, says how much of that one network for all photos gives up."""
+    import torch
+
+    from dreamkit_style.training import Trainer, TrainSettings
+
+    fitted, other = HELD_OUT[0], HELD_OUT[1]
+    for arch in args.quality_archs:
+        settings = TrainSettings(architecture=arch, steps=args.fit_one, size=args.quality_side, batch=1)
+        trainer = Trainer.create(settings, loss, torch.device("cpu"))
+        started = time.perf_counter()
+        for _ in range(args.fit_one):
+            trainer.run_step(photos[0])
+        seconds = time.perf_counter() - started
+        trainer.network.eval()
+        model = trainer.as_model()
+        scores = [evaluate(effect, host, [photo], [reference], model) for photo, reference in zip(photos, references)]
+        print(f"fit one: {arch:<7} trained on {fitted} alone ({args.fit_one} steps, {seconds:.0f} s): {fitted} style "
+              f"{scores[0][0]:.2f}x, content {scores[0][1]:.2f}x; {other} (never seen) style {scores[1][0]:.2f}x, "
+              f"content {scores[1][1]:.2f}x of the optimised", flush=True)
 
 
 # -- training speed --------------------------------------------------------------------------
@@ -397,6 +428,8 @@ def main() -> None:
                         help="the architectures the quality part measures")
     parser.add_argument("--ladder", nargs="+", type=int, default=[4, 6, 8, 10, 15, 20, 40],
                         help="iterations per scale the optimiser is stopped at, for the quality ladder")
+    parser.add_argument("--fit-one", type=int, default=0, metavar="STEPS",
+                        help="also train each architecture on one held-out photo alone for STEPS steps (0: not)")
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--grid", default=None, help="where to write the quality grid (.jpg/.png)")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "SIZE", "MODEL"), help=argparse.SUPPRESS)

@@ -31,7 +31,7 @@ RUNS = {
               "--real-per-picture", "1", "--collection", "8", "6", "10"],
     "fast_style": ["fast_style.py", "--sizes", "64", "--rounds", "1", "--batch", "2", "--small-steps", "4",
                    "--classic-steps", "2", "--eval-every", "2", "--quality-side", "64", "--ladder", "1", "3",
-                   "--train-steps", "3"],
+                   "--fit-one", "2", "--train-steps", "3"],
     "video": ["video.py", "--side", "48", "--frames", "3", "--iterations", "1", "--threads", "1", "--io-seconds", "0.5",
               "--io-height", "48"],
 }
@@ -170,6 +170,10 @@ def test_fast_style_benchmark_runs_every_part(bench_runs):
         assert f"64 px  {arch:<7}" in done.stdout and f"quality {arch:<7}" in done.stdout, done.stdout
     assert "faster than style" in done.stdout and "images/s" in done.stdout
     assert "time to a usable small model" in done.stdout and "small step     2" in done.stdout
+    assert "classic step     2" in done.stdout  # both learning curves
+    for arch in ("small", "classic"):  # the amortisation-gap diagnostic: scored on the photo fitted and the other
+        assert re.search(rf"fit one: {arch} +trained on astronaut.png alone \(2 steps, \d+ s\): astronaut.png style "
+                         r"[\d.]+x, content [\d.]+x; grace_hopper.jpg \(never seen\) style [\d.]+x", done.stdout), done.stdout
     assert "optimiser stopped at   1 iterations/scale" in done.stdout and "optimiser stopped at   3" in done.stdout
     for arch in ("small", "classic"):  # each network placed on the ladder: as good as some rung, or worse than all
         placed = rf"  {arch}: style (at least as good as|worse than) the optimiser stopped at \d+ iterations/scale"
