@@ -19,17 +19,18 @@ quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the de
          style and content parts) of the fast results against those of the effect's optimised
          results (its defaults). Every EVAL_EVERY steps each network is measured the same
          way (its learning curve); the training time at which the small one first comes within
-         1.5x on both (averaged over the held-out photos) is the time to a usable model. The optimiser's ladder: the style effect
-         stopped after each of LADDER iterations per scale (its default is 100), measured the
-         same way and timed: each network's result is placed on it (as good as the optimiser
-         stopped after how many iterations, and how much faster than that optimiser it is: the
-         speed-up at equal quality). A network given with --model is measured instead of
-         trained. Writes the grid (photo | optimised | classic | small, one row per held-out
-         photo) to --grid. Each network's ratios are also given layer by layer (the loss's own
-         terms), with each layer's share of the optimised results' style loss. With --fit-one
-         STEPS, each architecture is also trained on the first held-out photo alone (the whole
-         photo: the measure's own loss) and scored on it and on the other: what the architecture
-         can express for one photo against what one network for all photos reaches.
+         1.5x on both (averaged over the held-out photos) is the time to a usable model. The
+         optimiser's ladder: the style effect stopped after each of LADDER iterations per scale
+         (its default is 100), measured the same way and timed: each network's result is placed
+         on it (as good as the optimiser stopped after how many iterations, and how much faster
+         than that optimiser it is: the speed-up at equal quality). A network given with
+         --model is measured instead of trained. Writes the grid (photo | optimised | classic |
+         small, one row per held-out photo) to --grid. Each network's ratios are also given
+         layer by layer (the loss's own terms), with each layer's share of the optimised
+         results' style loss. With --fit-one STEPS, each architecture is also trained on the
+         first held-out photo alone (the whole photo: the measure's own loss) and scored on it
+         and on the other: what the architecture can express for one photo against what one
+         network for all photos reaches.
 train    Steps/s of the same training (small, 256 px, global batch 4) in one process and on a
          local Ray cluster of 2 workers (DDP over gloo; the same machine, so the figure is the
          overhead of distribution, not a speed-up). The first step of each is left out.
@@ -283,8 +284,9 @@ def part_quality(args, folder: pathlib.Path) -> None:
     configure(threads=args.threads)
     host = get_host()
     effect = loss_effect({"style": [str(sample(args.style))]})
-    # the photos' longest side on both sides: the effect's style shrunk to the output
-    by_layer = TrainingLoss(effect, host, torch.device("cpu"), args.quality_side, args.quality_side)
+    # the measure's loss term by term (and what --fit-one trains on); the photos' longest side on
+    # both sides: the effect's style shrunk to the output
+    measure = TrainingLoss(effect, host, torch.device("cpu"), args.quality_side, args.quality_side)
     photos = [resized(name, args.quality_side) for name in HELD_OUT]
     optimised, optimised_seconds = [], 0.0
     for photo in photos:
@@ -297,7 +299,7 @@ def part_quality(args, folder: pathlib.Path) -> None:
     for name, ref, own in zip(HELD_OUT, references, photo_parts):
         print(f"  {name}: optimised style {ref.style:.4g} content {ref.content:.4g} (the photo itself: style "
               f"{own.style:.4g})")
-    reference_terms = layer_terms(by_layer, photos, optimised)
+    reference_terms = layer_terms(measure, photos, optimised)
     shares = {layer: statistics.mean(t[0][layer] / sum(t[0].values()) for t in reference_terms)
               for layer in reference_terms[0][0]}
     print("  the optimised results' style loss by layer: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
@@ -334,13 +336,13 @@ def part_quality(args, folder: pathlib.Path) -> None:
         print(f"quality {arch:<7} {trained}: style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the "
               f"optimised (bar {BAR}x)", flush=True)
         print(f"  {arch}: {place_on_ladder(ladder, style_ratio, content_ratio, apply_seconds(model, photos))}", flush=True)
-        print(f"  {arch} by layer, against the optimised: {layer_ratios(by_layer, photos, reference_terms, images)}",
+        print(f"  {arch} by layer, against the optimised: {layer_ratios(measure, photos, reference_terms, images)}",
               flush=True)
         if arch == "small" and arch not in args.model:
             print(f"  time to a usable small model: " + (f"{usable[0][1] / 60:.1f} min ({usable[0][0]} steps)" if usable
                                                             else f"not within {BAR}x in {steps} steps"))
     if args.fit_one:
-        fit_one(args, effect, host, by_layer, photos, references)
+        fit_one(args, effect, host, measure, photos, references)
     rows = []
     for index, (photo, image) in enumerate(zip(photos, optimised)):
         fast = [results[arch][index] for arch in ("classic", "small") if arch in results]
