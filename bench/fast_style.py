@@ -436,6 +436,8 @@ def main() -> None:
     parser.add_argument("--grid", default=None, help="where to write the quality grid (.jpg/.png)")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "SIZE", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fit_one < 0:
+        parser.error(f"--fit-one {args.fit_one} is not allowed; expected an integer >= 0 (0: no fit)")
     if args.worker:
         kind, side, model = args.worker
         print(json.dumps(worker(kind, int(side), None if model == "-" else model, args.style, args.batch, args.threads)))

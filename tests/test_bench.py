@@ -212,6 +212,13 @@ def test_fast_style_quality_measures_a_given_model_instead_of_training(tmp_path,
     assert width == 3 * 32  # astronaut.png, 32 x 32: photo, optimised, small
 
 
+def test_fast_style_refuses_a_negative_fit_one_before_any_work():
+    command = [sys.executable, str(REPO / "bench" / "fast_style.py"), "--parts", "quality", "--fit-one", "-3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--fit-one -3 is not allowed; expected an integer >= 0" in done.stderr and "quality:" not in done.stdout
+
+
 @pytest.mark.parametrize("warm", [False, True])
 def test_a_worker_runs_the_script_as_main_with_its_arguments_and_exit_code(warm, tmp_path, monkeypatch):
     """bench/workers.py: cold (a real ``python SCRIPT``, the figures' path) and warm (forked, the
