@@ -28,9 +28,11 @@ quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the de
          small, one row per held-out photo) to --grid. Each network's ratios are also given
          layer by layer (the loss's own terms), with each layer's share of the optimised
          results' style loss. With --fit-one STEPS, each architecture is also trained on the
-         first held-out photo alone (the whole photo: the measure's own loss) and scored on it
-         and on the other: what the architecture can express for one photo against what one
-         network for all photos reaches.
+         first held-out photo alone, on the whole photo (the measure's own loss) and on the
+         random crops training makes of it, and scored on it and on the other; and the trained
+         networks are scored on their own training photos: what the architecture can express for
+         one fixed input, what one function of every crop keeps of it, and what more photos
+         could give.
 train    Steps/s of the same training (small, 256 px, global batch 4) in one process and on a
          local Ray cluster of 2 workers (DDP over gloo; the same machine, so the figure is the
          overhead of distribution, not a speed-up). The first step of each is left out.
@@ -307,6 +309,7 @@ def part_quality(args, folder: pathlib.Path) -> None:
     ladder = optimiser_ladder(effect, host, photos, references, args.ladder) + [converged]
     train_images = [sample(name) for name in TRAIN]
     results = {}  # each network's results on the held-out photos
+    models = {}
     for arch, steps in (("small", args.small_steps), ("classic", args.classic_steps)):
         if arch not in args.quality_archs:
             continue
@@ -331,6 +334,7 @@ def part_quality(args, folder: pathlib.Path) -> None:
             result = train(effect, train_images, output, settings, host=host, device=torch.device("cpu"), on_step=check)
             model = load_model(output)
             trained = f"{steps} steps, {result.seconds:.0f} s of training ({steps / result.seconds:.2f} steps/s)"
+        models[arch] = model
         images = results[arch] = [model.stylise(photo) for photo in photos]
         style_ratio, content_ratio = ratios(effect, host, photos, references, images)
         print(f"quality {arch:<7} {trained}: style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the "
@@ -342,7 +346,7 @@ def part_quality(args, folder: pathlib.Path) -> None:
             print(f"  time to a usable small model: " + (f"{usable[0][1] / 60:.1f} min ({usable[0][0]} steps)" if usable
                                                             else f"not within {BAR}x in {steps} steps"))
     if args.fit_one:
-        fit_one(args, effect, host, measure, photos, references)
+        fit_one(args, effect, host, measure, photos, references, models, folder)
     rows = []
     for index, (photo, image) in enumerate(zip(photos, optimised)):
         fast = [results[arch][index] for arch in ("classic", "small") if arch in results]
@@ -354,30 +358,52 @@ def part_quality(args, folder: pathlib.Path) -> None:
         print(f"grid (photo | optimised | {' | '.join(a for a in ('classic', 'small') if a in results)}): {args.grid}")
 
 
-def fit_one(args, effect, host, loss, photos, references) -> None:
-    """The amortisation gap: each architecture trained on the first held-out photo alone (the
-    whole photo, batch 1: exactly the measure's loss, as the optimiser gets it) for FIT_ONE steps,
-    then scored on that photo and on the other one, which it never saw. Low on the first says the
-    architecture can express a result that good; the second, against the trained networks'
-    figures, says how much of that one network for all photos gives up."""
+def fit_one(args, effect, host, loss, photos, references, models, folder: pathlib.Path) -> None:
+    """Where the gap between the networks and the optimiser comes from. Each architecture trained
+    for FIT_ONE steps on the first held-out photo alone, two ways: on the whole photo (batch 1:
+    exactly the measure's loss, as the optimiser gets it; the same input every step) and on the
+    random crops `dreamkit style train` makes of it (its defaults); each scored on that photo and
+    on the other, which it never saw. Then the networks trained on the five photos, scored on
+    those photos (each against its own optimised result). Low on the whole-photo fit says the
+    architecture can express a result that good for one fixed input; the crop fit, how much of
+    it a network keeps when it must be one function of every crop, even of one photo; the
+    training photos against the held-out ones, how much more photos could give."""
     import torch
 
-    from dreamkit_style.training import Trainer, TrainSettings
+    from dreamkit.pipeline import Pipeline
+    from dreamkit_style.model import load_model
+    from dreamkit_style.training import Trainer, TrainSettings, train
 
     fitted, other = HELD_OUT[0], HELD_OUT[1]
+
+    def scored(model) -> str:
+        model.network.eval()
+        scores = [evaluate(effect, host, [photo], [reference], model) for photo, reference in zip(photos, references)]
+        return (f"{fitted} style {scores[0][0]:.2f}x, content {scores[0][1]:.2f}x; {other} (never seen) style "
+                f"{scores[1][0]:.2f}x, content {scores[1][1]:.2f}x of the optimised")
+
     for arch in args.quality_archs:
         settings = TrainSettings(architecture=arch, steps=args.fit_one, size=args.quality_side, batch=1)
         trainer = Trainer.create(settings, loss, torch.device("cpu"))
         started = time.perf_counter()
         for _ in range(args.fit_one):
             trainer.run_step(photos[0])
-        seconds = time.perf_counter() - started
-        trainer.network.eval()
-        model = trainer.as_model()
-        scores = [evaluate(effect, host, [photo], [reference], model) for photo, reference in zip(photos, references)]
-        print(f"fit one: {arch:<7} trained on {fitted} alone ({args.fit_one} steps, {seconds:.0f} s): {fitted} style "
-              f"{scores[0][0]:.2f}x, content {scores[0][1]:.2f}x; {other} (never seen) style {scores[1][0]:.2f}x, "
-              f"content {scores[1][1]:.2f}x of the optimised", flush=True)
+        print(f"fit one: {arch:<7} trained on {fitted} alone ({args.fit_one} steps, "
+              f"{time.perf_counter() - started:.0f} s): {scored(trainer.as_model())}", flush=True)
+        settings = TrainSettings(architecture=arch, steps=args.fit_one, preview_every=0, checkpoint_every=args.fit_one)
+        output = folder / f"{arch}-fit-crops.dkstyle"
+        done = train(effect, [sample(fitted)], output, settings, host=host, device=torch.device("cpu"))
+        print(f"fit one: {arch:<7} trained on crops of {fitted} alone ({args.fit_one} steps, {done.seconds:.0f} s): "
+              f"{scored(load_model(output))}", flush=True)
+    if not models:
+        return
+    trained = [resized(name, args.quality_side) for name in TRAIN]
+    optimised = [Pipeline([effect]).run(photo, device="cpu", host=host).frames[0].image for photo in trained]
+    own = [effect.evaluate(image, photo, host) for image, photo in zip(optimised, trained)]
+    for arch, model in models.items():
+        style_ratio, content_ratio = evaluate(effect, host, trained, own, model)
+        print(f"fit one: {arch:<7} trained on the five photos, on those photos: style {style_ratio:.2f}x, content "
+              f"{content_ratio:.2f}x of the optimised", flush=True)
 
 
 # -- training speed --------------------------------------------------------------------------
@@ -431,7 +457,8 @@ def main() -> None:
     parser.add_argument("--ladder", nargs="+", type=int, default=[4, 6, 8, 10, 15, 20, 40],
                         help="iterations per scale the optimiser is stopped at, for the quality ladder")
     parser.add_argument("--fit-one", type=int, default=0, metavar="STEPS",
-                        help="also train each architecture on one held-out photo alone for STEPS steps (0: not)")
+                        help="also train each architecture on one held-out photo alone for STEPS steps, whole and in crops, "
+                             "and score the trained networks on their training photos (0: not)")
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--grid", default=None, help="where to write the quality grid (.jpg/.png)")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "SIZE", "MODEL"), help=argparse.SUPPRESS)

@@ -176,6 +176,11 @@ def test_fast_style_benchmark_runs_every_part(bench_runs):
         fitted = (rf"fit one: {arch} +trained on astronaut.png alone \(2 steps, \d+ s\): astronaut.png style "
                   r"[\d.]+x, content [\d.]+x; grace_hopper.jpg \(never seen\) style [\d.]+x")
         assert re.search(fitted, done.stdout), done.stdout
+        crops = (rf"fit one: {arch} +trained on crops of astronaut.png alone \(2 steps, \d+ s\): astronaut.png style "
+                 r"[\d.]+x, content [\d.]+x; grace_hopper.jpg \(never seen\) style [\d.]+x")
+        assert re.search(crops, done.stdout), done.stdout
+        own = rf"fit one: {arch} +trained on the five photos, on those photos: style [\d.]+x, content [\d.]+x"
+        assert re.search(own, done.stdout), done.stdout
     assert "optimiser stopped at   1 iterations/scale" in done.stdout and "optimiser stopped at   3" in done.stdout
     for arch in ("small", "classic"):  # each network placed on the ladder: as good as some rung, or worse than all
         placed = rf"  {arch}: style (at least as good as|worse than) the optimiser stopped at \d+ iterations/scale"
