@@ -309,7 +309,7 @@ def part_quality(args, folder: pathlib.Path) -> None:
     ladder = optimiser_ladder(effect, host, photos, references, args.ladder) + [converged]
     train_images = [sample(name) for name in TRAIN]
     results = {}  # each network's results on the held-out photos
-    models = {}
+    models = {}  # the networks trained here (on the five photos), for --fit-one
     for arch, steps in (("small", args.small_steps), ("classic", args.classic_steps)):
         if arch not in args.quality_archs:
             continue
@@ -332,9 +332,8 @@ def part_quality(args, folder: pathlib.Path) -> None:
 
             settings = TrainSettings(architecture=arch, steps=steps, preview_every=0, checkpoint_every=100)
             result = train(effect, train_images, output, settings, host=host, device=torch.device("cpu"), on_step=check)
-            model = load_model(output)
+            model = models[arch] = load_model(output)
             trained = f"{steps} steps, {result.seconds:.0f} s of training ({steps / result.seconds:.2f} steps/s)"
-        models[arch] = model
         images = results[arch] = [model.stylise(photo) for photo in photos]
         style_ratio, content_ratio = ratios(effect, host, photos, references, images)
         print(f"quality {arch:<7} {trained}: style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the "
