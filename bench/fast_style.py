@@ -224,10 +224,16 @@ def layer_ratios(loss, photos, reference_terms, results) -> str:
     return "; ".join(parts)
 
 
+def run_optimiser(effect, host, photo):
+    """``effect`` (a `style` effect) run on ``photo`` on the CPU: its optimised result."""
+    from dreamkit.pipeline import Pipeline
+
+    return Pipeline([effect]).run(photo, device="cpu", host=host).frames[0].image
+
+
 def optimiser_ladder(effect, host, photos, references, counts) -> list[tuple[int, float, float, float]]:
     """The style effect stopped after each of ``counts`` iterations per scale: (iterations, style
     ratio, content ratio to the converged optimised results, mean seconds per photo)."""
-    from dreamkit.pipeline import Pipeline
     from dreamkit_style.effect import Style
 
     ladder = []
@@ -236,7 +242,7 @@ def optimiser_ladder(effect, host, photos, references, counts) -> list[tuple[int
         results, seconds = [], 0.0
         for photo in photos:
             started = time.perf_counter()
-            results.append(Pipeline([early]).run(photo, device="cpu", host=host).frames[0].image)
+            results.append(run_optimiser(early, host, photo))
             seconds += time.perf_counter() - started
         style_ratio, content_ratio = ratios(effect, host, photos, references, results)
         ladder.append((count, style_ratio, content_ratio, seconds / len(photos)))
@@ -277,7 +283,6 @@ def part_quality(args, folder: pathlib.Path) -> None:
     import torch
 
     from dreamkit.io import save_image
-    from dreamkit.pipeline import Pipeline
     from dreamkit.plugins import get_host
     from dreamkit.runtime import configure
     from dreamkit_style.model import load_model
@@ -293,7 +298,7 @@ def part_quality(args, folder: pathlib.Path) -> None:
     optimised, optimised_seconds = [], 0.0
     for photo in photos:
         started = time.perf_counter()
-        optimised.append(Pipeline([effect]).run(photo, device="cpu", host=host).frames[0].image)
+        optimised.append(run_optimiser(effect, host, photo))
         optimised_seconds += time.perf_counter() - started
         print(f"quality: optimised {tuple(photo.shape[-2:])} in {time.perf_counter() - started:.1f} s", flush=True)
     references = [effect.evaluate(image, photo, host) for image, photo in zip(optimised, photos)]
@@ -369,7 +374,6 @@ def fit_one(args, effect, host, loss, photos, references, models, folder: pathli
     training photos against the held-out ones, how much more photos could give."""
     import torch
 
-    from dreamkit.pipeline import Pipeline
     from dreamkit_style.model import load_model
     from dreamkit_style.training import Trainer, TrainSettings, train
 
@@ -397,8 +401,7 @@ def fit_one(args, effect, host, loss, photos, references, models, folder: pathli
     if not models:
         return
     trained = [resized(name, args.quality_side) for name in TRAIN]
-    optimised = [Pipeline([effect]).run(photo, device="cpu", host=host).frames[0].image for photo in trained]
-    own = [effect.evaluate(image, photo, host) for image, photo in zip(optimised, trained)]
+    own = [effect.evaluate(run_optimiser(effect, host, photo), photo, host) for photo in trained]
     for arch, model in models.items():
         style_ratio, content_ratio = evaluate(effect, host, trained, own, model)
         print(f"fit one: {arch:<7} trained on the five photos, on those photos: style {style_ratio:.2f}x, content "
