@@ -145,17 +145,19 @@ def run_worker(kind: str, side: int, model: str | None, args) -> dict:
 
 
 def untrained_model(architecture: str, folder: pathlib.Path, style: str) -> str:
-    """A model file of ``architecture`` (its time does not depend on its weights)."""
+    """A model file of ``architecture`` as `dreamkit style train` makes it by default (with its
+    noise source; the time does not depend on the weights)."""
     import torch
 
     from dreamkit_style.model import FastStyleModel, save_model
     from dreamkit_style.colour import colour_stats
+    from dreamkit_style.training import TrainSettings
     from dreamkit_style.transformer import StyleNetwork
     from dreamkit import load_image
 
     mean, covariance = colour_stats(load_image(sample(style)))
     path = folder / f"{architecture}.dkstyle"
-    save_model(path, FastStyleModel(StyleNetwork(architecture), False,
+    save_model(path, FastStyleModel(StyleNetwork(architecture, TrainSettings(architecture).noise), False,
                                     {"mean": mean[None].float(), "covariance": covariance[None].float(),
                                      "weight": torch.ones(1)}, torch.zeros(3, 1, 1, dtype=torch.uint8)))
     return str(path)

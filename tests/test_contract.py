@@ -37,7 +37,8 @@ FILES = {("style", "style"): ["gravel.png"], ("retrieve", "index"): "INDEX", ("f
 @pytest.fixture(scope="module")
 def workspace(samples, tmp_path_factory) -> pathlib.Path:
     """The input photo, the style image, a small index and a style network trained for two steps
-    (by `dreamkit style train`), in one folder."""
+    (by `dreamkit style train`; with a noise source, which only classic has by default: every
+    front end must give it the same field), in one folder."""
     from dreamkit.cli import main
 
     root = tmp_path_factory.mktemp("contract")
@@ -49,7 +50,8 @@ def workspace(samples, tmp_path_factory) -> pathlib.Path:
         (photos / name).write_bytes((samples / name).read_bytes())
     assert main([str(p) for p in ("index", "build", photos, "-o", root / "INDEX", "-q")]) == 0
     assert main([str(p) for p in ("style", "train", "--style", root / "gravel.png", "--images", photos, "-o",
-                                  root / "gravel.dkstyle", "--steps", 2, "--size", 64, "--batch", 2, "-q")]) == 0
+                                  root / "gravel.dkstyle", "--steps", 2, "--size", 64, "--batch", 2, "--noise", 2,
+                                  "-q")]) == 0
     return root
 
 

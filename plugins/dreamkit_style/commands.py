@@ -11,7 +11,7 @@ from typing import Any
 from dreamkit.commands import Command
 from dreamkit.errors import DreamkitError, ParameterError
 
-from .training import LOSS_PARAMS, TrainSettings, TrainingError, preview_path, training_folder
+from .training import LOSS_PARAMS, NOISE_CHANNELS, TrainSettings, TrainingError, preview_path, training_folder
 
 EXIT_OK, EXIT_INTERRUPTED = 0, 130
 
@@ -42,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--style-size", type=int, default=defaults.style_side, metavar="PX",
                        help=f"the style image's longest side in the loss: its patterns' size (default "
                             f"{defaults.style_side}; never enlarged)")
+    train.add_argument("--noise", type=int, default=None, metavar="N",
+                       help="noise channels the network draws texture from in flat areas (default: "
+                            f"{', '.join(f'{n} for {a}' for a, n in NOISE_CHANNELS.items())}; 0: texture only from the photo)")
     train.add_argument("--loss", action="append", default=[], metavar="KEY=VALUE",
                        help="a loss setting of the style effect, e.g. style_weight=200, backbone=vgg19, "
                             f"color=luminance ({', '.join(p for p in LOSS_PARAMS if p not in ('style', 'style_weights'))})")
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from .training import loss_effect, readable_images, train
 
     settings = TrainSettings(architecture=args.architecture, steps=args.steps, size=args.size, batch=args.batch,
-                             lr=args.lr, seed=args.seed, style_side=args.style_size,
+                             lr=args.lr, seed=args.seed, style_side=args.style_size, noise=args.noise,
                              checkpoint_every=args.checkpoint_every, preview_every=args.preview_every)
     host = get_host()
     values = resolve_values(Style, _loss_values(args), PathResolver(host=host))

@@ -3,7 +3,8 @@
 Inside: the network's weights (``net.*``), the styles' colour statistics the input is recoloured
 with (``palette.*``), a thumbnail of the style (``thumbnail``, uint8), and metadata: architecture,
 colour mode, the styles' names and sha256, the loss settings, the training settings and figures,
-the dreamkit version (written by :mod:`dreamkit.weights_file`, which also refuses a changed file).
+the number of noise channels the network reads (``noise_channels``; absent in files written before
+networks had them: 0), the dreamkit version (written by :mod:`dreamkit.weights_file`, which also refuses a changed file).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from dreamkit.weights_file import WeightsFileError, load_weights_file, save_weights_file
 
 from .colour import as_luminance_image, to_palette, with_chroma
-from .transformer import ARCHITECTURES, StyleNetwork
+from .transformer import ARCHITECTURES, MAX_NOISE_CHANNELS, StyleNetwork
 
 KIND = "fast_style"
 
@@ -60,7 +61,8 @@ def save_model(path: str | Path, model: FastStyleModel) -> str:
     tensors = {f"net.{k}": v for k, v in model.network.state_dict().items()}
     tensors.update({f"palette.{k}": v for k, v in model.palette.items()})
     tensors["thumbnail"] = model.thumbnail
-    meta = {**model.meta, "architecture": model.network.architecture, "color": "luminance" if model.luminance else "style"}
+    meta = {**model.meta, "architecture": model.network.architecture, "noise_channels": model.network.noise_channels,
+            "color": "luminance" if model.luminance else "style"}
     return save_weights_file(path, KIND, tensors, meta)
 
 
@@ -72,7 +74,11 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FastStyl
     if architecture not in ARCHITECTURES:
         raise WeightsFileError(f"{path}: architecture {architecture!r} is not one this dreamkit knows "
                                f"({', '.join(ARCHITECTURES)}); written by dreamkit {loaded.version}")
-    network = StyleNetwork(architecture)
+    noise = loaded.meta.get("noise_channels", 0)  # files written before networks had noise: none
+    if not isinstance(noise, int) or not 0 <= noise <= MAX_NOISE_CHANNELS:
+        raise WeightsFileError(f"{path}: noise_channels {noise!r} is not one this dreamkit can build "
+                               f"(0 to {MAX_NOISE_CHANNELS}); written by dreamkit {loaded.version}")
+    network = StyleNetwork(architecture, noise)
     weights = {k[len("net."):]: v for k, v in loaded.tensors.items() if k.startswith("net.")}
     try:
         network.load_state_dict(weights)

@@ -170,7 +170,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         started = time.perf_counter()
-        figures = trainer.run_step(sampler.batch(trainer.step, positions), model)
+        figures = trainer.run_step(sampler.batch(trainer.step, positions), model, positions)
         averaged = torch.tensor([figures[k] for k in FIGURES], dtype=torch.float64)
         dist.all_reduce(averaged)
         figures = dict(zip(FIGURES, (averaged / world).tolist()))

@@ -18,9 +18,9 @@ from dreamkit.errors import ParameterError
 from dreamkit.weights_file import WeightsFileError, load_weights_file, save_weights_file
 from dreamkit_style.fast_effect import FastStyle
 from dreamkit_style.model import FastStyleModel, load_model, save_model
-from dreamkit_style.training import (CropSampler, TrainSettings, Trainer, TrainingError, TrainingLoss, loss_effect,
-                                     train)
-from dreamkit_style.transformer import ARCHITECTURES, StyleNetwork, tiled_forward
+from dreamkit_style.training import (NOISE_CHANNELS, CropSampler, TrainSettings, Trainer, TrainingError, TrainingLoss,
+                                     loss_effect, train)
+from dreamkit_style.transformer import ARCHITECTURES, MAX_NOISE_CHANNELS, StyleNetwork, tiled_forward
 
 TINY = dict(size=64, batch=2, preview_every=0, checkpoint_every=2)
 #: How far two float32 computations of the same network output may differ when only the order of
@@ -36,11 +36,11 @@ TINY = dict(size=64, batch=2, preview_every=0, checkpoint_every=2)
 REORDERED = 1.4e-4
 
 
-def _randomised(architecture: str) -> StyleNetwork:
+def _randomised(architecture: str, noise_channels: int = 0) -> StyleNetwork:
     """A network whose norms are not the identity (a fresh one's affine is 1, 0) and whose last
     convolution is not zero (a fresh network is the identity: every route would agree)."""
     torch.manual_seed(3)
-    network = StyleNetwork(architecture).eval()
+    network = StyleNetwork(architecture, noise_channels).eval()
     network.output_conv().reset_parameters()
     with torch.no_grad():
         for norm in network.norms():
@@ -59,24 +59,63 @@ def style_image(samples) -> Path:
     return samples / "ihc.png"
 
 
-def _model(architecture: str = "small", luminance: bool = False) -> FastStyleModel:
+def _model(architecture: str = "small", luminance: bool = False, noise_channels: int = 8) -> FastStyleModel:
     palette = {"mean": torch.tensor([[0.5, 0.4, 0.3]]), "covariance": torch.eye(3)[None] * 0.02,
                "weight": torch.ones(1)}
-    return FastStyleModel(_randomised(architecture), luminance, palette, torch.zeros(3, 4, 4, dtype=torch.uint8),
+    return FastStyleModel(_randomised(architecture, noise_channels), luminance, palette, torch.zeros(3, 4, 4, dtype=torch.uint8),
                           {"summary": "test model"})
 
 
 # -- networks --------------------------------------------------------------------------------
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("size", [(67, 93), (128, 128)])
-def test_tiled_forward_equals_untiled(architecture, size):
-    network = _randomised(architecture)
+@pytest.mark.parametrize("noise_channels", [0, 8])
+def test_tiled_forward_equals_untiled(architecture, size, noise_channels):
+    network = _randomised(architecture, noise_channels)
     x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         whole = network(x)
         tiled = tiled_forward(network, x, 32)
     assert torch.allclose(tiled, whole, atol=REORDERED, rtol=0), (tiled - whole).abs().max()
     assert all(norm.fixed is None and norm.collect is None for norm in network.norms())
+    assert noise_channels == 0 or network.noise_source().origin == (0, 0)
+
+
+def test_the_inference_noise_is_defined_by_position(monkeypatch):
+    """Any window of the field equals that window of the whole, across the tile's repeat too (the
+    period shrunk to 8 activations, 32 px, so that small tiles cross it); tiles read from their
+    place, and a network stylised in tiles across the repeat equals it untiled."""
+    import dreamkit_style.transformer as transformer
+
+    monkeypatch.setattr(transformer, "NOISE_PERIOD", 8)
+    network = _randomised("small", 8)
+    source = network.noise_source()
+    whole = source.noise(1, 20, 30, torch.device("cpu"))
+    assert torch.equal(whole[..., :8, :8], whole[..., 8:16, 8:16])  # the repeat
+    assert 0.5 < float(whole[..., :8, :8].std()) < 1.5 and not torch.equal(whole[..., :4, :], whole[..., 4:8, :])
+    source.origin = (12, 40)  # input pixels: activations (3, 10)
+    assert torch.equal(source.noise(2, 9, 11, torch.device("cpu")), whole[..., 3:12, 10:21].expand(2, -1, -1, -1))
+    source.origin = (0, 0)
+    x = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        untiled, tiled = network(x), tiled_forward(network, x, 24)
+        shifted = network(x.roll(4, -1))[..., 4:]  # the noise stays put while the picture moves
+    assert torch.allclose(tiled, untiled, atol=REORDERED, rtol=0), (tiled - untiled).abs().max()
+    assert (shifted - untiled[..., :-4]).abs().max() > 1e-2  # the control: the noise is read at all
+
+
+def test_training_noise_is_fresh_per_crop_and_splits_like_the_batch():
+    """In training each image's noise comes from its own seed: a batch split in two (Ray workers)
+    gives each image what the whole batch gives it, and other seeds give other noise."""
+    network = _randomised("classic", 8)
+    x = torch.rand(2, 3, 40, 44, generator=torch.Generator().manual_seed(7))
+    both = network(x, noise_seeds=[11, 12])
+    assert torch.allclose(both[1:], network(x[1:], noise_seeds=[12]), atol=REORDERED, rtol=0)
+    assert (both[1:] - network(x[1:], noise_seeds=[13])).abs().max() > 1e-2
+    assert (both[:1] - network(x[:1])).abs().max() > 1e-2  # not the inference field either
+    assert network.noise_source().seeds is None  # nothing left behind for the next call
+    with pytest.raises(ValueError, match="2 noise seeds for a batch of 1"):
+        network(x[:1], noise_seeds=[1, 2])
 
 
 def test_tiled_forward_tiles_and_a_broken_norm_would_show():
@@ -90,13 +129,14 @@ def test_tiled_forward_tiles_and_a_broken_norm_would_show():
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_inference_runs_the_same_function_as_training(architecture):
+@pytest.mark.parametrize("noise_channels", [0, 8])
+def test_inference_runs_the_same_function_as_training(architecture, noise_channels):
     """classic's resize-convolutions and last convolution take cheaper exact routes without
     gradients (one 2x2 convolution to the four phases; 3x3 blocks of the 9x9 kernel): the same
     output up to rounding."""
     from dreamkit_style.transformer import _FewChannelsOut, _UpConv
 
-    network = _randomised(architecture)
+    network = _randomised(architecture, noise_channels)
     x = torch.rand(2, 3, 68, 52, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         fast = network(x)
@@ -122,17 +162,24 @@ def test_network_keeps_any_size_and_batch():
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_a_fresh_network_is_the_identity(architecture):
+@pytest.mark.parametrize("noise_channels", [0, 8])
+def test_a_fresh_network_is_the_identity(architecture, noise_channels):
     """Its last convolution starts at zero: training starts from the photo (in the style's colours,
     the network's input), where the style effect's optimiser starts, and learns what to add."""
-    network = StyleNetwork(architecture)
+    network = StyleNetwork(architecture, noise_channels)
     x = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(network(x), x)  # training's route
+    assert torch.equal(network(x, noise_seeds=[1, 2] if noise_channels else None), x)  # training's route
     with torch.no_grad():
         assert torch.equal(network(x), x)  # inference's routes (Winograd, 3x3 blocks, phases)
     out = network(x)
     out.sum().backward()  # and it learns: the last convolution gets a gradient
     assert network.output_conv().weight.grad.abs().sum() > 0
+
+
+def test_bad_noise_channels_are_refused():
+    for bad in (-1, MAX_NOISE_CHANNELS + 1):
+        with pytest.raises(ValueError, match=f"noise_channels {bad} is not allowed; expected 0 to {MAX_NOISE_CHANNELS}"):
+            StyleNetwork("small", bad)
 
 
 def test_small_is_a_fraction_of_classic():
@@ -148,8 +195,27 @@ def test_model_file_round_trip(tmp_path):
     digest = save_model(path, model)
     loaded = load_model(path)
     assert loaded.sha256 == digest and loaded.luminance and loaded.meta["architecture"] == "small"
+    assert loaded.network.noise_channels == 8 == loaded.meta["noise_channels"]
     x = torch.rand(1, 3, 40, 52)
     assert torch.equal(loaded.stylise(x), model.stylise(x))
+
+
+def test_model_files_without_noise_still_load(tmp_path):
+    """Files written before networks had noise carry no noise_channels: they load as networks
+    without it (their weights fit no other); a value this dreamkit cannot build is refused."""
+    model = _model("classic", noise_channels=0)
+    path = tmp_path / "old.dkstyle"
+    save_model(path, model)
+    loaded = load_weights_file(path, "fast_style")
+    meta = {k: v for k, v in loaded.meta.items() if k != "noise_channels"}
+    save_weights_file(path, "fast_style", loaded.tensors, meta)
+    old = load_model(path)
+    assert old.network.noise_source() is None and old.network.noise_channels == 0
+    x = torch.rand(1, 3, 36, 40)
+    assert torch.equal(old.stylise(x), model.stylise(x))
+    save_weights_file(path, "fast_style", loaded.tensors, {**meta, "noise_channels": -3})
+    with pytest.raises(WeightsFileError, match="noise_channels -3 is not one this dreamkit can build"):
+        load_model(path)
     assert b"pickle" not in path.read_bytes()[:8] and path.read_bytes()[8:9] == b"{"  # a JSON header: safetensors
 
 
@@ -275,6 +341,26 @@ def test_crops_depend_only_on_seed_step_and_position(photos):
     assert torch.equal(a.batch(3, range(4))[2:], b.batch(3, range(2, 4)))  # a worker's share = the same crops
     assert not torch.equal(a.batch(3, range(2)), a.batch(4, range(2)))
     assert not torch.equal(a.batch(3, range(2)), CropSampler(photos, 64, seed=2).batch(3, range(2)))
+
+
+def test_noise_by_default_where_the_architecture_uses_it():
+    assert TrainSettings(architecture="classic").noise == NOISE_CHANNELS["classic"] > 0
+    assert TrainSettings(architecture="small").noise == NOISE_CHANNELS["small"] == 0
+    assert TrainSettings(architecture="small", noise=4).noise == 4
+
+
+def test_training_noise_depends_only_on_seed_step_and_position(dreamkit_host, style_image):
+    settings = TrainSettings(steps=4, noise=8, **TINY)
+    loss = TrainingLoss(loss_effect({"style": [str(style_image)]}), dreamkit_host, torch.device("cpu"),
+                        settings.size, settings.style_side)
+    trainer = Trainer.create(settings, loss, torch.device("cpu"))
+    seeds = trainer.noise_seeds(range(4))
+    assert trainer.noise_seeds(range(2, 4)) == seeds[2:] and len(set(seeds)) == 4  # a worker's share
+    trainer.step = 1
+    assert not set(trainer.noise_seeds(range(4))) & set(seeds)
+    other = Trainer.create(TrainSettings(steps=4, seed=5, noise=8, **TINY), loss, torch.device("cpu"))
+    assert not set(other.noise_seeds(range(4))) & set(seeds)
+    assert Trainer.create(TrainSettings(steps=4, noise=0, **TINY), loss, torch.device("cpu")).noise_seeds(range(4)) is None
 
 
 def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image):
@@ -427,6 +513,8 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(dreamkit_host, photos, st
           device=torch.device("cpu"), on_step=lambda t: os.kill(os.getpid(), signal.SIGINT) if t.step == 2 else None)
     code, _, err = cli(*args[:-1], "--lr", "0.01", "-q")
     assert code == 2 and "other lr" in err and "--overwrite" in err
+    code, _, err = cli(*args, "--noise", 3)  # the default of small, the architecture here: 0
+    assert code == 2 and "other noise" in err
     code, _, err = cli(*args, "--overwrite")
     assert code == 0, err
     code, _, err = cli(*args)
@@ -442,6 +530,8 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(dreamkit_host, photos, st
     (["--loss", "style_weight=-1"], "style_weight"),
     (["--architecture", "huge"], "invalid choice"),
     (["--size", "16"], "--size 16 is not allowed"),
+    (["--noise", "-1"], "--noise -1 is not allowed; expected an integer from 0 to 64"),
+    (["--noise", "65"], "--noise 65 is not allowed; expected an integer from 0 to 64"),
     (["--engine", "ray", "--workers", "3"], "does not split evenly over 3 workers"),
     (["-o", "model.pth"], "ends in .dkstyle"),
 ])
@@ -474,7 +564,8 @@ def test_ray_train_matches_one_process_and_survives_a_killed_worker(dreamkit_hos
     if ray.is_initialized():
         pytest.skip("a Ray session of another test is still connected")
     effect = loss_effect({"style": [str(style_image)]})
-    settings = TrainSettings(steps=4, size=64, batch=2, preview_every=2, checkpoint_every=2, dtype="float64")
+    settings = TrainSettings(steps=4, size=64, batch=2, preview_every=2, checkpoint_every=2, dtype="float64",
+                             noise=8)  # each worker draws its crops' noise as one process does
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
