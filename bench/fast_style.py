@@ -122,6 +122,9 @@ def worker(kind: str, side: int, model: str | None, style: str, batch: int, thre
     class Context:  # what the effect uses of a run context (a single image: no previous frame)
         previous_input = previous_output = None
 
+        def __init__(self):
+            self.state = {}
+
         def add_result(self, record):
             pass
 

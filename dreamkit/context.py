@@ -54,6 +54,9 @@ class RunContext:
     * ``earlier``: in a frame sequence, this step's (input, output) for the frames before, most
       recent first (``earlier[0]`` is the previous frame's), as many as the effect's
       :meth:`~dreamkit.effect.Effect.remembered_frames` (at most that many exist yet).
+    * ``state``: in a frame sequence, a dict the step keeps from frame to frame (the same object
+      for every frame of one sequence; an empty one for a single image), for what an effect
+      carries along besides the images (``fast_style``: where its noise has moved to).
     """
 
     device: torch.device
@@ -66,6 +69,7 @@ class RunContext:
     previous_input: torch.Tensor | None = None
     previous_output: torch.Tensor | None = None
     earlier: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    state: dict[str, Any] = field(default_factory=dict)
     artifacts: Any = None
     results: list[dict[str, Any]] = field(default_factory=list)
     generator: torch.Generator = field(init=False)

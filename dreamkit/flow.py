@@ -57,14 +57,20 @@ def optical_flow(source: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     return flow
 
 
+def pixel_grid(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """1×2×H×W float32: each pixel's own (y, x)."""
+    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
+                            torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
+    return torch.stack([ys, xs])[None]
+
+
 def warp(image: torch.Tensor, flow: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``image`` (N×C×H×W) sampled at each pixel p from p + flow(p) (bilinear; outside the image:
     the nearest edge pixel). With the backward flow of frame t, this moves frame t-1's picture to
     where its content is in frame t."""
     flow = torch.as_tensor(flow, dtype=torch.float32, device=image.device)
     height, width = image.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(height, device=image.device, dtype=torch.float32),
-                            torch.arange(width, device=image.device, dtype=torch.float32), indexing="ij")
+    ys, xs = pixel_grid(height, width, image.device)[0]
     # grid_sample's coordinates: -1 and 1 are the centres of the edge pixels (align_corners=True).
     x = (xs + flow[..., 0]) * (2 / max(width - 1, 1)) - 1
     y = (ys + flow[..., 1]) * (2 / max(height - 1, 1)) - 1
@@ -75,7 +81,8 @@ def warp(image: torch.Tensor, flow: np.ndarray | torch.Tensor) -> torch.Tensor:
 def reliable(backward: np.ndarray | torch.Tensor, forward: np.ndarray | torch.Tensor) -> torch.Tensor:
     """H×W float mask (1: trust the motion) of frame t, from its ``backward`` flow (t → t-1) and
     frame t-1's ``forward`` flow (t-1 → t): 0 where the pixel was hidden in t-1 (the two flows do
-    not cancel) or sits on a motion boundary."""
+    not cancel), came in from outside its frame (a pan's new strip: :func:`warp` would repeat the
+    edge there, streaks along the motion) or sits on a motion boundary."""
     back = torch.as_tensor(backward, dtype=torch.float32)
     fore = torch.as_tensor(forward, dtype=torch.float32)
     # The forward flow read where each pixel of t came from: w̃(x) = forward(x + ŵ(x)).
@@ -86,7 +93,10 @@ def reliable(backward: np.ndarray | torch.Tensor, forward: np.ndarray | torch.Te
     dy[:-1] = back[1:] - back[:-1]
     dx[:, :-1] = back[:, 1:] - back[:, :-1]
     boundary = (dx.square() + dy.square()).sum(-1) > BOUNDARY_SHARE * back.square().sum(-1) + BOUNDARY_PIXELS
-    return (~(occluded | boundary)).float()
+    height, width = back.shape[:2]
+    came_from = pixel_grid(height, width)[0] + back.permute(2, 0, 1).flip(0)  # (y, x) in t-1
+    outside = ((came_from[0] < 0) | (came_from[0] > height - 1) | (came_from[1] < 0) | (came_from[1] > width - 1))
+    return (~(occluded | boundary | outside)).float()
 
 
 @dataclass

@@ -336,11 +336,12 @@ class FrameSequence:
 class _Carry:
     """What a step remembers of the sequence it runs over: the next frame's index, and the
     input and output of the last ``remember`` frames (``context.earlier``; the previous one is also
-    ``context.previous_*``)."""
+    ``context.previous_*``), and what the effect keeps besides (``context.state``)."""
 
     frame_index: int = 0
     remember: int = 1
     earlier: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def previous_input(self) -> torch.Tensor | None:
@@ -369,7 +370,7 @@ class _Run:
     def context(self, step_index: int, carry: _Carry, source: str | None, artifacts: Any = None) -> RunContext:
         return RunContext(self.device, self.seed, self.bars, source, step_index, carry.frame_index, self.host,
                           previous_input=carry.previous_input, previous_output=carry.previous_output,
-                          earlier=carry.earlier,
+                          earlier=carry.earlier, state=carry.state,
                           artifacts=artifacts if artifacts is not None else self.artifacts)
 
     def step(self, effect: Effect, step_index: int, frames: list[Frame], source: str | None,

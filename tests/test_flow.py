@@ -73,6 +73,18 @@ def test_reliable_flags_flows_that_do_not_cancel():
     assert mask[5:10, 5:10].max() == 0 and mask[15:, 15:].min() == 1
 
 
+def test_what_came_in_from_outside_the_frame_is_not_trusted():
+    """A pan of 4 px: the strip it brings in has no past (warping would repeat the edge there)."""
+    backward = np.zeros((20, 30, 2), np.float32)
+    backward[..., 0] = 4.0  # pixel x of frame t was at x + 4 in frame t-1
+    forward = -backward
+    mask = reliable(backward, forward)
+    assert mask[:, -4:].max() == 0 and mask[:, :-4].min() == 1
+    backward[..., 0], backward[..., 1] = 0.0, -2.5  # a tilt: 2.5 px down, rows 0-2 came from above
+    mask = reliable(backward, -backward)
+    assert mask[:3].max() == 0 and mask[3:].min() == 1
+
+
 def test_frames_too_small_for_dis_still_get_a_flow():
     """DIS needs a side of 12 px: smaller frames (thumbnails, tests) are enlarged for it and the
     flow brought back to their pixels; a 1 px frame works too."""

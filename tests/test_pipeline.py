@@ -121,6 +121,30 @@ def test_frames_pushed_one_by_one_equal_one_run_over_the_list(host, dreamkit_ima
     assert pipeline.sequential and not Pipeline([Zoom(), Noise()]).sequential
 
 
+class Counter(Effect):
+    """Sequential: adds the number of frames before it, counted in ``context.state``."""
+
+    name = "counter"
+    sequential = True
+
+    def apply(self, image, context):
+        seen = context.state.get("seen", 0)
+        context.state["seen"] = seen + 1
+        return image + seen
+
+
+def test_the_state_a_step_keeps_lasts_one_sequence(host, dreamkit_image):
+    """``context.state`` is one dict over the frames of a sequence (pushed one by one too) and a
+    fresh one for every image and every new sequence."""
+    frames = [dreamkit_image * 0] * 3
+    pipeline = Pipeline([Counter()])
+    assert [float(f.image.max()) for f in pipeline.run(frames, device="cpu").frames] == [0, 1, 2]
+    sequence = pipeline.sequence(device="cpu")
+    assert [float(sequence.push(image).image.max()) for image in frames] == [0, 1, 2]
+    assert float(pipeline.run(frames[0], device="cpu").image.max()) == 0
+    assert float(pipeline.run(frames, device="cpu").frames[0].image.max()) == 0
+
+
 def test_a_sequence_started_at_frame_n_seeds_as_frame_n(host, dreamkit_image):
     frames = [torch.full_like(dreamkit_image, 0.5)] * 3
     pipeline = Pipeline([Noise(amount=1.0)])

@@ -10,13 +10,17 @@ from typing import Any
 import torch
 
 from dreamkit import Effect, Param
-from dreamkit.flow import Motion
+from dreamkit.flow import Motion, pixel_grid
 from dreamkit.resources import in_models_folder
 from dreamkit.tiling import memory_budget, tile_size_for
 from dreamkit.weights_file import WeightsFileError
 
 from .effect import CHANGED
 from .model import FastStyleModel, load_model
+
+NOISE_AT = "fast_style.noise_at"  # the key of the noise positions in a sequence's context.state
+NOISE_FRAMES = "fast_style.noise_frames"  # and of the frames they have been carried over
+FRESH_STEP = (211, 367)  # activations the field is read shifted by per frame where the picture is new
 
 
 class FastStyle(Effect):
@@ -28,7 +32,8 @@ class FastStyle(Effect):
     go through the network together; an image too large for ``memory_mb`` is stylised in tiles
     with exactly the untiled result (instance norm statistics are gathered over the whole image
     first). In a video each frame keeps ``temporal`` of the previous result where the optical
-    flow says it is the same surface (the ``style`` effect's test: trusted motion, unchanged input)."""
+    flow says it is the same surface (the ``style`` effect's test: trusted motion, unchanged input),
+    and a network's noise (:class:`~.transformer.NoiseSource`) moves with the picture."""
 
     name = "fast_style"
     batchable = True
@@ -75,21 +80,30 @@ class FastStyle(Effect):
             raise self.invalid("model", str(exc)) from None
 
     def apply(self, image: torch.Tensor, context: Any) -> torch.Tensor:
-        out = self.apply_batch([image], [context])[0]
         before, after = context.previous_input, context.previous_output
-        if not self.temporal or before is None or after is None or before.shape != image.shape \
-                or after.shape != image.shape:
+        follows = bool(self.temporal) and before is not None and after is not None \
+            and before.shape == image.shape and after.shape == image.shape
+        motion = Motion.between(before, image) if follows else None
+        noise_at, source = None, self.loaded(image.device).network.noise_source()
+        if self.temporal and source is not None:
+            noise_at = carried_noise_positions(context.state, image, motion, source.stride)
+        out = self._stylise([image], [context], noise_at)[0]
+        if motion is None:
             return out
         # Each frame's network output alone flickers (its texture shifts with small input
         # changes); held to the previous result where that is reliable, the texture follows the
         # motion. What moved or was uncovered takes the new frame's stylisation.
-        motion = Motion.between(before, image)
         held = ((image - motion.follow(before)).abs().amax(1, keepdim=True) <= CHANGED).to(image.dtype)
         held = held * motion.trusted.to(image)[None, None]
         return torch.lerp(out, motion.follow(after), self.temporal * held)
 
     def apply_batch(self, images: list[torch.Tensor], contexts: list[Any]) -> list[torch.Tensor]:
         """Images of one size run together, as many at once as the memory budget allows."""
+        return self._stylise(images, contexts)
+
+    def _stylise(self, images: list[torch.Tensor], contexts: list[Any],
+                 noise_at: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """:meth:`apply_batch`; ``noise_at`` (one image): where its noise is read."""
         device = images[0].device
         model = self.loaded(device)
         budget = memory_budget(device, self.memory_mb)
@@ -105,7 +119,7 @@ class FastStyle(Effect):
             for start in range(0, len(indices), together):
                 chunk = indices[start:start + together]
                 photos = torch.cat([images[i] for i in chunk])
-                out = model.stylise(photos, tile).to(photos.dtype)
+                out = model.stylise(photos, tile, noise_at).to(photos.dtype)
                 if self.strength < 1:
                     out = torch.lerp(photos, out, self.strength)
                 for i, result in zip(chunk, out):
@@ -120,6 +134,34 @@ class FastStyle(Effect):
         if self.tile_size is not None:
             return self.tile_size
         return tile_size_for(per_pixel, height, width, budget, model.network.geometry())
+
+
+def carried_noise_positions(state: dict[str, Any], image: torch.Tensor, motion: Motion | None,
+                            stride: int) -> torch.Tensor:
+    """Where each noise activation (every ``stride`` px) of this frame reads the network's fixed
+    field (1×2×h×w, see :class:`~.transformer.NoiseSource`), kept in ``state`` from frame to frame
+    at full resolution.
+
+    The first frame reads the field at its own pixels (as a single image does). Each next frame
+    takes, where the motion is trusted, the positions of the pixel it came from (the previous map
+    moved along the flow, with its fractions: slow motion adds up instead of rounding away);
+    what was hidden or came in from outside the frame reads the field at its own pixels shifted
+    by a step that changes every frame (at its own pixels alone, the strip a pan brings in would
+    read the same noise every frame: streaks along the motion). Fixed to
+    the frame instead, the grain stays put while the picture moves under it: a 4 px a frame pan
+    changed 14 times as much from frame to frame along the motion (bench in the README)."""
+    height, width = image.shape[-2:]
+    own = pixel_grid(height, width, image.device)
+    before = state.get(NOISE_AT)
+    if motion is None or before is None or before.shape[-2:] != (height, width):
+        positions, frames = own, 0
+    else:
+        frames = state[NOISE_FRAMES] + 1
+        fresh = own + torch.tensor([FRESH_STEP[0] * frames, FRESH_STEP[1] * frames],
+                                   device=image.device, dtype=own.dtype)[None, :, None, None] * stride
+        positions = torch.where(motion.trusted.to(image.device) > 0, motion.follow(before), fresh)
+    state[NOISE_AT], state[NOISE_FRAMES] = positions, frames
+    return positions[..., ::stride, ::stride]
 
 
 @functools.lru_cache(maxsize=8)

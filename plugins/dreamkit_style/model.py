@@ -39,12 +39,12 @@ class FastStyleModel:
         return network_input(photos, self.luminance, self.palette)
 
     @torch.no_grad()
-    def stylise(self, photos: torch.Tensor, tile_size: int = 0) -> torch.Tensor:
+    def stylise(self, photos: torch.Tensor, tile_size: int = 0, noise_at: torch.Tensor | None = None) -> torch.Tensor:
         """The stylised photos (N×3×H×W, 0..1); in tiles of about ``tile_size`` px (0: whole),
-        with the same result."""
+        with the same result. ``noise_at``: see :meth:`StyleNetwork.forward`."""
         parameter = next(self.network.parameters())
         photos = photos.to(device=parameter.device, dtype=parameter.dtype)
-        out = self.network.stylise(self.prepare(photos), tile_size)
+        out = self.network.stylise(self.prepare(photos), tile_size, noise_at)
         return with_chroma(out, photos) if self.luminance else out
 
 

@@ -27,6 +27,7 @@ halo of its receptive field) give exactly the untiled result.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Iterator
 
@@ -150,8 +151,8 @@ class NoiseSource(nn.Module):
     activations at ``stride`` (where the residual blocks start): something for the network to draw
     texture from where the photo is flat (Ulyanov et al. 2016's texture networks). Without it
     every network here painted flat areas as a flat lighter tone where the optimiser keeps a grain;
-    with it ``classic``'s held-out style loss fell from 16.3x the optimised result's to 7.8x at
-    400 steps (content 2.49x -> 2.55x; bench/fast_style.py's measure). Noise at the input instead
+    with it ``classic``'s held-out style loss fell from 16.3x the optimised result's to 7.9x at
+    400 steps (content 2.49x -> 2.54x; bench/fast_style.py's measure). Noise at the input instead
     reached 7.0x but content 2.82x, with streaks over the faces.
 
     In training each image gets fresh noise, drawn from its own seed (:attr:`seeds`, set by
@@ -159,8 +160,10 @@ class NoiseSource(nn.Module):
     batch only, so Ray workers draw what one process draws). In inference every image gets the
     same field, defined by position: a fixed ``noise_channels`` x :data:`NOISE_PERIOD`² tile repeated
     (every :data:`NOISE_PERIOD` activations: 2048 px), read from :attr:`origin` (the input pixel of
-    the crop's top-left, set by :func:`tiled_forward`), so tiles, batches and every frame of a
-    video see the same noise at the same pixel."""
+    the crop's top-left, set by :func:`tiled_forward`), so tiles and batches see the same noise at
+    the same pixel. In a video the field follows the picture instead (:attr:`at`, given by
+    ``fast_style``): each activation reads the field where its surface was first seen, so the
+    grain moves with what it was painted on, not with the frame."""
 
     def __init__(self, channels: int, noise_channels: int, stride: int) -> None:
         super().__init__()
@@ -171,6 +174,7 @@ class NoiseSource(nn.Module):
         nn.init.zeros_(self.proj.bias)
         self.seeds: list[int] | None = None
         self.origin = (0, 0)
+        self.at: torch.Tensor | None = None  # N|1 x 2 x h x w: the (y, x) input pixel each activation reads
         self._field: torch.Tensor | None = None
 
     def field(self, device: torch.device) -> torch.Tensor:
@@ -188,10 +192,28 @@ class NoiseSource(nn.Module):
             return torch.stack([torch.randn(self.noise_channels, height, width,
                                             generator=torch.Generator().manual_seed(seed)) for seed in self.seeds]
                                ).to(device)
-        rows = (torch.arange(height, device=device) + self.origin[0] // self.stride) % NOISE_PERIOD
-        columns = (torch.arange(width, device=device) + self.origin[1] // self.stride) % NOISE_PERIOD
+        top, left = self.origin[0] // self.stride, self.origin[1] // self.stride
+        if self.at is not None:  # the field read where each activation's surface was first seen
+            at = self.at[:, :, top:top + height, left:left + width].to(device)
+            if at.shape[-2:] != (height, width) or at.shape[0] not in (1, count):
+                raise ValueError(f"noise positions of shape {tuple(self.at.shape)} for {count} images of "
+                                 f"{height}x{width} activations from {self.origin}")
+            # Rounded, not floored: the identity map (4i) reads exactly the fixed field's cell i.
+            rows, columns = (torch.round(at / self.stride).long() % NOISE_PERIOD).unbind(1)
+            return self.field(device)[:, rows, columns].transpose(0, 1).expand(count, -1, -1, -1)
+        rows = (torch.arange(height, device=device) + top) % NOISE_PERIOD
+        columns = (torch.arange(width, device=device) + left) % NOISE_PERIOD
         window = self.field(device)[:, rows][:, :, columns]
         return window[None].expand(count, -1, -1, -1)
+
+    @contextlib.contextmanager
+    def given(self, seeds: list[int] | None = None, at: torch.Tensor | None = None) -> Iterator[None]:
+        """Within: training's ``seeds``, or inference's positions ``at`` (None: the fixed field)."""
+        self.seeds, self.at = seeds, at
+        try:
+            yield
+        finally:
+            self.seeds, self.at, self.origin = None, None, (0, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         noise = self.noise(x.shape[0], x.shape[-2], x.shape[-1], x.device).to(x.dtype)
@@ -352,31 +374,30 @@ class StyleNetwork(nn.Module):
         photos at 512 px) the style loss was 14.9x the optimised result's, and 8.8x from zero."""
         return [module for module in self.body.modules() if isinstance(module, nn.Conv2d)][-1]
 
-    def forward(self, x: torch.Tensor, noise_seeds: list[int] | None = None) -> torch.Tensor:
-        """``noise_seeds``: in training, one seed per image for its fresh noise (networks with a
-        :class:`NoiseSource`); None: the inference field."""
+    def forward(self, x: torch.Tensor, noise_seeds: list[int] | None = None,
+                noise_at: torch.Tensor | None = None) -> torch.Tensor:
+        """For networks with a :class:`NoiseSource`: ``noise_seeds``, in training, one seed per
+        image for its fresh noise; ``noise_at`` (see :func:`noise_positions`), in inference, where
+        each activation reads the fixed field; neither: the field at the activation's own place."""
         height, width = x.shape[-2:]
         padded = _pad_to(x, self.align)
         source = self.noise_source()
         if source is None:
             return (padded + self.body(padded))[..., :height, :width]
-        source.seeds = noise_seeds
-        try:
+        with source.given(noise_seeds, noise_at):
             return (padded + self.body(padded))[..., :height, :width]
-        finally:
-            source.seeds = None
 
     def noise_source(self) -> NoiseSource | None:
         """The noise source, if the network has one."""
         return next((module for module in self.body if isinstance(module, NoiseSource)), None)
 
     @torch.no_grad()
-    def stylise(self, x: torch.Tensor, tile_size: int = 0) -> torch.Tensor:
+    def stylise(self, x: torch.Tensor, tile_size: int = 0, noise_at: torch.Tensor | None = None) -> torch.Tensor:
         """The stylised images, clamped to 0..1; in tiles of about ``tile_size`` pixels (0: one
-        piece), with exactly the same result."""
+        piece), with exactly the same result. ``noise_at``: as in :meth:`forward`."""
         if tile_size <= 0 or (x.shape[-2] <= tile_size and x.shape[-1] <= tile_size):
-            return self(x).clamp_(0, 1)
-        return tiled_forward(self, x, tile_size).clamp_(0, 1)
+            return self(x, noise_at=noise_at).clamp_(0, 1)
+        return tiled_forward(self, x, tile_size, noise_at).clamp_(0, 1)
 
     def norms(self) -> list[InstanceNorm]:
         """The instance norms, in the order the forward pass meets them."""
@@ -470,42 +491,43 @@ def _owned(crop: tuple[int, int], core: tuple[int, int], full: int, stride: int,
 
 
 @torch.no_grad()
-def tiled_forward(network: StyleNetwork, x: torch.Tensor, tile_size: int) -> torch.Tensor:
-    """``network(x)`` computed in tiles of about ``tile_size`` pixels: the same result (up to float
-    rounding), at the memory of one tile (see the module's docstring)."""
+def tiled_forward(network: StyleNetwork, x: torch.Tensor, tile_size: int,
+                  noise_at: torch.Tensor | None = None) -> torch.Tensor:
+    """``network(x, noise_at=noise_at)`` computed in tiles of about ``tile_size`` pixels: the same
+    result (up to float rounding), at the memory of one tile (see the module's docstring)."""
     height, width = x.shape[-2:]
     padded = _pad_to(x, network.align)
     tiles = plan_tiles(*padded.shape[-2:], tile_size, network.geometry())
     norms = network.norms()
     source = network.noise_source()  # reads its field from each crop's place in the image
-    try:
-        for norm in norms:  # each norm's statistics, given those before it
-            collector = norm.collect = _Collector()
+    given = source.given(at=noise_at) if source is not None else contextlib.nullcontext()
+    with given:  # the noise source's inputs, reset on the way out (its origin too)
+        try:
+            for norm in norms:  # each norm's statistics, given those before it
+                collector = norm.collect = _Collector()
+                for tile in tiles:
+                    (y0, y1), (x0, x1) = tile.crop
+                    stride, full = norm.stride, padded.shape[-2:]
+                    collector.region = (_owned((y0, y1), tile.core[0], full[0], stride, (y1 - y0) // stride),
+                                        _owned((x0, x1), tile.core[1], full[1], stride, (x1 - x0) // stride))
+                    if source is not None:
+                        source.origin = (y0, x0)
+                    try:
+                        network.body(padded[..., y0:y1, x0:x1])
+                    except _Collected:
+                        pass
+                norm.collect = None
+                norm.fixed = collector.statistics(x.dtype)
+            out = torch.empty_like(padded)
             for tile in tiles:
                 (y0, y1), (x0, x1) = tile.crop
-                stride, full = norm.stride, padded.shape[-2:]
-                collector.region = (_owned((y0, y1), tile.core[0], full[0], stride, (y1 - y0) // stride),
-                                    _owned((x0, x1), tile.core[1], full[1], stride, (x1 - x0) // stride))
+                (c0, c1), (d0, d1) = tile.core
+                crop = padded[..., y0:y1, x0:x1]
                 if source is not None:
                     source.origin = (y0, x0)
-                try:
-                    network.body(padded[..., y0:y1, x0:x1])
-                except _Collected:
-                    pass
-            norm.collect = None
-            norm.fixed = collector.statistics(x.dtype)
-        out = torch.empty_like(padded)
-        for tile in tiles:
-            (y0, y1), (x0, x1) = tile.crop
-            (c0, c1), (d0, d1) = tile.core
-            crop = padded[..., y0:y1, x0:x1]
-            if source is not None:
-                source.origin = (y0, x0)
-            result = crop + network.body(crop)
-            out[..., c0:c1, d0:d1] = result[..., c0 - y0:c1 - y0, d0 - x0:d1 - x0]
-    finally:
-        for norm in norms:
-            norm.fixed = norm.collect = None
-        if source is not None:
-            source.origin = (0, 0)
+                result = crop + network.body(crop)
+                out[..., c0:c1, d0:d1] = result[..., c0 - y0:c1 - y0, d0 - x0:d1 - x0]
+        finally:
+            for norm in norms:
+                norm.fixed = norm.collect = None
     return out[..., :height, :width]
