@@ -619,6 +619,7 @@ def test_noise_positions_are_carried_along_the_motion():
 
     from dreamkit.flow import Motion, pixel_grid, reliable
     from dreamkit_style.fast_effect import FRESH_STEP, carried_noise_positions
+    from dreamkit_style.transformer import NOISE_PERIOD
 
     image = torch.zeros(1, 3, 24, 40)
     backward = np.zeros((24, 40, 2), np.float32)
@@ -634,9 +635,12 @@ def test_noise_positions_are_carried_along_the_motion():
     # column and frame 1's fresh strip).
     torch.testing.assert_close(full[..., :30], own[..., 9:39], atol=1e-3, rtol=0)
     assert torch.equal(positions, full[..., ::4, ::4])
-    fresh = own[..., -4:] + torch.tensor([FRESH_STEP[0] * 2.0, FRESH_STEP[1] * 2.0]).view(1, 2, 1, 1) * 4
+    fresh = own[..., -4:] + torch.tensor([step * 2 % NOISE_PERIOD * 4.0 for step in FRESH_STEP]).view(1, 2, 1, 1)
     assert torch.equal(full[..., -4:], fresh)  # not frame 1's strip: that moved 4.5 px on
     assert carried_noise_positions({**state}, torch.zeros(1, 3, 24, 44), pan, 4).shape[-1] == 11
+    long_run = {**state, "fast_style.noise_frames": 10 ** 7}  # fresh places stay within a period
+    carried_noise_positions(long_run, image, pan, 4)
+    assert float(long_run["fast_style.noise_at"].max()) < NOISE_PERIOD * 4 + 40
     assert torch.equal(carried_noise_positions(state, image, None, 4), own[..., ::4, ::4])
 
 
