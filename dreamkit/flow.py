@@ -93,10 +93,15 @@ def reliable(backward: np.ndarray | torch.Tensor, forward: np.ndarray | torch.Te
     dy[:-1] = back[1:] - back[:-1]
     dx[:, :-1] = back[:, 1:] - back[:, :-1]
     boundary = (dx.square() + dy.square()).sum(-1) > BOUNDARY_SHARE * back.square().sum(-1) + BOUNDARY_PIXELS
+    return (~(occluded | boundary) & came_from_inside(back)).float()
+
+
+def came_from_inside(backward: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """H×W bool: the pixels of frame t whose ``backward`` flow (t → t-1) lands inside frame t-1."""
+    back = torch.as_tensor(backward, dtype=torch.float32)
     height, width = back.shape[:2]
-    came_from = pixel_grid(height, width)[0] + back.permute(2, 0, 1).flip(0)  # (y, x) in t-1
-    outside = ((came_from[0] < 0) | (came_from[0] > height - 1) | (came_from[1] < 0) | (came_from[1] > width - 1))
-    return (~(occluded | boundary | outside)).float()
+    came_from = pixel_grid(height, width, back.device)[0] + back.permute(2, 0, 1).flip(0)  # (y, x) in t-1
+    return (came_from[0] >= 0) & (came_from[0] <= height - 1) & (came_from[1] >= 0) & (came_from[1] <= width - 1)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from dreamkit import Effect, Param
-from dreamkit.flow import Motion, pixel_grid
+from dreamkit.flow import Motion, came_from_inside, pixel_grid
 from dreamkit.resources import in_models_folder
 from dreamkit.tiling import memory_budget, tile_size_for
 from dreamkit.weights_file import WeightsFileError
@@ -22,6 +22,10 @@ from .transformer import NOISE_PERIOD
 NOISE_AT = "fast_style.noise_at"  # the key of the noise positions in a sequence's context.state
 NOISE_FRAMES = "fast_style.noise_frames"  # and of the frames they have been carried over
 FRESH_STEP = (211, 367)  # activations the field is read shifted by per frame where the picture is new
+#: Carried positions closer than this (px of the field per px of the frame) are drawn afresh: the
+#: surface has been magnified twice since it was first seen (a zoom in), and its grain with it,
+#: to twice the size the network was trained on.
+MIN_SPACING = 0.5
 
 
 class FastStyle(Effect):
@@ -144,11 +148,13 @@ def carried_noise_positions(state: dict[str, Any], image: torch.Tensor, motion: 
     at full resolution.
 
     The first frame reads the field at its own pixels (as a single image does). Each next frame
-    takes, where the motion is trusted, the positions of the pixel it came from (the previous map
-    moved along the flow, with its fractions: slow motion adds up instead of rounding away);
-    what was hidden or came in from outside the frame reads the field at its own pixels shifted
-    by a step that changes every frame (at its own pixels alone, the strip a pan brings in would
-    read the same noise every frame: streaks along the motion). Fixed to the frame instead, the
+    takes the positions of the pixel it came from (the previous map moved along the flow, with
+    its fractions: slow motion adds up instead of rounding away); what came in from outside the
+    frame, or was uncovered (stretched out of its neighbour's positions), reads the field at its
+    own pixels shifted by a step that changes every frame (at its own pixels alone, the strip a pan brings in would
+    read the same noise every frame: streaks along the motion), and so does a surface magnified
+    more than 1 / :data:`MIN_SPACING` times since it was first seen (a zoom in would otherwise
+    enlarge the grain without end). Fixed to the frame instead, the
     grain stood still while the picture moved under it: on a pan of 4 px a frame the result
     changed six times as much from frame to frame along the motion (measured in the README)."""
     height, width = image.shape[-2:]
@@ -162,9 +168,25 @@ def carried_noise_positions(state: dict[str, Any], image: torch.Tensor, motion: 
         # exactly to the cell however long the video.
         shift = [step * frames % NOISE_PERIOD * stride for step in FRESH_STEP]
         fresh = own + torch.tensor(shift, device=image.device, dtype=own.dtype)[None, :, None, None]
-        positions = torch.where(motion.trusted.to(image.device) > 0, motion.follow(before), fresh)
+        carried = motion.follow(before)
+        # Not the trust mask: what it distrusts (motion boundaries, a zoom's centre) lasts, and
+        # fresh noise there every frame flickers; what was uncovered comes out stretched from
+        # its neighbour, and the spacing test catches that.
+        keep = came_from_inside(motion.backward).to(image.device) & (_spacing(carried) >= MIN_SPACING)
+        positions = torch.where(keep, carried, fresh)
     state[NOISE_AT], state[NOISE_FRAMES] = positions, frames
     return positions[..., ::stride, ::stride]
+
+
+def _spacing(positions: torch.Tensor) -> torch.Tensor:
+    """1×H×W: how far apart (in the field) a pixel's positions and its right and lower neighbours'
+    are, the smaller of the two (1 where the map is the frame's own; the last row and column take
+    their neighbour's)."""
+    across = (positions[..., :, 1:] - positions[..., :, :-1]).norm(dim=1)
+    down = (positions[..., 1:, :] - positions[..., :-1, :]).norm(dim=1)
+    across = torch.cat([across, across[..., -1:]], -1) if across.shape[-1] else torch.ones_like(positions[:, 0])
+    down = torch.cat([down, down[..., -1:, :]], -2) if down.shape[-2] else torch.ones_like(positions[:, 0])
+    return torch.minimum(across, down)
 
 
 @functools.lru_cache(maxsize=8)

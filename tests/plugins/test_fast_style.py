@@ -638,10 +638,36 @@ def test_noise_positions_are_carried_along_the_motion():
     fresh = own[..., -4:] + torch.tensor([step * 2 % NOISE_PERIOD * 4.0 for step in FRESH_STEP]).view(1, 2, 1, 1)
     assert torch.equal(full[..., -4:], fresh)  # not frame 1's strip: that moved 4.5 px on
     assert carried_noise_positions({**state}, torch.zeros(1, 3, 24, 44), pan, 4).shape[-1] == 11
+    distrusted = {**state}  # a motion boundary lasts: fresh noise there would flicker every frame
+    carried_noise_positions(distrusted, image, Motion(backward, torch.zeros(24, 40)), 4)
+    carried_noise_positions(state, image, pan, 4)
+    assert torch.equal(distrusted["fast_style.noise_at"], state["fast_style.noise_at"])
     long_run = {**state, "fast_style.noise_frames": 10 ** 7}  # fresh places stay within a period
     carried_noise_positions(long_run, image, pan, 4)
     assert float(long_run["fast_style.noise_at"].max()) < NOISE_PERIOD * 4 + 40
     assert torch.equal(carried_noise_positions(state, image, None, 4), own[..., ::4, ::4])
+
+
+def test_a_zoom_in_draws_the_noise_afresh_before_its_grain_doubles():
+    """A zoom in of 1.1x a frame about the centre: the carried positions close up 1.1x a frame,
+    and once closer than MIN_SPACING (frame 8: 1.1^-8 = 0.47) the frame reads fresh places."""
+    import numpy as np
+
+    from dreamkit.flow import Motion, pixel_grid, reliable
+    from dreamkit_style.fast_effect import MIN_SPACING, _spacing, carried_noise_positions
+
+    own = pixel_grid(41, 41)
+    backward = ((own[0] - 20) / 1.1 + 20 - own[0]).permute(1, 2, 0).flip(-1).numpy().astype(np.float32)
+    forward = ((own[0] - 20) * 1.1 + 20 - own[0]).permute(1, 2, 0).flip(-1).numpy().astype(np.float32)
+    zoom = Motion(backward, reliable(backward, forward))
+    image, state = torch.zeros(1, 3, 41, 41), {}
+    carried_noise_positions(state, image, None, 4)
+    spacings = []
+    for _ in range(9):
+        carried_noise_positions(state, image, zoom, 4)
+        spacings.append(float(_spacing(state["fast_style.noise_at"])[0, 15:26, 15:26].median()))
+    assert spacings[0] == pytest.approx(1 / 1.1, abs=1e-3) and spacings[6] == pytest.approx(1.1 ** -7, abs=1e-3)
+    assert min(spacings) >= MIN_SPACING and spacings[7] == pytest.approx(1.0, abs=1e-3)  # drawn afresh
 
 
 def test_in_a_video_the_noise_moves_with_the_picture(dreamkit_host, samples, tmp_path, monkeypatch):
