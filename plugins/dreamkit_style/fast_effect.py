@@ -149,13 +149,13 @@ def carried_noise_positions(state: dict[str, Any], image: torch.Tensor, motion: 
 
     The first frame reads the field at its own pixels (as a single image does). Each next frame
     takes the positions of the pixel it came from (the previous map moved along the flow, with
-    its fractions: slow motion adds up instead of rounding away); what came in from outside the
-    frame, or was uncovered (stretched out of its neighbour's positions), reads the field at its
-    own pixels shifted by a step that changes every frame (at its own pixels alone, the strip a pan brings in would
-    read the same noise every frame: streaks along the motion), and so does a surface magnified
-    more than 1 / :data:`MIN_SPACING` times since it was first seen (a zoom in would otherwise
-    enlarge the grain without end). Fixed to the frame instead, the
-    grain stood still while the picture moved under it: on a pan of 4 px a frame the result
+    its fractions: slow motion adds up instead of rounding away). What came in from outside the
+    frame reads the field at its own pixels shifted by a step that changes every frame (at its
+    own pixels alone, the strip a pan brings in would read the same noise every frame: streaks
+    along the motion), and so does a surface magnified more than 1 / :data:`MIN_SPACING` times
+    since it was first seen (a zoom in would otherwise enlarge the grain without end; an area the
+    flow stretches out of its neighbour, as it may where something is uncovered, too). Fixed to
+    the frame instead, the grain stood still while the picture moved under it: on a pan of 4 px a frame the result
     changed six times as much from frame to frame along the motion (measured in the README)."""
     height, width = image.shape[-2:]
     own = pixel_grid(height, width, image.device)
@@ -170,8 +170,7 @@ def carried_noise_positions(state: dict[str, Any], image: torch.Tensor, motion: 
         fresh = own + torch.tensor(shift, device=image.device, dtype=own.dtype)[None, :, None, None]
         carried = motion.follow(before)
         # Not the trust mask: what it distrusts (motion boundaries, a zoom's centre) lasts, and
-        # fresh noise there every frame flickers; what was uncovered comes out stretched from
-        # its neighbour, and the spacing test catches that.
+        # fresh noise there every frame would flicker.
         keep = came_from_inside(motion.backward).to(image.device) & (_spacing(carried) >= MIN_SPACING)
         positions = torch.where(keep, carried, fresh)
     state[NOISE_AT], state[NOISE_FRAMES] = positions, frames
