@@ -89,10 +89,11 @@ class FastStyle(Effect):
         follows = bool(self.temporal) and before is not None and after is not None \
             and before.shape == image.shape and after.shape == image.shape
         motion = Motion.between(before, image) if follows else None
-        noise_at, source = None, self.loaded(image.device).network.noise_source()
+        model = self.loaded(image.device)
+        noise_at, source = None, model.network.noise_source()
         if self.temporal and source is not None:
             noise_at = carried_noise_positions(context.state, image, motion, source.stride)
-        out = self._stylise([image], [context], noise_at)[0]
+        out = self._stylise(model, [image], [context], noise_at)[0]
         if motion is None:
             return out
         # Each frame's network output alone flickers (its texture shifts with small input
@@ -104,13 +105,12 @@ class FastStyle(Effect):
 
     def apply_batch(self, images: list[torch.Tensor], contexts: list[Any]) -> list[torch.Tensor]:
         """Images of one size run together, as many at once as the memory budget allows."""
-        return self._stylise(images, contexts)
+        return self._stylise(self.loaded(images[0].device), images, contexts)
 
-    def _stylise(self, images: list[torch.Tensor], contexts: list[Any],
+    def _stylise(self, model: FastStyleModel, images: list[torch.Tensor], contexts: list[Any],
                  noise_at: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """:meth:`apply_batch`; ``noise_at`` (one image): where its noise is read."""
+        """:meth:`apply_batch` with ``model`` loaded; ``noise_at`` (one image): where its noise is read."""
         device = images[0].device
-        model = self.loaded(device)
         budget = memory_budget(device, self.memory_mb)
         per_pixel = model.network.bytes_per_pixel()
         results: list[torch.Tensor | None] = [None] * len(images)

@@ -4,7 +4,8 @@ Inside: the network's weights (``net.*``), the styles' colour statistics the inp
 with (``palette.*``), a thumbnail of the style (``thumbnail``, uint8), and metadata: architecture,
 colour mode, the styles' names and sha256, the loss settings, the training settings and figures,
 the number of noise channels the network reads (``noise_channels``; absent in files written before
-networks had them: 0), the dreamkit version (written by :mod:`dreamkit.weights_file`, which also refuses a changed file).
+networks had them: 0), the dreamkit version (written by :mod:`dreamkit.weights_file`, which also
+refuses a changed file).
 """
 
 from __future__ import annotations

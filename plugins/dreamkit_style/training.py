@@ -53,8 +53,8 @@ LOSS_PARAMS = ("style", "style_weights", "backbone", "weights", "style_layers", 
 #: 512 px output (a style at its own size, shrunk to the output if larger).
 STYLE_SIDE = 512
 #: Noise channels a new network reads texture from (:class:`~.transformer.NoiseSource`; 0: none),
-#: by architecture. ``classic`` turns it into grain (held-out style loss 16.3x -> 7.8x the optimised
-#: result's at 400 steps, content 2.49x -> 2.55x); ``small`` cannot (1200 steps: 7.9x, 2.62x
+#: by architecture. ``classic`` turns it into grain (held-out style loss 16.3x -> 7.9x the optimised
+#: result's at 400 steps, content 2.49x -> 2.54x); ``small`` cannot (1200 steps: 7.9x, 2.62x
 #: without; 8.0x, 2.57x with), so it goes without (bench/fast_style.py's measure).
 NOISE_CHANNELS = {"classic": 8, "small": 0}
 MIN_CROP_SCALE = 0.5  # a crop covers from this share of the (cached) image's shorter side to all of it

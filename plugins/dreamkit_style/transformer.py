@@ -377,19 +377,23 @@ class StyleNetwork(nn.Module):
     def forward(self, x: torch.Tensor, noise_seeds: list[int] | None = None,
                 noise_at: torch.Tensor | None = None) -> torch.Tensor:
         """For networks with a :class:`NoiseSource`: ``noise_seeds``, in training, one seed per
-        image for its fresh noise; ``noise_at`` (see :func:`noise_positions`), in inference, where
-        each activation reads the fixed field; neither: the field at the activation's own place."""
+        image for its fresh noise; ``noise_at`` (N|1 × 2 × h × w, in inference: a video's, from
+        ``fast_style``'s ``carried_noise_positions``), the input pixel where each activation reads
+        the fixed field; neither: the field at the activation's own place."""
         height, width = x.shape[-2:]
         padded = _pad_to(x, self.align)
-        source = self.noise_source()
-        if source is None:
-            return (padded + self.body(padded))[..., :height, :width]
-        with source.given(noise_seeds, noise_at):
+        with self.noise_given(noise_seeds, noise_at):
             return (padded + self.body(padded))[..., :height, :width]
 
     def noise_source(self) -> NoiseSource | None:
         """The noise source, if the network has one."""
         return next((module for module in self.body if isinstance(module, NoiseSource)), None)
+
+    def noise_given(self, seeds: list[int] | None = None,
+                    at: torch.Tensor | None = None) -> contextlib.AbstractContextManager:
+        """:meth:`NoiseSource.given` on the network's noise source (nothing without one)."""
+        source = self.noise_source()
+        return source.given(seeds, at) if source is not None else contextlib.nullcontext()
 
     @torch.no_grad()
     def stylise(self, x: torch.Tensor, tile_size: int = 0, noise_at: torch.Tensor | None = None) -> torch.Tensor:
@@ -500,8 +504,7 @@ def tiled_forward(network: StyleNetwork, x: torch.Tensor, tile_size: int,
     tiles = plan_tiles(*padded.shape[-2:], tile_size, network.geometry())
     norms = network.norms()
     source = network.noise_source()  # reads its field from each crop's place in the image
-    given = source.given(at=noise_at) if source is not None else contextlib.nullcontext()
-    with given:  # the noise source's inputs, reset on the way out (its origin too)
+    with network.noise_given(at=noise_at):  # reset on the way out (the source's origin too)
         try:
             for norm in norms:  # each norm's statistics, given those before it
                 collector = norm.collect = _Collector()
