@@ -181,17 +181,26 @@ class Pipeline:
         """``{"steps": [{"effect": name, "params": {...}}, ...]}``, plain JSON/TOML-able data."""
         return {"steps": [step.to_config() for step in self.steps]}
 
-    def save(self, path: str | Path) -> None:
-        """Write the config as JSON or TOML, chosen by the file extension."""
+    def save(self, path: str | Path, base: str | Path | None = None) -> None:
+        """Write the config as JSON or TOML, chosen by the file extension. File parameters given
+        as paths relative to ``base`` (default: the working folder, as :meth:`resolved` reads
+        them) are written relative to the recipe's folder, where :meth:`from_config` reads them."""
         from .io import atomic_write_bytes
+        from .resources import relative_to_recipe, resource_params
 
         path = Path(path)
+        config = self.to_config()
+        base = Path.cwd() if base is None else Path(base)
+        for step, effect in zip(config["steps"], self.steps):
+            for name in resource_params(effect):
+                if name in step["params"]:
+                    step["params"][name] = relative_to_recipe(step["params"][name], base, path.parent)
         if path.suffix == ".json":
-            data = json.dumps(self.to_config(), indent=2).encode() + b"\n"
+            data = json.dumps(config, indent=2).encode() + b"\n"
         elif path.suffix == ".toml":
             import tomli_w
 
-            data = tomli_w.dumps(self.to_config()).encode()
+            data = tomli_w.dumps(config).encode()
         else:
             raise ConfigError(f"recipe file {path}: unknown extension {path.suffix!r}; use .json or .toml")
         atomic_write_bytes(path, data)

@@ -197,6 +197,18 @@ def resolve_pipeline(pipeline: Any, resolve: Callable[[str, Any, Any], Any]) -> 
     return type(pipeline)(steps)
 
 
+def relative_to_recipe(value: Any, base: Path, recipe_folder: Path) -> Any:
+    """A file parameter's recipe value (a name or a list of them) as a recipe in
+    ``recipe_folder`` must hold it: a path that names a file or folder relative to ``base`` is
+    rewritten relative to the recipe's folder, where a recipe's paths are read from; words,
+    weights names, models-folder names and absolute paths stay as they are."""
+    if isinstance(value, list):
+        return [relative_to_recipe(item, base, recipe_folder) for item in value]
+    if not isinstance(value, str) or Path(os.path.expanduser(value)).is_absolute() or not (base / value).exists():
+        return value
+    return os.path.relpath((base / value).resolve(), recipe_folder.resolve())
+
+
 def resources_of(pipeline: Any) -> list[dict[str, Any]]:
     """Every resolved resource of a pipeline, for its recipe: step, parameter, index in a list."""
     found = []
@@ -210,5 +222,5 @@ def resources_of(pipeline: Any) -> list[dict[str, Any]]:
     return found
 
 
-__all__ = ["KINDS", "PathResolver", "in_models_folder", "Resource", "is_word", "make_resource", "resolve_effect",
-           "resolve_pipeline", "resource_params", "resources_of"]
+__all__ = ["KINDS", "PathResolver", "in_models_folder", "Resource", "is_word", "make_resource",
+           "relative_to_recipe", "resolve_effect", "resolve_pipeline", "resource_params", "resources_of"]

@@ -232,6 +232,32 @@ def test_config_round_trip_through_files(host, tmp_path, suffix):
     assert Pipeline.from_config(str(path)) == pipeline
 
 
+def test_a_saved_recipe_names_its_files_from_its_own_folder(host, tmp_path, monkeypatch):
+    """Files given relative to the working folder are written relative to the recipe's folder
+    (where a recipe's paths are read from), so the recipe works from anywhere; words and names
+    (a weights name) stay as they are."""
+    import tomllib
+
+    from PIL import Image
+
+    work = tmp_path / "work"
+    (work / "art").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(work / "art" / "a.png")
+    monkeypatch.chdir(work)
+    pipeline = Pipeline([host.effect("style")(style=["art/a.png"], init="content"),
+                         host.effect("deepdream")(guide="art/a.png", weights="random")])
+    (tmp_path / "recipes").mkdir()
+    pipeline.save(tmp_path / "recipes" / "r.toml")
+    pipeline.save(tmp_path / "recipes" / "r.json")
+    steps = [step["params"] for step in tomllib.loads((tmp_path / "recipes" / "r.toml").read_text())["steps"]]
+    assert steps[0]["style"] == ["../work/art/a.png"] and steps[0]["init"] == "content"
+    assert steps[1]["guide"] == "../work/art/a.png" and steps[1]["weights"] == "random"
+    monkeypatch.chdir(tmp_path)  # elsewhere: the recipe still finds its files
+    loaded = Pipeline.from_config(tmp_path / "recipes" / "r.json")
+    assert loaded.steps[0].values["style"][0].path == loaded.steps[1].values["guide"].path \
+        == (work / "art" / "a.png").resolve()
+
+
 def test_toml_recipe_written_by_hand(host, tmp_path):
     path = tmp_path / "recipe.toml"
     path.write_text('[[steps]]\neffect = "resize"\nparams = { scale = 0.5 }\n\n[[steps]]\neffect = "noise"\n')
