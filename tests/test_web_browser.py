@@ -355,6 +355,34 @@ def test_image_parameters_take_files_or_samples_and_show_them(page_url, tmp_path
     assert not errors, errors
 
 
+def test_a_model_file_picked_on_the_page_shows_its_name_and_runs(dreamkit_host, tmp_path, monkeypatch):
+    """A trained style network uploaded by picker: the step names the file, still after the run
+    (the card is redrawn then, and a new picker says "no file chosen"), and the run uses it: the
+    result's recipe names the model. The models folder's networks are offered beside the picker
+    as models, not as samples."""
+    from dreamkit.io import read_metadata
+    from dreamkit_style.model import save_model
+    from tests.plugins.test_fast_style import _model
+
+    monkeypatch.setenv("DREAMKIT_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "models").mkdir(parents=True)
+    save_model(tmp_path / "home" / "models" / "kept.dkstyle", _model())
+    save_model(tmp_path / "ink.dkstyle", _model())
+    with served(dreamkit_host) as page_url, opened_page(page_url) as (browser, page, errors):
+        (step,) = build(page, "coffee.png", "fast_style")
+        offered = step.locator("select[name=model-choice] option").all_inner_texts()
+        assert offered == ["(or a model)", "model: kept.dkstyle"]
+        assert step.locator(".file-name").count() == 0
+        step.locator("input[type=file][name=model]").set_input_files(str(tmp_path / "ink.dkstyle"))
+        assert step.locator(".file-name").inner_text() == "ink.dkstyle"
+        saved = run_and_download(page, tmp_path)
+        assert page.locator(".step").nth(0).locator(".file-name").inner_text() == "ink.dkstyle"
+        browser.close()
+    (resource,) = read_metadata(saved)["dreamkit-recipe"]["resources"]
+    assert resource["name"] == "ink.dkstyle" and resource["param"] == "model"
+    assert not errors, errors
+
+
 def test_each_style_has_its_blend_weight_beside_its_picture(page_url, tmp_path, samples):
     """style_weights declares per_item_of="style": the page shows one weight box under each style
     thumbnail (not a separate list field), and the run uses them."""

@@ -194,8 +194,9 @@ function fileField(step, param, label) {
   if (choices.length) {
     const select = document.createElement("select");
     select.name = `${param.name}-choice`;
-    select.setAttribute("aria-label", `${param.name}: a sample or a word`);
-    select.add(new Option(param.words?.length ? "(a word or a sample)" : "(or a sample)", ""));
+    const kind = param.resource === "image" ? "a sample" : "a model";
+    select.setAttribute("aria-label", `${param.name}: ${kind} or a word`);
+    select.add(new Option(param.words?.length ? `(a word or ${kind})` : `(or ${kind})`, ""));
     for (const choice of choices) select.add(new Option(choice.replace(/^(sample|model):/, "$1: "), choice));
     const current = step.values[param.name];
     const single = Array.isArray(current) ? (current.length === 1 ? current[0] : "") : current;
@@ -216,9 +217,9 @@ function fileField(step, param, label) {
 // never sent before Run) and samples (from the server, by name).
 function renderThumbs(step, param, box) {
   box.replaceChildren();
-  if (param.resource !== "image") return;
   const current = step.values[param.name];
   const values = Array.isArray(current) ? current : current ? [current] : [];
+  if (param.resource !== "image") return renderFileNames(step, values, box);
   for (const [position, value] of values.entries()) {
     let url = null;
     if (value.startsWith("upload:") && step.files?.[value.slice(7)]) {
@@ -236,6 +237,20 @@ function renderThumbs(step, param, box) {
     item.append(img);
     for (const other of perItemParams(step, param)) item.append(itemValueField(step, other, position, values.length, img.alt));
     box.append(item);
+  }
+}
+
+// The names of the user's files chosen for a parameter that is not a picture (a trained model).
+// The pipeline card is redrawn after every run, and a new file picker shows "no file chosen":
+// without the name the page would not show what the step will use.
+function renderFileNames(step, values, box) {
+  for (const value of values) {
+    const file = typeof value === "string" && value.startsWith("upload:") ? step.files?.[value.slice(7)] : null;
+    if (!file) continue;
+    const name = document.createElement("span");
+    name.className = "file-name";
+    name.textContent = name.title = file.name;
+    box.append(name);
   }
 }
 
