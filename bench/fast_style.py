@@ -442,6 +442,35 @@ def part_train(args, folder: pathlib.Path) -> None:
     print(f"  Ray Train, 2 workers x {max(1, args.threads // 2)} thread(s): {ray_rate:.2f} steps/s "
           f"({ray_rate / one:.2f}x of one process; {wall_ray:.0f} s with starting Ray and the workers)")
     print(f"  same loss curve: last loss {alone.history[-1][1]:.6g} (one) vs {on_ray.history[-1][1]:.6g} (Ray)")
+    precisions(args, effect, images, folder)
+
+
+def precisions(args, effect, images, folder: pathlib.Path) -> None:
+    """Steps/s of each architecture's training (one process, 256 px, batch 4) with the network in
+    float32 and in bfloat16 (``--precision``), and what ``auto`` picks on this machine."""
+    import torch
+
+    from dreamkit.plugins import get_host
+    from dreamkit_style.training import TrainSettings, bf16_kernels, computes_in_bf16, train
+    from dreamkit_style.transformer import StyleNetwork
+
+    cpu = torch.device("cpu")
+    kinds = ("fp32", "bf16") if bf16_kernels(cpu) else ("fp32",)
+    print(f"train: the network in fp32 and bf16 (--precision), one process, {args.train_steps} steps")
+    for arch in ("small", "classic"):
+        rates = {}
+        for precision in kinds:
+            stamps = []
+            settings = TrainSettings(architecture=arch, steps=args.train_steps, precision=precision, preview_every=0,
+                                     checkpoint_every=args.train_steps)
+            train(effect, images, folder / f"speed-{arch}-{precision}.dkstyle", settings, host=get_host(), device=cpu,
+                  on_step=lambda trainer, stamps=stamps: stamps.append(time.perf_counter()))
+            rates[precision] = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        bf16 = (f"bf16 {rates['bf16']:.2f} steps/s ({rates['bf16'] / rates['fp32']:.2f}x)" if "bf16" in rates
+                else "bf16: this CPU has no bf16 kernels")
+        default = TrainSettings(architecture=arch)
+        chosen, reason = computes_in_bf16(default, StyleNetwork(arch, default.noise), cpu)
+        print(f"  {arch:<7} fp32 {rates['fp32']:.2f} steps/s, {bf16}; auto: {'bf16' if chosen else 'fp32'} ({reason})")
 
 
 def main() -> None:

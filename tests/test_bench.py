@@ -190,6 +190,9 @@ def test_fast_style_benchmark_runs_every_part(bench_runs):
                          rf"features\.\d+ [\d.]+x; content features\.", done.stdout), done.stdout
     assert re.search(r"the optimised results' style loss by layer: (features\.\d+ \d+%, ){4}", done.stdout)
     assert "one process (2 threads)" in done.stdout and "Ray Train, 2 workers" in done.stdout
+    for arch in ("small", "classic"):  # training in each precision, and what auto picks
+        assert re.search(rf"  {arch:<7} fp32 [\d.]+ steps/s, (bf16 [\d.]+ steps/s \([\d.]+x\)|bf16: this CPU has no "
+                         rf"bf16 kernels); auto: (bf16|fp32) \(", done.stdout), done.stdout
     assert "CPU: " in done.stdout
 
 

@@ -93,7 +93,8 @@ def train_on_ray(effect: Style, images: list[Path], output: Path, settings: Trai
         shutil.rmtree(folder, ignore_errors=True)
     return TrainResult(finished, int(state["step"]), int(earlier["step"]) if earlier else 0,
                        [list(h) for h in state["history"]],
-                       float(state["seconds"]), state.get("model_sha256"), list(state.get("restarts", [])))
+                       float(state["seconds"]), state.get("model_sha256"), list(state.get("restarts", [])),
+                       str(state.get("precision", "")))
 
 
 def _fit_with_progress(trainer: Any, folder: Path, settings: TrainSettings, quiet: bool) -> Any:

@@ -19,7 +19,7 @@ from dreamkit.weights_file import WeightsFileError, load_weights_file, save_weig
 from dreamkit_style.fast_effect import FastStyle
 from dreamkit_style.model import FastStyleModel, load_model, save_model
 from dreamkit_style.training import (NOISE_CHANNELS, CropSampler, TrainSettings, Trainer, TrainingError, TrainingLoss,
-                                     loss_effect, train)
+                                     bf16_kernels, computes_in_bf16, loss_effect, train)
 from dreamkit_style.transformer import ARCHITECTURES, MAX_NOISE_CHANNELS, StyleNetwork, tiled_forward
 
 TINY = dict(size=64, batch=2, preview_every=0, checkpoint_every=2)
@@ -390,14 +390,19 @@ def test_training_noise_depends_only_on_seed_step_and_position(dreamkit_host, st
     assert Trainer.create(TrainSettings(steps=4, noise=0, **TINY), loss, torch.device("cpu")).noise_seeds(range(4)) is None
 
 
-def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image, precision):
+    """In float32, and with the network computed in bfloat16 (where the CPU has its kernels)."""
+    if precision == "bf16" and not bf16_kernels(torch.device("cpu")):
+        pytest.skip("this CPU has no bfloat16 convolution kernels")
     torch.manual_seed(0)
     effect = loss_effect({"style": [str(style_image)]})
     # From the identity (a fresh network returns its input), Adam's first steps on the zero last
     # layer raise the loss for a few steps (35 -> 65 at step 5 here), then it falls (18.0 at 60).
-    settings = TrainSettings(architecture="small", steps=60, lr=1e-3, **TINY)
+    settings = TrainSettings(architecture="small", steps=60, lr=1e-3, precision=precision, **TINY)
     loss = TrainingLoss(effect, dreamkit_host, torch.device("cpu"), settings.size, settings.style_side)
     trainer = Trainer.create(settings, loss, torch.device("cpu"))
+    assert trainer.bf16 == (precision == "bf16")
     sampler = CropSampler(photos, settings.size, seed=0)
     fixed = sampler.batch(1000, range(4))  # crops training never sees
 
@@ -455,6 +460,58 @@ def test_the_loss_terms_are_each_layers_share_of_it(dreamkit_host, samples, styl
         assert float(style_terms[layer]) == pytest.approx(alone.evaluate(image, photo, dreamkit_host).style, rel=1e-3)
 
 
+def test_the_precision_is_as_asked_or_measured(dreamkit_host, style_image, monkeypatch):
+    """fp32 and bf16 as asked (bf16 refused where the device has no bf16 kernels; float64 runs never
+    in bf16); auto: what dreamkit.precision measures for this network at the training size."""
+    with pytest.raises(TrainingError, match="--precision 'fp16' is not allowed; expected one of auto, fp32, bf16"):
+        TrainSettings(precision="fp16")
+    network = StyleNetwork("classic", 2)
+    cpu = torch.device("cpu")
+    assert computes_in_bf16(TrainSettings(precision="fp32", **TINY), network, cpu) == (False, "fp32 as asked")
+    assert computes_in_bf16(TrainSettings(precision="bf16", dtype="float64", **TINY), network, cpu)[0] is False
+    monkeypatch.setattr("dreamkit_style.training.bf16_kernels", lambda device: False)
+    with pytest.raises(TrainingError, match="--precision bf16 is not allowed here: this cpu has no bfloat16 convolution"):
+        computes_in_bf16(TrainSettings(precision="bf16", **TINY), network, cpu)
+    asked = []
+
+    def measured(device, key, time_pass):
+        seconds = (time_pass(False), time_pass(True))  # each precision's pass runs
+        asked.append(key)
+        assert all(s > 0 for s in seconds)
+        return True, "bf16 chosen: measured"
+
+    monkeypatch.setattr("dreamkit.precision.bf16_pays", measured)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    assert computes_in_bf16(TrainSettings(architecture="classic", noise=2, **TINY), network, cpu) == \
+        (True, "bf16 chosen: measured")
+    assert asked == ["style-network-training|classic|noise=2|64px"]
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())  # measured on a copy
+    assert network.body[0][0][1].weight.grad is None
+    loss = TrainingLoss(loss_effect({"style": [str(style_image)]}), dreamkit_host, cpu, 64, 64)
+    trainer = Trainer.create(TrainSettings(architecture="classic", noise=2, **TINY), loss, cpu)
+    assert trainer.bf16 and trainer.precision_reason == "bf16 chosen: measured"
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_in(dreamkit_host, photos, style_image, tmp_path, monkeypatch):
+    """auto may measure otherwise on a later run; the checkpoint's choice wins, and the model file
+    says what the network was computed in."""
+    effect = loss_effect({"style": [str(style_image)]})
+    output = tmp_path / "ink.dkstyle"
+    settings = TrainSettings(steps=3, **TINY)
+    monkeypatch.setattr("dreamkit.precision.bf16_pays", lambda device, key, time_pass: (False, "measured: fp32"))
+
+    def interrupt(trainer):
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = train(effect, photos, output, settings, host=dreamkit_host, device=torch.device("cpu"), on_step=interrupt)
+    assert not first.finished and first.precision == "measured: fp32"
+    monkeypatch.setattr("dreamkit.precision.bf16_pays", lambda device, key, time_pass: (True, "measured: bf16"))
+    second = train(effect, photos, output, settings, host=dreamkit_host, device=torch.device("cpu"))
+    assert second.finished and second.resumed_from == 2 and second.precision == "measured: fp32"
+    assert load_model(output).meta["training"]["computed_in"] == "fp32"
+
+
 def test_training_writes_model_and_preview(dreamkit_host, photos, style_image, tmp_path):
     effect = loss_effect({"style": [str(style_image)], "tv_weight": 10.0})
     output = tmp_path / "ink.dkstyle"
@@ -478,8 +535,9 @@ def _train_cli(args, cwd, **kwargs):
 def test_resume_after_a_kill_continues_from_the_checkpoint(photos, style_image, tmp_path):
     """A run killed (SIGKILL) after a checkpoint, run again, ends with exactly the weights and loss of
     a run never interrupted: the crops depend only on the step, the checkpoint holds the optimiser."""
+    # (--precision fp32: two runs started at once would each measure auto's choice, and might differ)
     args = ["--style", style_image, "--images", *photos, "--steps", 40, "--size", 64, "--batch", 2,
-            "--checkpoint-every", 2, "--preview-every", 0, "--json", "-q"]
+            "--checkpoint-every", 2, "--preview-every", 0, "--json", "-q", "--precision", "fp32"]
     whole = _train_cli([*args, "-o", "whole.dkstyle"], tmp_path)
     killed = _train_cli([*args, "-o", "killed.dkstyle"], tmp_path)
     checkpoint = tmp_path / "killed.dkstyle.train" / "checkpoint.pt"
@@ -495,6 +553,7 @@ def test_resume_after_a_kill_continues_from_the_checkpoint(photos, style_image, 
     assert resumed.returncode == 0, err
     record = json.loads(out)
     assert record["resumed_from"] == stopped_at and 0 < stopped_at < 40 and record["steps"] == 40
+    assert record["precision"] == "fp32 as asked"
     whole_out, whole_err = whole.communicate(timeout=300)
     assert whole.returncode == 0, whole_err
     assert record["loss"] == json.loads(whole_out)["loss"]
@@ -542,6 +601,8 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(dreamkit_host, photos, st
     assert code == 2 and "other lr" in err and "--overwrite" in err
     code, _, err = cli(*args, "--noise", 3)  # the default of small, the architecture here: 0
     assert code == 2 and "other noise" in err
+    code, _, err = cli(*args, "--precision", "fp32")  # the default: auto
+    assert code == 2 and "other precision" in err
     code, _, err = cli(*args, "--overwrite")
     assert code == 0, err
     code, _, err = cli(*args)
@@ -559,6 +620,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(dreamkit_host, photos, st
     (["--size", "16"], "--size 16 is not allowed"),
     (["--noise", "-1"], "--noise -1 is not allowed; expected an integer from 0 to 64"),
     (["--noise", "65"], "--noise 65 is not allowed; expected an integer from 0 to 64"),
+    (["--precision", "fp16"], "invalid choice: 'fp16'"),
     (["--engine", "ray", "--workers", "3"], "does not split evenly over 3 workers"),
     (["-o", "model.pth"], "ends in .dkstyle"),
 ])
