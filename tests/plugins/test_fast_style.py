@@ -413,7 +413,8 @@ def test_training_a_few_steps_lowers_the_loss(dreamkit_host, photos, style_image
     before = held_out_loss()
     for step in range(settings.steps):
         trainer.run_step(sampler.batch(step, range(settings.batch)))
-    assert held_out_loss() < 0.7 * before  # 0.51 here
+    after = held_out_loss()
+    assert after < 0.7 * before, after / before  # 0.515 here in fp32, 0.518 in bf16
 
 
 def test_the_training_loss_is_the_style_effects_loss(dreamkit_host, samples, style_image):
