@@ -493,6 +493,14 @@ def test_the_precision_is_as_asked_or_measured(dreamkit_host, style_image, monke
     assert trainer.bf16 and trainer.precision_reason == "bf16 chosen: measured"
 
 
+def test_bf16_asked_where_there_are_no_bf16_kernels_is_exit_2(cli, photos, style_image, tmp_path, monkeypatch):
+    monkeypatch.setattr("dreamkit_style.training.bf16_kernels", lambda device: False)
+    code, _, err = cli("style", "train", "--style", style_image, "--images", *photos, "-o", tmp_path / "m.dkstyle",
+                       "--steps", 1, "--size", 64, "--batch", 2, "--precision", "bf16", "-q")
+    assert code == 2 and "--precision bf16 is not allowed here" in err and "use auto or fp32" in err
+    assert not any(tmp_path.iterdir())  # no model, no checkpoint folder
+
+
 def test_a_resumed_run_keeps_the_precision_it_started_in(dreamkit_host, photos, style_image, tmp_path, monkeypatch):
     """auto may measure otherwise on a later run; the checkpoint's choice wins, and the model file
     says what the network was computed in."""
