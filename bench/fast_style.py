@@ -451,7 +451,8 @@ def precisions(args, effect, images, folder: pathlib.Path) -> None:
     import torch
 
     from dreamkit.plugins import get_host
-    from dreamkit_style.training import TrainSettings, bf16_kernels, computes_in_bf16, train
+    from dreamkit.precision import bf16_kernels
+    from dreamkit_style.training import TrainSettings, computes_in_bf16, train
     from dreamkit_style.transformer import StyleNetwork
 
     cpu = torch.device("cpu")

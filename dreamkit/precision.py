@@ -34,6 +34,14 @@ def machine_key() -> str:
     return f"{cpu_name()}|{torch.backends.cpu.get_cpu_capability()}|threads={torch.get_num_threads()}"
 
 
+def bf16_kernels(device: torch.device) -> bool:
+    """Whether ``device`` has bfloat16 convolution kernels (on a CPU without them oneDNN falls back
+    to a reference convolution tens of times slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def bf16_pays(device: torch.device, model_key: str, time_pass: Callable[[bool], float]) -> tuple[bool, str]:
     """``(use_bf16, reason)`` for a model on ``device``.
 
@@ -42,11 +50,11 @@ def bf16_pays(device: torch.device, model_key: str, time_pass: Callable[[bool], 
     the first time ``model_key`` is asked on this machine.
     """
     if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
+        supported = bf16_kernels(device)
         return supported, "CUDA GPU with bf16" if supported else "this GPU has no bf16"
     if device.type != "cpu":
         return False, f"no bf16 policy for {device.type}"
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not bf16_kernels(device):
         return False, f"no bf16 convolution kernels on this CPU ({torch.backends.cpu.get_cpu_capability()})"
     def measure() -> dict:
         fp32, bf16 = _timed(time_pass)

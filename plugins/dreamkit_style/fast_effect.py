@@ -155,8 +155,9 @@ def carried_noise_positions(state: dict[str, Any], image: torch.Tensor, motion: 
     along the motion), and so does a surface magnified more than 1 / :data:`MIN_SPACING` times
     since it was first seen (a zoom in would otherwise enlarge the grain without end; an area the
     flow stretches out of its neighbour, as it may where something is uncovered, too). Fixed to
-    the frame instead, the grain stood still while the picture moved under it: on a pan of 4 px a frame the result
-    changed six times as much from frame to frame along the motion (measured in the README)."""
+    the frame instead, the grain stood still while the picture moved under it: on a pan of 4 px
+    a frame the result changed six times as much from frame to frame along the motion (measured
+    in the README)."""
     height, width = image.shape[-2:]
     own = pixel_grid(height, width, image.device)
     before = state.get(NOISE_AT)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamkit.errors import DreamkitError, ImageLoadError, ParameterError
+from dreamkit.precision import bf16_kernels
 from dreamkit.io import atomic_write, load_image, save_image
 from dreamkit.tiling import plan_tiles
 
@@ -303,14 +304,6 @@ def _gram(phi: torch.Tensor) -> torch.Tensor:
     return ops.gram_matrix(phi, normalize=True)
 
 
-def bf16_kernels(device: torch.device) -> bool:
-    """Whether ``device`` has bfloat16 convolution kernels (on a CPU without them oneDNN falls back
-    to a reference convolution tens of times slower than float32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def computes_in_bf16(settings: TrainSettings, network: StyleNetwork, device: torch.device) -> tuple[bool, str]:
     """Whether the network's forward and backward run in bfloat16 (autocast: its weights, Adam and
     the loss stay float32), and why. ``precision`` "fp32" or "bf16" as asked ("bf16" refused where
@@ -332,10 +325,13 @@ def computes_in_bf16(settings: TrainSettings, network: StyleNetwork, device: tor
         return True, "bf16 as asked"
     from dreamkit.precision import bf16_pays
 
-    probe = copy.deepcopy(network)
-    image = torch.rand(1, 3, settings.size, settings.size, generator=torch.Generator().manual_seed(0)).to(device)
+    made: list = []  # (a copy of the network, an image): made only if this machine has not measured yet
 
     def time_pass(bf16: bool) -> float:
+        if not made:
+            made.extend([copy.deepcopy(network), torch.rand(1, 3, settings.size, settings.size,
+                                                            generator=torch.Generator().manual_seed(0)).to(device)])
+        probe, image = made
         started = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             output = probe(image, noise_seeds=[0] if probe.noise_source() is not None else None)
@@ -383,8 +379,7 @@ class Trainer:
         photos = photos.to(device=next(self.network.parameters()).device, dtype=dtype)
         seeds = self.noise_seeds(range(len(photos)) if positions is None else positions)
         self.optimizer.zero_grad(set_to_none=True)
-        device_type = photos.device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(photos.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             output = (model or self.network)(self.loss.network_input(photos), noise_seeds=seeds)
         total, parts = self.loss(output.to(dtype), self.loss.content_target(photos))
         total.backward()
@@ -638,5 +633,5 @@ def _remove_empty(folder: Path) -> None:
 
 
 __all__ = ["CropSampler", "KIND", "LOSS_PARAMS", "PRECISIONS", "TrainResult", "TrainSettings", "Trainer", "TrainingError",
-           "TrainingLoss", "bf16_kernels", "computes_in_bf16", "loss_effect", "preview_path", "read_checkpoint", "readable_images",
+           "TrainingLoss", "computes_in_bf16", "loss_effect", "preview_path", "read_checkpoint", "readable_images",
            "run_identity", "train", "training_folder"]
