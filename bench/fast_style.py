@@ -27,7 +27,8 @@ quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the de
          --model is measured instead of trained. Writes the grid (photo | optimised | classic |
          small, one row per held-out photo) to --grid. Each network's ratios are also given
          layer by layer (the loss's own terms), with each layer's share of the optimised
-         results' style loss. With --fit-one STEPS, each architecture is also trained on the
+         results' style loss, and once more with the optimised results' tones in place of
+         their own (a blur at QUALITY_SIDE/64 px swapped): whether the gap is tone or texture. With --fit-one STEPS, each architecture is also trained on the
          first held-out photo alone, on the whole photo (the measure's own loss) and on the
          random crops training makes of it, and scored on it and on the other; and the trained
          networks are scored on their own training photos: what the architecture can express for
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import platform
 import statistics
@@ -256,6 +258,20 @@ def optimiser_ladder(effect, host, photos, references, counts) -> list[tuple[int
     return ladder
 
 
+def with_tones_of(images, optimised, sigma: float):
+    """``images`` with their low frequencies (a Gaussian blur at ``sigma`` px) replaced by those of
+    the ``optimised`` results: the optimiser's tonal layout, the images' own texture. If the style
+    loss does not drop, what keeps a network from the optimiser is its texture, not its tones."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    kernel = 2 * math.ceil(3 * sigma) + 1
+
+    def low(x):
+        return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+
+    return [(image - low(image) + low(reference)).clamp(0, 1) for image, reference in zip(images, optimised)]
+
+
 def apply_seconds(model, photos, repeats: int = 3) -> float:
     """Seconds a photo for ``model`` (the median of ``repeats`` passes over the photos, after one)."""
     times = []
@@ -349,6 +365,10 @@ def part_quality(args, folder: pathlib.Path) -> None:
         print(f"quality {arch:<7} {trained}: style loss {style_ratio:.2f}x, content loss {content_ratio:.2f}x of the "
               f"optimised (bar {BAR}x)", flush=True)
         print(f"  {arch}: {place_on_ladder(ladder, style_ratio, content_ratio, apply_seconds(model, photos))}", flush=True)
+        sigma = args.quality_side / 64
+        toned = ratios(effect, host, photos, references, with_tones_of(images, optimised, sigma))
+        print(f"  {arch} with the optimised results' tones (their blur at {sigma:g} px for its own): style "
+              f"{toned[0]:.2f}x, content {toned[1]:.2f}x (its own: {style_ratio:.2f}x, {content_ratio:.2f}x)", flush=True)
         print(f"  {arch} by layer, against the optimised: {layer_ratios(measure, photos, reference_terms, images)}",
               flush=True)
         if arch == "small" and arch not in args.model:

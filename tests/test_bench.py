@@ -188,6 +188,9 @@ def test_fast_style_benchmark_runs_every_part(bench_runs):
         # the ratios layer by layer: every style layer of the effect's MobileNetV2 default, then content
         assert re.search(rf"  {arch} by layer, against the optimised: style (features\.\d+ [\d.]+x, ){{4}}"
                          rf"features\.\d+ [\d.]+x; content features\.", done.stdout), done.stdout
+        toned = (rf"  {arch} with the optimised results' tones \(their blur at 1 px for its own\): style [\d.]+x, "
+                 r"content [\d.]+x \(its own: [\d.]+x, [\d.]+x\)")
+        assert re.search(toned, done.stdout), done.stdout
     assert re.search(r"the optimised results' style loss by layer: (features\.\d+ \d+%, ){4}", done.stdout)
     assert "one process (2 threads)" in done.stdout and "Ray Train, 2 workers" in done.stdout
     for arch in ("small", "classic"):  # training in each precision, and what auto picks
@@ -213,6 +216,7 @@ def test_fast_style_quality_measures_a_given_model_instead_of_training(tmp_path,
     assert "small step" not in done.stdout  # nothing trained
     assert re.search(r"  small: style (at least as good as|worse than) the optimiser stopped at", done.stdout)
     assert "  small by layer, against the optimised: style features." in done.stdout
+    assert "  small with the optimised results' tones (their blur at 0.5 px for its own): style" in done.stdout
     assert "grid (photo | optimised | small)" in done.stdout
     from PIL import Image
 
@@ -248,3 +252,22 @@ def test_a_worker_runs_the_script_as_main_with_its_arguments_and_exit_code(warm,
     assert failed.returncode == 3 and failed.stderr == "to stderr\n" and json.loads(failed.stdout)["argv"] == ["3"]
     with pytest.raises(SystemExit, match=r"worker worker.py 3 failed \(exit 3\):\nto stderr"):
         workers.run_json(script, "3")
+
+
+def test_the_tone_swap_keeps_the_texture_and_takes_the_references_tones(monkeypatch):
+    """bench/fast_style.py's tone-or-texture diagnostic: an image given its own tones is unchanged;
+    given a flat reference's, its detail stays and its mean becomes the reference's."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import torch
+    from fast_style import with_tones_of
+
+    generator = torch.Generator().manual_seed(0)
+    image = 0.25 + 0.5 * torch.rand(1, 3, 48, 48, generator=generator)
+    (same,) = with_tones_of([image], [image], 2.0)
+    assert torch.allclose(same, image, atol=1e-6)
+    flat = torch.full_like(image, 0.3)
+    (toned,) = with_tones_of([image], [flat], 2.0)
+    detail = image - image.mean((-2, -1), keepdim=True)
+    # the low frequencies are the flat reference's (0.3): the mean moves there, the fine detail stays
+    assert abs(float(toned.mean()) - 0.3) < 0.01 and abs(float(image.mean()) - 0.5) < 0.02
+    assert float(((toned - toned.mean((-2, -1), keepdim=True)) - detail).abs().mean()) < float(detail.abs().mean()) / 3
