@@ -28,12 +28,12 @@ quality  Trains a `small` and a `classic` network (256 px crops, batch 4, the de
          small, one row per held-out photo) to --grid. Each network's ratios are also given
          layer by layer (the loss's own terms), with each layer's share of the optimised
          results' style loss, and once more with the optimised results' tones in place of
-         their own (a blur at QUALITY_SIDE/64 px swapped): whether the gap is tone or texture. With --fit-one STEPS, each architecture is also trained on the
-         first held-out photo alone, on the whole photo (the measure's own loss) and on the
-         random crops training makes of it, and scored on it and on the other; and the trained
-         networks are scored on their own training photos: what the architecture can express for
-         one fixed input, what one function of every crop keeps of it, and what more photos
-         could give.
+         their own (a blur at QUALITY_SIDE/64 px swapped): whether the gap is tone or texture.
+         With --fit-one STEPS, each architecture is also trained on the first held-out photo
+         alone, on the whole photo (the measure's own loss) and on the random crops training
+         makes of it, and scored on it and on the other; and the trained networks are scored
+         on their own training photos: what the architecture can express for one fixed input,
+         what one function of every crop keeps of it, and what more photos could give.
 train    Steps/s of the same training (small, 256 px, global batch 4) in one process and on a
          local Ray cluster of 2 workers (DDP over gloo; the same machine, so the figure is the
          overhead of distribution, not a speed-up). The first step of each is left out.
