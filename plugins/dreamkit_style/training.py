@@ -323,7 +323,7 @@ def computes_in_bf16(settings: TrainSettings, network: StyleNetwork, device: tor
                                 f"kernels ({torch.backends.cpu.get_cpu_capability() if device.type == 'cpu' else device}); "
                                 "use auto or fp32")
         return True, "bf16 as asked"
-    from dreamkit.precision import bf16_pays
+    from dreamkit.precision import bf16_pays  # looked up per call: tests stand in for the measurement
 
     made: list = []  # (a copy of the network, an image): made only if this machine has not measured yet
 
